@@ -1,0 +1,50 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Java 17 is the one system prerequisite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+VAR := $(CURDIR)/var
+DEMO_DATE ?= $(shell date -u -d yesterday +%F)
+
+# The demo's Airflow, data and clusters all live under ./var, never in the user's home.
+DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	SPARK_TRITON_DATA_DIR=$(VAR)/data \
+	AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: install demo test test-fast lint clean java
+
+install: $(STAMP)
+
+# torch==2.13.0 first: the local CPU wheel satisfies the project's range, so no CUDA build is fetched.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+java:
+	@java -version 2>&1 | grep -qE 'version "(17|21)' || { echo "Java 17 is required (java -version)"; exit 1; }
+
+demo: install java
+	mkdir -p $(VAR)
+	$(DEMO_ENV) $(BIN)/airflow db migrate > $(VAR)/airflow-db-migrate.log 2>&1
+	$(DEMO_ENV) $(BIN)/python -m airflow_spark_triton.demo --date $(DEMO_DATE)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install java lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
+
+test-fast: install
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
+
+clean:
+	rm -rf $(VAR) .pytest_cache .ruff_cache

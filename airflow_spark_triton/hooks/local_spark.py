@@ -1,0 +1,900 @@
+"""The local backend: a real Spark standalone cluster (one master, N workers) on this machine.
+
+It exists so the whole pipeline (cluster lifecycle, spark-submit, one Triton server per node,
+teardown) runs and is tested without Databricks. Every cluster and run lives in a directory under
+the hook's home, and every process is started detached and recorded with its create time, so any
+later Airflow task (a retry, the teardown, the triggerer) can find, watch and stop it.
+
+Cluster directory ``<home>/clusters/<cluster_id>/``::
+
+    cluster.json            state, tags, spec, master URL and ports, pids + create times
+    logs/master.log         master JVM output (failed bind attempts: master-attempt-<n>.log)
+    logs/worker-<i>.log     worker JVM output
+    logs/init-<i>.out|.err  the init script's output for worker i
+    work/worker-<i>/        SPARK_WORKER_DIR: executor stdout/stderr per application
+    local/                  SPARK_LOCAL_DIRS of workers and drivers (removed on delete)
+    triton/                 Triton server records the job writes (SPARK_TRITON_STATE_DIR)
+    runs/<run_id>/          run.json, command.json, status.json, driver.log, supervisor.log,
+                            report.json, local/ (driver scratch, removed on delete)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import psutil
+from airflow.sdk import BaseHook
+
+from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.hooks import local_processes as procs
+from airflow_spark_triton.hooks.base import ClusterError, RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.hooks.local_processes import ProcessRecord
+from airflow_spark_triton.hooks.local_run_supervisor import (
+    COMMAND_FILE,
+    DRIVER_LOG,
+    KILL_AFTER_S,
+    STATUS_FILE,
+)
+from spark_jobs.job_config import InferenceJobConfig
+
+HOME_ENV = "AIRFLOW_SPARK_TRITON_HOME"
+DEFAULT_HOME = "~/.airflow_spark_triton"
+STATE_DIR_ENV = "SPARK_TRITON_STATE_DIR"  # read by spark_jobs.node_state on driver and executors
+LOCALHOST = "127.0.0.1"
+
+MASTER_START_TIMEOUT_S = 120.0
+MASTER_BIND_ATTEMPTS = 4
+INIT_SCRIPT_TIMEOUT_S = 600.0
+STOP_GRACE_S = 15.0
+CANCEL_TIMEOUT_S = KILL_AFTER_S + 15.0  # the supervisor's own escalation, plus slack
+SUPERVISOR_START_GRACE_S = 120.0
+MASTER_JSON_TIMEOUT_S = 3.0
+
+_CLUSTER_ID = re.compile(r"^local-[0-9a-f]{12}$")
+_RUN_ID = re.compile(r"^(?P<cluster>local-[0-9a-f]{12})-run-[0-9a-f]{8}$")
+_MEMORY = re.compile(r"^\s*(?P<amount>\d+)\s*(?P<unit>[kmgt])b?\s*$", re.IGNORECASE)
+_BIND_FAILURE = ("BindException", "Address already in use", "could not bind")
+
+
+class ClusterState(StrEnum):
+    """States of a local cluster's record. DELETING blocks new runs while teardown is under way."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DELETING = "DELETING"
+    TERMINATED = "TERMINATED"  # failed to come up or became unusable; processes may remain until delete
+    DELETED = "DELETED"
+
+
+LIVE_STATES = (ClusterState.PENDING, ClusterState.RUNNING)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def memory_mb(value: str) -> int:
+    """Spark memory string ('1g', '512m') in MiB; a unit is required because Spark reads none as bytes."""
+    match = _MEMORY.match(str(value))
+    if not match:
+        raise ClusterError(f"cluster setting 'worker_memory' must look like '1g' or '512m', got {value!r}")
+    factor = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[match["unit"].lower()]
+    mb = int(int(match["amount"]) * factor)
+    if mb < 1:
+        raise ClusterError(f"cluster setting 'worker_memory' is too small: {value!r}")
+    return mb
+
+
+def _spark_home() -> Path:
+    """The pip package is a complete Spark distribution: bin/spark-class, bin/spark-submit, jars."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def _spark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def _python_libdir(python: str) -> str:
+    """libpython's directory of ``python``: PyTriton's stub must load this one, not the system's."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return str(sysconfig.get_config_var("LIBDIR") or "")
+    result = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"interpreter {python} does not run: {result.stderr.strip()[-500:]}")
+    return result.stdout.strip()
+
+
+def _prepend_path(first: str, existing: str | None) -> str:
+    parts = [p for p in [first, *(existing or "").split(os.pathsep)] if p]
+    return os.pathsep.join(dict.fromkeys(parts))
+
+
+def _master_json(webui_port: int) -> dict[str, Any] | None:
+    """The master's own view (status, alive workers); None while its web UI is not up."""
+    url = f"http://{LOCALHOST}:{webui_port}/json/"
+    try:
+        with urllib.request.urlopen(url, timeout=MASTER_JSON_TIMEOUT_S) as response:
+            return json.loads(response.read().decode())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def _serving_or_dead(webui_port: int, master: ProcessRecord) -> bool:
+    """Either outcome ends the wait for a starting master: it serves, or it exited (e.g. bind)."""
+    return _master_json(webui_port) is not None or not procs.is_alive(master)
+
+
+def packaged_init_script() -> Path:
+    return Path(__file__).resolve().parents[1] / "init_scripts" / "local_init.sh"
+
+
+def batch_inference_script() -> Path:
+    import spark_jobs
+
+    return Path(spark_jobs.__file__).resolve().parent / "batch_inference.py"
+
+
+class LocalSparkHook(BaseHook):
+    """:class:`~airflow_spark_triton.hooks.base.GpuSparkBackend` on a local Spark standalone cluster.
+
+    :param spark_triton_conn_id: optional connection of type ``spark_triton_local``; its extras
+        may set ``home``, ``python`` and ``worker_memory``. A missing connection is fine: this is
+        the embedded default backend. ``None`` skips the lookup.
+    :param home: state directory; overrides the connection, ``$AIRFLOW_SPARK_TRITON_HOME`` and
+        ``~/.airflow_spark_triton``.
+    """
+
+    conn_name_attr = "spark_triton_conn_id"
+    default_conn_name = "spark_triton_default"
+    conn_type = "spark_triton_local"
+    hook_name = "Spark + Triton (local standalone)"
+
+    def __init__(self, spark_triton_conn_id: str | None = default_conn_name, home: str | None = None) -> None:
+        super().__init__()
+        self.spark_triton_conn_id = spark_triton_conn_id
+        self._home_arg = home
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["host", "schema", "login", "password", "port"],
+            "relabeling": {},
+            "placeholders": {
+                "extra": json.dumps({"home": "/var/lib/spark_triton", "python": "/opt/venv/bin/python"})
+            },
+        }
+
+    # -- settings ---------------------------------------------------------------------------
+
+    @functools.cached_property
+    def _extras(self) -> dict[str, Any]:
+        """Connection extras, looked up lazily: the triggerer builds hooks inside its event loop."""
+        if not self.spark_triton_conn_id:
+            return {}
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        not_found: tuple[type[BaseException], ...] = (AirflowNotFoundException,)
+        with contextlib.suppress(ImportError):
+            from airflow.exceptions import AirflowNotFoundException as CoreNotFound
+
+            not_found = (AirflowNotFoundException, CoreNotFound)
+        try:
+            conn = self.get_connection(self.spark_triton_conn_id)
+        except not_found:
+            self.log.debug("No connection %r: using local defaults", self.spark_triton_conn_id)
+            return {}
+        return dict(conn.extra_dejson or {})
+
+    @functools.cached_property
+    def home(self) -> Path:
+        configured = self._home_arg or self._extras.get("home") or os.environ.get(HOME_ENV) or DEFAULT_HOME
+        return Path(configured).expanduser().resolve()
+
+    @functools.cached_property
+    def python(self) -> str:
+        """Interpreter of drivers and executors: needs pyspark, pytriton, deltalake and spark_jobs."""
+        return str(self._extras.get("python") or sys.executable)
+
+    @property
+    def clusters_dir(self) -> Path:
+        return self.home / "clusters"
+
+    def cluster_dir(self, cluster_id: str) -> Path:
+        if not _CLUSTER_ID.match(cluster_id):
+            raise ClusterError(f"{cluster_id!r} is not a local cluster id (local-<12 hex>)")
+        return self.clusters_dir / cluster_id
+
+    def state_dir_for_servers(self, cluster_id: str) -> Path:
+        """Where the job records this cluster's Triton servers, so delete can stop them by pid."""
+        return self.cluster_dir(cluster_id) / "triton"
+
+    def run_dir(self, run_id: str) -> Path:
+        match = _RUN_ID.match(run_id)
+        if not match:
+            raise RunError(f"{run_id!r} is not a local run id (<cluster_id>-run-<8 hex>)")
+        return self.cluster_dir(match["cluster"]) / "runs" / run_id
+
+    # -- cluster records --------------------------------------------------------------------
+
+    def get_cluster(self, cluster_id: str) -> dict[str, Any] | None:
+        """The cluster's record (``cluster.json``), or None for an unknown id."""
+        return procs.read_json(self.cluster_dir(cluster_id) / "cluster.json")
+
+    def _update_cluster(self, _cluster_id: str, /, **changes: Any) -> dict[str, Any]:
+        cdir = self.cluster_dir(_cluster_id)
+        with procs.file_lock(cdir / ".lock"):
+            record = procs.read_json(cdir / "cluster.json") or {}
+            record.update(changes, updated_at=_now())
+            procs.write_json_atomic(cdir / "cluster.json", record)
+        return record
+
+    def _iter_clusters(self) -> Iterator[dict[str, Any]]:
+        """Newest first, so a retried create reuses the cluster it made last."""
+        records = []
+        for path in self.clusters_dir.glob("local-*/cluster.json"):
+            record = procs.read_json(path)
+            if record and "cluster_id" in record:
+                records.append(record)
+        yield from sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)
+
+    @staticmethod
+    def _record(data: dict[str, Any] | None) -> ProcessRecord | None:
+        return ProcessRecord.from_dict(data) if data and data.get("pid") else None
+
+    def _cluster_processes(self, cluster: dict[str, Any]) -> list[tuple[str, ProcessRecord]]:
+        named = [(f"worker {w['index']}", self._record(w)) for w in cluster.get("workers", [])]
+        named.append(("master", self._record(cluster.get("master"))))
+        return [(name, record) for name, record in named if record is not None]
+
+    # -- create -----------------------------------------------------------------------------
+
+    def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
+        """Start a master and ``spec.num_workers`` workers; returns once they are launched.
+
+        Workers register asynchronously: :meth:`wait_for_cluster` waits for that. If anything
+        fails here, everything this call started is stopped before the ClusterError propagates.
+        """
+        if self._extras.get("worker_memory"):
+            spec = GpuClusterSpec.from_dict(
+                {**spec.to_dict(), "worker_memory": self._extras["worker_memory"]}
+            )
+        memory_mb(spec.worker_memory)  # fail before starting anything
+        cluster_id = f"local-{secrets.token_hex(6)}"
+        cdir = self.cluster_dir(cluster_id)
+        for sub in ("logs", "work", "local", "triton", "runs"):
+            (cdir / sub).mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self._update_cluster(
+            cluster_id,
+            cluster_id=cluster_id,
+            state=ClusterState.PENDING.value,
+            tags={str(k): str(v) for k, v in tags.items()},
+            spec=spec.to_dict(),
+            created_at=_now(),
+            home=str(self.home),
+            python=self.python,
+            spark_home=str(_spark_home()),
+            spark_version=_spark_version(),
+            workers=[],
+            timings_s={},
+        )
+        self.log.info("Creating local Spark cluster %s in %s", cluster_id, cdir)
+        try:
+            self._update_cluster(cluster_id, python_libdir=_python_libdir(self.python))
+            self._start_cluster_processes(cluster_id, spec)
+        except BaseException as exc:
+            self._abort_create(cluster_id, exc)
+            if isinstance(exc, ClusterError) or not isinstance(exc, Exception):
+                raise
+            raise ClusterError(
+                f"could not create local cluster {cluster_id}: {type(exc).__name__}: {exc}"
+            ) from exc
+        timings = (self.get_cluster(cluster_id) or {}).get("timings_s", {})
+        self._update_cluster(
+            cluster_id, timings_s={**timings, "launch": round(time.monotonic() - started, 3)}
+        )
+        return cluster_id
+
+    def _start_cluster_processes(self, cluster_id: str, spec: GpuClusterSpec) -> None:
+        """Master first, then init script + worker per worker; the master boots during init 0."""
+        self._start_master(cluster_id, attempt=1)
+        for index in range(spec.num_workers):
+            self._run_init_script(cluster_id, spec, index)
+            if index == 0:
+                self._await_master(cluster_id)
+            self._ensure_not_deleted(cluster_id)
+            self._start_worker(cluster_id, spec, index)
+
+    def _ensure_not_deleted(self, cluster_id: str) -> None:
+        """A teardown (e.g. the create task's on_kill) may run while create is still starting JVMs."""
+        state = (self.get_cluster(cluster_id) or {}).get("state")
+        if state != ClusterState.PENDING:
+            raise ClusterError(f"cluster {cluster_id} became {state} while it was being created")
+
+    def _abort_create(self, cluster_id: str, exc: BaseException) -> None:
+        """A create that fails cleans up after itself: no half-made cluster outlives the task."""
+        cluster = self.get_cluster(cluster_id) or {}
+        records = [record for _, record in self._cluster_processes(cluster)]
+        state = cluster.get("state")
+        self.log.error(
+            "Creating cluster %s failed (%s); stopping %d process(es)", cluster_id, exc, len(records)
+        )
+        procs.stop_groups(records, grace_s=STOP_GRACE_S)
+        if state in (ClusterState.DELETING, ClusterState.DELETED):  # a concurrent delete won
+            self._update_cluster(cluster_id, error=str(exc)[:4000])
+        else:
+            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=str(exc)[:4000])
+
+    def _base_env(self, cluster: dict[str, Any]) -> dict[str, str]:
+        """Environment shared by every Spark process of the cluster (daemons, drivers, executors)."""
+        spec = cluster["spec"]
+        cdir = self.cluster_dir(cluster["cluster_id"])
+        env = dict(os.environ)
+        env.update(
+            {
+                "SPARK_HOME": cluster["spark_home"],
+                "SPARK_LOCAL_IP": LOCALHOST,
+                "SPARK_LOG_DIR": str(cdir / "logs"),
+                "PYSPARK_PYTHON": cluster["python"],
+                "PYSPARK_DRIVER_PYTHON": cluster["python"],
+                STATE_DIR_ENV: str(cdir / "triton"),
+                "SPARK_TRITON_CLUSTER_ID": cluster["cluster_id"],
+                "LD_LIBRARY_PATH": _prepend_path(
+                    cluster.get("python_libdir", ""), env.get("LD_LIBRARY_PATH")
+                ),
+            }
+        )
+        env.update({str(k): str(v) for k, v in (spec.get("spark_env_vars") or {}).items()})
+        return env
+
+    def _spark_bin(self, cluster: dict[str, Any], name: str) -> str:
+        return str(Path(cluster["spark_home"]) / "bin" / name)
+
+    def _start_master(self, cluster_id: str, attempt: int) -> None:
+        cluster = self.get_cluster(cluster_id) or {}
+        cdir = self.cluster_dir(cluster_id)
+        port, webui_port = procs.free_port(), procs.free_port()
+        env = self._base_env(cluster)
+        # Fail instead of silently moving to port+1: the URL we recorded must be the real one.
+        # The REST submission server would otherwise take port 6066 and clash between clusters.
+        env["SPARK_MASTER_OPTS"] = "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"
+        argv = [
+            self._spark_bin(cluster, "spark-class"),
+            "org.apache.spark.deploy.master.Master",
+            "--host", LOCALHOST,
+            "--port", str(port),
+            "--webui-port", str(webui_port),
+        ]  # fmt: skip
+        log_path = cdir / "logs" / "master.log"
+        record = procs.start_detached(argv, env=env, log_path=log_path, cwd=cdir)
+        master = {
+            **record.to_dict(),
+            "port": port,
+            "webui_port": webui_port,
+            "url": f"spark://{LOCALHOST}:{port}",
+            "webui_url": f"http://{LOCALHOST}:{webui_port}",
+            "log": str(log_path),
+            "attempt": attempt,
+        }
+        self._update_cluster(cluster_id, master=master)
+        self.log.info("Started Spark master pid %s on %s (web UI %s)", record.pid, master["url"], webui_port)
+
+    def _await_master(self, cluster_id: str) -> None:
+        """Wait until the master serves its JSON; on a lost port race, restart it on new ports."""
+        started = time.monotonic()
+        for attempt in range(1, MASTER_BIND_ATTEMPTS + 1):
+            master = (self.get_cluster(cluster_id) or {})["master"]
+            record = ProcessRecord.from_dict(master)
+            up = procs.wait_until(
+                functools.partial(_serving_or_dead, int(master["webui_port"]), record),
+                MASTER_START_TIMEOUT_S,
+                interval_s=0.25,
+            )
+            if up and procs.is_alive(record):
+                self._update_cluster(
+                    cluster_id, timings_s={"master_up": round(time.monotonic() - started, 3)}
+                )
+                return
+            log_path = Path(master["log"])
+            tail = procs.log_tail(log_path, 20)
+            if not up:
+                raise ClusterError(
+                    f"Spark master of {cluster_id} did not serve {master['webui_url']}/json/ within "
+                    f"{MASTER_START_TIMEOUT_S:.0f}s; last lines of {log_path}:\n{tail}"
+                )
+            if not any(marker in tail for marker in _BIND_FAILURE) or attempt == MASTER_BIND_ATTEMPTS:
+                raise ClusterError(
+                    f"Spark master of {cluster_id} exited during startup (attempt {attempt}); "
+                    f"last lines of {log_path}:\n{tail}"
+                )
+            self.log.warning("Master lost a port race (attempt %d); retrying with new ports", attempt)
+            log_path.rename(log_path.with_name(f"master-attempt-{attempt}.log"))
+            self._start_master(cluster_id, attempt=attempt + 1)
+
+    def _init_script_path(self, spec: GpuClusterSpec) -> Path:
+        path = Path(spec.init_script).expanduser() if spec.init_script else packaged_init_script()
+        if not path.is_file():
+            raise ClusterError(f"init script {path} does not exist")
+        return path
+
+    def _run_init_script(self, cluster_id: str, spec: GpuClusterSpec, index: int) -> None:
+        """Check the node before its worker starts, as Databricks runs init scripts per node."""
+        cluster = self.get_cluster(cluster_id) or {}
+        cdir = self.cluster_dir(cluster_id)
+        script = self._init_script_path(spec)
+        work_dir = cdir / "work" / f"worker-{index}"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        env = self._base_env(cluster)
+        env.update(
+            {
+                "SPARK_TRITON_WORKER_INDEX": str(index),
+                "SPARK_TRITON_WORKER_DIR": str(work_dir),
+                "SPARK_TRITON_PYTHON": cluster["python"],
+                "SPARK_TRITON_SPARK_VERSION": cluster["spark_version"],
+            }
+        )
+        out, err = cdir / "logs" / f"init-{index}.out", cdir / "logs" / f"init-{index}.err"
+        started = time.monotonic()
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            try:
+                result = subprocess.run(
+                    ["bash", str(script)],
+                    env=env,
+                    cwd=cdir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    timeout=INIT_SCRIPT_TIMEOUT_S,
+                    start_new_session=True,  # a timeout kill must not reach the Airflow task
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ClusterError(
+                    f"init script {script} for worker {index} of {cluster_id} timed out after "
+                    f"{INIT_SCRIPT_TIMEOUT_S:.0f}s; last lines of {err}:\n{procs.log_tail(err, 20)}"
+                ) from exc
+        if result.returncode != 0:
+            raise ClusterError(
+                f"init script {script} failed for worker {index} of {cluster_id} with exit code "
+                f"{result.returncode}; last lines of its stderr ({err}):\n{procs.log_tail(err, 20)}"
+            )
+        self.log.info(
+            "Init script %s passed for worker %d in %.1fs", script, index, time.monotonic() - started
+        )
+
+    def _start_worker(self, cluster_id: str, spec: GpuClusterSpec, index: int) -> None:
+        cluster = self.get_cluster(cluster_id) or {}
+        cdir = self.cluster_dir(cluster_id)
+        work_dir = cdir / "work" / f"worker-{index}"
+        local_dir = cdir / "local" / f"worker-{index}"
+        local_dir.mkdir(parents=True, exist_ok=True)
+        # Executors inherit the worker's environment (ProcessBuilder copies it), and their Python
+        # workers inherit the executor's: LD_LIBRARY_PATH set here reaches PyTriton's stub even
+        # for an application that forgets spark.executorEnv.LD_LIBRARY_PATH.
+        env = self._base_env(cluster)
+        env.update({"SPARK_WORKER_DIR": str(work_dir), "SPARK_LOCAL_DIRS": str(local_dir)})
+        webui_port = procs.free_port()
+        argv = [
+            self._spark_bin(cluster, "spark-class"),
+            "org.apache.spark.deploy.worker.Worker",
+            "--host", LOCALHOST,
+            "--cores", str(spec.executor_cores),
+            "--memory", spec.worker_memory,
+            "--webui-port", str(webui_port),
+            "--work-dir", str(work_dir),
+            cluster["master"]["url"],
+        ]  # fmt: skip
+        log_path = cdir / "logs" / f"worker-{index}.log"
+        record = procs.start_detached(argv, env=env, log_path=log_path, cwd=work_dir)
+        worker = {
+            **record.to_dict(),
+            "index": index,
+            "webui_port": webui_port,
+            "log": str(log_path),
+            "work_dir": str(work_dir),
+        }
+        self._update_cluster(cluster_id, workers=[*cluster.get("workers", []), worker])
+        self.log.info("Started Spark worker %d pid %s", index, record.pid)
+
+    # -- wait / find ------------------------------------------------------------------------
+
+    def wait_for_cluster(self, cluster_id: str, timeout_s: float) -> None:
+        """Block until every worker registered with the master; fail fast if a JVM died."""
+        cluster = self._require_cluster(cluster_id)
+        state = ClusterState(cluster["state"])
+        if state not in LIVE_STATES:
+            raise ClusterError(
+                f"cluster {cluster_id} is {state.value}: {cluster.get('error') or 'not usable'}"
+            )
+        expected = int(cluster["spec"]["num_workers"])
+        webui_port = int(cluster["master"]["webui_port"])
+        seen: dict[str, Any] = {}
+        started = time.monotonic()
+
+        def ready() -> bool:
+            self._raise_if_dead(cluster_id, cluster)
+            info = _master_json(webui_port)
+            if info is None:
+                return False
+            seen.update(info)
+            return info.get("status") == "ALIVE" and int(info.get("aliveworkers", 0)) == expected
+
+        try:
+            ok = procs.wait_until(ready, timeout_s, interval_s=0.5)
+        except ClusterError as exc:
+            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=str(exc)[:4000])
+            raise
+        if not ok:
+            error = (
+                f"cluster {cluster_id} not ready after {timeout_s:.0f}s: master status "
+                f"{seen.get('status', 'unreachable')}, {seen.get('aliveworkers', 0)}/{expected} workers alive"
+                f"\n{self._logs_summary(cluster)}"
+            )
+            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=error[:4000])
+            raise ClusterError(error)
+        timings = {**cluster.get("timings_s", {}), "ready_wait": round(time.monotonic() - started, 3)}
+        self._update_cluster(cluster_id, state=ClusterState.RUNNING.value, timings_s=timings)
+        self.log.info("Cluster %s is running: %s, %d workers", cluster_id, cluster["master"]["url"], expected)
+
+    def _raise_if_dead(self, cluster_id: str, cluster: dict[str, Any]) -> None:
+        for name, record in self._cluster_processes(cluster):
+            if not procs.is_alive(record):
+                log_path = self._process_log(cluster, name)
+                raise ClusterError(
+                    f"cluster {cluster_id}: {name} (pid {record.pid}) exited; "
+                    f"last lines of {log_path}:\n{procs.log_tail(log_path, 20)}"
+                )
+
+    @staticmethod
+    def _process_log(cluster: dict[str, Any], name: str) -> Path:
+        if name == "master":
+            return Path(cluster["master"]["log"])
+        index = int(name.split()[-1])
+        return Path(next(w["log"] for w in cluster["workers"] if w["index"] == index))
+
+    def _logs_summary(self, cluster: dict[str, Any]) -> str:
+        parts = []
+        for name, _ in self._cluster_processes(cluster):
+            log_path = self._process_log(cluster, name)
+            parts.append(f"--- {name}: last lines of {log_path}\n{procs.log_tail(log_path, 8)}")
+        return "\n".join(parts)
+
+    def find_cluster(self, tags: dict[str, str]) -> str | None:
+        wanted = {str(k): str(v) for k, v in tags.items()}
+        for cluster in self._iter_clusters():
+            if cluster.get("state") not in {s.value for s in LIVE_STATES}:
+                continue
+            if any(cluster.get("tags", {}).get(k) != v for k, v in wanted.items()):
+                continue
+            if procs.is_alive(self._record(cluster.get("master"))):
+                return cluster["cluster_id"]
+        return None
+
+    def _require_cluster(self, cluster_id: str) -> dict[str, Any]:
+        cluster = self.get_cluster(cluster_id)
+        if cluster is None:
+            raise ClusterError(f"unknown local cluster {cluster_id} (home {self.home})")
+        return cluster
+
+    def _require_usable(self, cluster_id: str, cluster: dict[str, Any]) -> None:
+        state = cluster.get("state")
+        if state not in {s.value for s in LIVE_STATES}:
+            raise ClusterError(f"cannot submit to cluster {cluster_id}: it is {state}")
+        if not procs.is_alive(self._record(cluster.get("master"))):
+            raise ClusterError(f"cannot submit to cluster {cluster_id}: its Spark master is not running")
+
+    # -- delete -----------------------------------------------------------------------------
+
+    def delete_cluster(self, cluster_id: str) -> None:
+        """Stop runs, Triton servers, workers and master, in that order; then verify and mark DELETED.
+
+        Idempotent: an unknown or deleted cluster is a no-op, and a teardown that was killed half
+        way can simply run again (DELETING and TERMINATED clusters are stopped the same way).
+        """
+        cluster = self.get_cluster(cluster_id)
+        if cluster is None:
+            self.log.info("Cluster %s is unknown in %s: nothing to delete", cluster_id, self.home)
+            return
+        if cluster.get("state") == ClusterState.DELETED.value:
+            self.log.info("Cluster %s was already deleted", cluster_id)
+            return
+        started = time.monotonic()
+        self._update_cluster(cluster_id, state=ClusterState.DELETING.value)
+        for run_id in self._active_runs(cluster_id):
+            self.log.info("Canceling run %s of cluster %s", run_id, cluster_id)
+            try:
+                self.cancel_run(run_id)
+            except Exception:  # the driver dies with the workers anyway; keep tearing down
+                self.log.exception("Could not cancel run %s; continuing the teardown", run_id)
+        servers = self._triton_servers(cluster_id)
+        if servers:
+            self.log.info("Stopping %d Triton server(s) of %s", len(servers), cluster_id)
+            procs.stop_groups(servers, grace_s=STOP_GRACE_S)
+        cluster = self._require_cluster(cluster_id)
+        workers = [r for name, r in self._cluster_processes(cluster) if name != "master"]
+        procs.stop_groups(workers, grace_s=STOP_GRACE_S)
+        master = [r for name, r in self._cluster_processes(cluster) if name == "master"]
+        procs.stop_groups(master, grace_s=STOP_GRACE_S)
+
+        left = [
+            f"{name} pid {r.pid}" for name, r in self._cluster_processes(cluster) if procs.group_members(r)
+        ]
+        left += [f"Triton server pid {r.pid}" for r in servers if procs.group_members(r)]
+        if left:
+            raise ClusterError(f"could not stop every process of cluster {cluster_id}: {', '.join(left)}")
+        self._remove_scratch(cluster_id)
+        timings = {**cluster.get("timings_s", {}), "delete": round(time.monotonic() - started, 3)}
+        self._update_cluster(
+            cluster_id, state=ClusterState.DELETED.value, deleted_at=_now(), timings_s=timings
+        )
+        self.log.info(
+            "Cluster %s deleted in %.1fs; logs kept in %s",
+            cluster_id,
+            timings["delete"],
+            self.cluster_dir(cluster_id),
+        )
+
+    def _remove_scratch(self, cluster_id: str) -> None:
+        """Shuffle and spill files can be large; logs, records and reports are kept."""
+        cdir = self.cluster_dir(cluster_id)
+        for scratch in [cdir / "local", *(cdir / "runs").glob("*/local")]:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _triton_servers(self, cluster_id: str) -> list[ProcessRecord]:
+        """Servers the job recorded. A server still loading its model has only a ``.pid`` file; it
+        counts if its command line names this cluster's state dir (a pid-reuse stranger won't)."""
+        directory = self.state_dir_for_servers(cluster_id)
+        records: dict[int, ProcessRecord] = {}
+        for path in sorted(directory.glob("*.json")):
+            data = procs.read_json(path)
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                if data and data.get("pid") and data.get("create_time") is not None:
+                    record = ProcessRecord.from_dict(data)
+                    records[record.pid] = record
+        for path in sorted(directory.glob("*.pid")):
+            with contextlib.suppress(ValueError, OSError, psutil.Error):
+                pid = int(path.read_text().strip())
+                if pid not in records and str(directory) in " ".join(psutil.Process(pid).cmdline()):
+                    records[pid] = ProcessRecord.of(pid)
+        return list(records.values())
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
+        cluster = self._require_cluster(cluster_id)
+        num_workers = int(cluster["spec"]["num_workers"])
+
+        def job_args(run_id: str, run_dir: Path) -> list[str]:
+            config = job.replace(
+                report_path=str(run_dir / "report.json"),
+                run_id=run_id,
+                expected_executors=job.expected_executors or num_workers,
+            )
+            return ["--job", config.to_json()]
+
+        return self._submit_script(cluster_id, batch_inference_script(), job_args, idempotency_token)
+
+    def _submit_script(
+        self,
+        cluster_id: str,
+        script: str | Path,
+        args: Sequence[str] | Callable[[str, Path], Sequence[str]],
+        idempotency_token: str,
+        extra_conf: dict[str, str] | None = None,
+    ) -> str:
+        """spark-submit ``script`` under a detached supervisor. ``args`` may depend on the run id/dir.
+
+        Public ``submit_job`` uses this with the batch-inference job; tests use tiny scripts.
+        """
+        cluster = self._require_cluster(cluster_id)
+        cdir = self.cluster_dir(cluster_id)
+        with procs.file_lock(cdir / ".runs.lock"):
+            existing = self._run_for_token(cluster_id, idempotency_token)
+            if existing:
+                self.log.info("Run %s exists for token %r: not submitting again", existing, idempotency_token)
+                return existing
+            cluster = self._require_cluster(cluster_id)
+            self._require_usable(cluster_id, cluster)
+            run_id = f"{cluster_id}-run-{secrets.token_hex(4)}"
+            run_dir = self.run_dir(run_id)
+            (run_dir / "local").mkdir(parents=True)
+            script_args = list(args(run_id, run_dir) if callable(args) else args)
+            argv, env = self._spark_submit_command(
+                cluster, run_id, run_dir, Path(script), script_args, extra_conf
+            )
+            run = {
+                "run_id": run_id,
+                "cluster_id": cluster_id,
+                "idempotency_token": idempotency_token,
+                "script": str(script),
+                "created_at": _now(),
+                "created_epoch": time.time(),
+            }
+            procs.write_json_atomic(run_dir / "run.json", run)
+            procs.write_json_atomic(
+                run_dir / COMMAND_FILE, {"run_id": run_id, "argv": argv, "env": env, "script": str(script)}
+            )
+            procs.write_json_atomic(
+                run_dir / STATUS_FILE, {"run_id": run_id, "state": RunLifecycle.PENDING.value}
+            )
+            supervisor = procs.start_detached(
+                [
+                    sys.executable,
+                    "-m",
+                    "airflow_spark_triton.hooks.local_run_supervisor",
+                    "--run-dir",
+                    str(run_dir),
+                ],
+                env=dict(os.environ),
+                log_path=run_dir / "supervisor.log",
+                cwd=run_dir,
+            )
+            procs.write_json_atomic(run_dir / "run.json", {**run, "supervisor": supervisor.to_dict()})
+        self.log.info("Submitted run %s to %s (supervisor pid %s); driver log %s", run_id, cluster_id,
+                      supervisor.pid, run_dir / DRIVER_LOG)  # fmt: skip
+        return run_id
+
+    def _spark_submit_command(
+        self,
+        cluster: dict[str, Any],
+        run_id: str,
+        run_dir: Path,
+        script: Path,
+        script_args: list[str],
+        extra_conf: dict[str, str] | None,
+    ) -> tuple[list[str], dict[str, str]]:
+        spec = GpuClusterSpec.from_dict(cluster["spec"])
+        state_dir = str(self.state_dir_for_servers(cluster["cluster_id"]))
+        env = self._base_env(cluster)
+        self.log.info("No GPUs locally: submitting without GPU resource confs (stage-level CPU only)")
+        conf = {
+            **spec.stage_level_scheduling_conf(with_gpus=False),
+            f"spark.executorEnv.{STATE_DIR_ENV}": state_dir,
+            "spark.executorEnv.LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"],
+            "spark.driver.host": LOCALHOST,
+            "spark.driver.bindAddress": LOCALHOST,
+            "spark.ui.enabled": "false",
+            "spark.pyspark.python": cluster["python"],
+            "spark.pyspark.driver.python": cluster["python"],
+        }
+        # The driver's scratch space; spark.local.dir would only earn a warning in standalone mode.
+        env["SPARK_LOCAL_DIRS"] = str(run_dir / "local")
+        conf.setdefault("spark.executor.memory", f"{memory_mb(spec.worker_memory)}m")
+        # One executor per worker must be up before the first task: one Triton server per node.
+        conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
+        conf.setdefault("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
+        for key, value in (spec.spark_env_vars or {}).items():
+            conf.setdefault(f"spark.executorEnv.{key}", str(value))
+        conf.update(extra_conf or {})
+        argv = [self._spark_bin(cluster, "spark-submit"), "--master", cluster["master"]["url"]]
+        argv += ["--deploy-mode", "client", "--name", run_id]
+        for key, value in sorted(conf.items()):
+            argv += ["--conf", f"{key}={value}"]
+        argv += [str(script), *script_args]
+        return argv, env
+
+    def _iter_runs(self, cluster_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+        for path in sorted((self.cluster_dir(cluster_id) / "runs").glob("*/run.json")):
+            run = procs.read_json(path)
+            if run:
+                yield path.parent, run
+
+    def _run_for_token(self, cluster_id: str, token: str) -> str | None:
+        for _, run in self._iter_runs(cluster_id):
+            if run.get("idempotency_token") == token:
+                return run["run_id"]
+        return None
+
+    def _active_runs(self, cluster_id: str) -> list[str]:
+        active = []
+        for run_dir, run in self._iter_runs(cluster_id):
+            status = procs.read_json(run_dir / STATUS_FILE) or {}
+            if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
+                active.append(run["run_id"])
+        return active
+
+    def _load_run(self, run_id: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        run_dir = self.run_dir(run_id)
+        run = procs.read_json(run_dir / "run.json")
+        if run is None:
+            raise RunError(f"unknown local run {run_id} (no {run_dir / 'run.json'})")
+        return run_dir, run, procs.read_json(run_dir / STATUS_FILE) or {"state": RunLifecycle.PENDING.value}
+
+    def _supervisor(self, run: dict[str, Any], status: dict[str, Any]) -> ProcessRecord | None:
+        return self._record(status.get("supervisor")) or self._record(run.get("supervisor"))
+
+    def get_run_status(self, run_id: str) -> RunStatus:
+        run_dir, run, status = self._load_run(run_id)
+        url = (run_dir / DRIVER_LOG).as_uri()
+        state = RunLifecycle(status.get("state", RunLifecycle.PENDING.value))
+        if not state.is_terminal:
+            lost = self._lost_supervisor_reason(run, status)
+            if lost:
+                # Read again: the supervisor may have written its outcome just before exiting.
+                _, _, status = self._load_run(run_id)
+                state = RunLifecycle(status.get("state", RunLifecycle.PENDING.value))
+                if not state.is_terminal:
+                    status = self._mark_run(run_dir, RunLifecycle.FAILED, lost)
+                    state = RunLifecycle.FAILED
+        return RunStatus(run_id, state, status.get("message", ""), url)
+
+    def _lost_supervisor_reason(self, run: dict[str, Any], status: dict[str, Any]) -> str | None:
+        supervisor = self._supervisor(run, status)
+        if supervisor is None:
+            age = time.time() - float(run.get("created_epoch", time.time()))
+            return "supervisor never started" if age > SUPERVISOR_START_GRACE_S else None
+        if procs.is_alive(supervisor):
+            return None
+        driver = self._record(status.get("driver"))
+        detail = f"; spark-submit pid {driver.pid} is still running" if procs.is_alive(driver) else ""
+        return f"supervisor died (pid {supervisor.pid}) before recording the outcome{detail}"
+
+    def _mark_run(self, run_dir: Path, state: RunLifecycle, message: str) -> dict[str, Any]:
+        with procs.file_lock(run_dir / ".status.lock"):
+            status = procs.read_json(run_dir / STATUS_FILE) or {}
+            status.update(state=state.value, message=message, finished_at=_now())
+            procs.write_json_atomic(run_dir / STATUS_FILE, status)
+        return status
+
+    def cancel_run(self, run_id: str) -> None:
+        """SIGTERM the supervisor (it stops the driver gracefully) and wait until both are gone."""
+        run_dir, run, status = self._load_run(run_id)
+        if RunLifecycle(status.get("state", "PENDING")).is_terminal:
+            self.log.info("Run %s already finished (%s): nothing to cancel", run_id, status["state"])
+            return
+        supervisor = self._supervisor(run, status)
+        if supervisor is not None and procs.is_alive(supervisor):
+            self.log.info("Canceling run %s: SIGTERM to supervisor pid %s", run_id, supervisor.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(supervisor.pid).terminate()
+            if not procs.wait_until(lambda: not procs.is_alive(supervisor), CANCEL_TIMEOUT_S):
+                self.log.warning(
+                    "Supervisor of %s did not exit in %.0fs: killing it", run_id, CANCEL_TIMEOUT_S
+                )
+                procs.stop_groups([supervisor], grace_s=0)
+        _, _, status = self._load_run(run_id)
+        driver = self._record(status.get("driver"))
+        if driver is not None and procs.group_members(driver):
+            self.log.warning("Driver of %s outlived its supervisor: stopping it", run_id)
+            procs.stop_groups([driver], grace_s=STOP_GRACE_S)
+        if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
+            self._mark_run(run_dir, RunLifecycle.CANCELED, "canceled; the supervisor recorded no outcome")
+        self.log.info("Run %s canceled", run_id)
+
+    def get_run_report(self, run_id: str) -> dict[str, Any]:
+        path = self.run_dir(run_id) / "report.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise RunError(f"run {run_id} wrote no report: {path} does not exist") from exc
+        except json.JSONDecodeError as exc:
+            raise RunError(f"run {run_id} wrote an unreadable report {path}: {exc}") from exc
+
+    def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
+        """The end of the driver's output, for operators to show in the task log on failure."""
+        return procs.log_tail(self.run_dir(run_id) / DRIVER_LOG, lines)

@@ -1,0 +1,144 @@
+"""Create and delete the GPU cluster: the setup and teardown around every inference task.
+
+Create is resumable: its cluster id is kept in the task state store, and the cluster is tagged
+with the DAG run, so a retried or restarted create reuses the cluster it made instead of paying
+for a second one. If create fails after the backend accepted the cluster, it deletes it itself,
+because Airflow skips a teardown whose setup failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
+
+from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_spark_triton.hooks.base import GpuSparkBackend
+
+ACTIVE = "ACTIVE"
+GONE = "GONE"
+
+
+def run_tags(context: Context) -> dict[str, str]:
+    """Tags that tie a cluster to the task that made it: for idempotent create and cost attribution."""
+    ti = context["ti"]
+    return {"airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id, "airflow_task_id": ti.task_id}
+
+
+class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
+    """Create a GPU Spark cluster for batch inference, wait until usable, return its ``cluster_id``.
+
+    :param cluster_spec: a :class:`GpuClusterSpec` or its fields as a dict (templated).
+    :param conn_id: the backend's connection: type ``databricks`` or ``spark_triton_local``; a
+        missing connection means the local Spark backend.
+    :param tags: extra cluster tags (templated), on top of the DAG/run/task tags.
+    """
+
+    template_fields: Sequence[str] = ("cluster_spec", "tags", "conn_id")
+    template_fields_renderers = {"cluster_spec": "json", "tags": "json"}
+    ui_color = "#d9f2e6"
+    external_id_key = "cluster_id"
+
+    def __init__(
+        self,
+        *,
+        cluster_spec: GpuClusterSpec | dict[str, Any] | None = None,
+        conn_id: str = DEFAULT_CONN_ID,
+        tags: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cluster_spec = (
+            cluster_spec.to_dict() if isinstance(cluster_spec, GpuClusterSpec) else (cluster_spec or {})
+        )
+        self.conn_id = conn_id
+        self.tags = tags or {}
+        self._cluster_id: str | None = None
+
+    @property
+    def backend(self) -> GpuSparkBackend:
+        return get_backend(self.conn_id)
+
+    def _spec(self) -> GpuClusterSpec:
+        return GpuClusterSpec.from_dict(dict(self.cluster_spec))
+
+    def execute(self, context: Context) -> str:
+        return self.execute_resumable(context)
+
+    def submit_job(self, context: Context) -> str:
+        spec = self._spec()
+        tags = {**self.tags, **run_tags(context)}
+        backend = self.backend
+        existing = backend.find_cluster(tags)
+        if existing:
+            self.log.info("Reusing cluster %s made by an earlier try of this task", existing)
+            self._cluster_id = existing
+            return existing
+        self._cluster_id = backend.create_cluster(spec, tags)
+        self.log.info("Creating cluster %s", self._cluster_id)
+        return self._cluster_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return (
+            ACTIVE if self.backend.find_cluster({**self.tags, **run_tags(context)}) == external_id else GONE
+        )
+
+    def is_job_active(self, status: str) -> bool:
+        return status == ACTIVE
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return False  # an existing cluster still has to be waited for: reconnect, never skip
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> str:
+        self._cluster_id = str(external_id)
+        try:
+            self.backend.wait_for_cluster(self._cluster_id, self._spec().ready_timeout_s)
+        except BaseException as exc:
+            self.log.error("Cluster %s is not usable (%s); deleting it", self._cluster_id, exc)
+            self._delete_quietly()
+            raise
+        self.log.info("Cluster %s is ready", self._cluster_id)
+        return self._cluster_id
+
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        return str(external_id)
+
+    def on_kill(self) -> None:
+        self._delete_quietly()
+
+    def _delete_quietly(self) -> None:
+        if self._cluster_id:
+            try:
+                self.backend.delete_cluster(self._cluster_id)
+            except Exception:
+                self.log.exception("Could not delete cluster %s; delete it by hand", self._cluster_id)
+
+
+class DeleteClusterOperator(BaseOperator):
+    """Delete the cluster and everything on it. Use as the teardown of the create task.
+
+    Deleting a cluster that is already gone succeeds, so the teardown is safe after a failed,
+    retried or killed run.
+    """
+
+    template_fields: Sequence[str] = ("cluster_id", "conn_id")
+    ui_color = "#f2d9d9"
+
+    def __init__(self, *, cluster_id: str, conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cluster_id = cluster_id
+        self.conn_id = conn_id
+
+    def execute(self, context: Context) -> None:
+        if not self.cluster_id or self.cluster_id == "None":
+            self.log.info("No cluster was created; nothing to delete")
+            return
+        get_backend(self.conn_id).delete_cluster(self.cluster_id)
+        self.log.info("Cluster %s deleted", self.cluster_id)

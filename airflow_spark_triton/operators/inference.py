@@ -1,0 +1,206 @@
+"""Run batch inference for one logical date on an existing GPU cluster.
+
+Resumable: the run id is kept in the task state store, so a retry after a worker crash reconnects
+to the run instead of starting a second one, and a retry after a finished run just collects its
+report. Whatever ends the wait (failure, ``execution_timeout``, a kill), the run is canceled, and
+the job itself stops its Triton servers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
+
+from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
+from airflow_spark_triton.hooks.base import RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.triggers.run_status import RunStatusTrigger
+from spark_jobs.job_config import InferenceJobConfig
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_spark_triton.hooks.base import GpuSparkBackend
+
+
+def idempotency_token(context: Context) -> str:
+    """Same try of the same task instance → same token, so a re-sent submit never starts a second run."""
+    ti = context["ti"]
+    raw = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:48]
+
+
+class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
+    """Score one date of a Delta table with a model served by one Triton server per node.
+
+    :param cluster_id: the cluster to run on, usually ``create_task.output`` (templated).
+    :param input_table: Delta table to read; rows of ``logical_date`` in ``date_column`` (templated).
+    :param output_table: Delta table whose ``logical_date`` partition is replaced atomically (templated).
+    :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
+        ``<output_table>_rejects`` (templated).
+    :param model: ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated).
+    :param logical_date: the date to score, ``YYYY-MM-DD``; defaults to the run's ``{{ ds }}``.
+    :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
+    :param key_column: unique row key, carried into output and rejects.
+    :param input_columns: columns fed to the model's inputs, in order.
+    :param date_column: the date column of the input (and partition column of the outputs).
+    :param output_column: name of the prediction column in the output table.
+    :param model_options: passed to the model's loader on each node (templated).
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param poll_interval_s: seconds between status checks.
+    """
+
+    template_fields: Sequence[str] = (
+        "cluster_id",
+        "input_table",
+        "output_table",
+        "rejects_table",
+        "model",
+        "logical_date",
+        "model_options",
+        "batch_size",
+        "conn_id",
+    )
+    template_fields_renderers = {"model_options": "json"}
+    ui_color = "#e6e6fa"
+    external_id_key = "inference_run_id"
+
+    def __init__(
+        self,
+        *,
+        cluster_id: str,
+        input_table: str,
+        output_table: str,
+        model: str,
+        rejects_table: str | None = None,
+        logical_date: str = "{{ ds }}",
+        batch_size: int = 64,
+        key_column: str = "id",
+        input_columns: Sequence[str] = ("text",),
+        date_column: str = "date",
+        output_column: str = "embedding",
+        model_options: dict[str, Any] | None = None,
+        server_ready_timeout_s: float = 180.0,
+        inference_timeout_s: float = 300.0,
+        conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = False,
+        poll_interval_s: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.cluster_id = cluster_id
+        self.input_table = input_table
+        self.output_table = output_table
+        self.rejects_table = rejects_table
+        self.model = model
+        self.logical_date = logical_date
+        self.batch_size = batch_size
+        self.key_column = key_column
+        self.input_columns = tuple(input_columns)
+        self.date_column = date_column
+        self.output_column = output_column
+        self.model_options = model_options or {}
+        self.server_ready_timeout_s = server_ready_timeout_s
+        self.inference_timeout_s = inference_timeout_s
+        self.conn_id = conn_id
+        self.deferrable = deferrable
+        self.poll_interval_s = poll_interval_s
+        self._run_id: str | None = None
+
+    @property
+    def backend(self) -> GpuSparkBackend:
+        return get_backend(self.conn_id)
+
+    def job_config(self) -> InferenceJobConfig:
+        return InferenceJobConfig(
+            input_table=self.input_table,
+            output_table=self.output_table,
+            rejects_table=self.rejects_table or None,
+            model=self.model,
+            logical_date=self.logical_date,
+            key_column=self.key_column,
+            input_columns=self.input_columns,
+            date_column=self.date_column,
+            output_column=self.output_column,
+            model_options=dict(self.model_options),
+            batch_size=self.batch_size,
+            server_ready_timeout_s=self.server_ready_timeout_s,
+            inference_timeout_s=self.inference_timeout_s,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.execute_resumable(context)
+
+    def submit_job(self, context: Context) -> str:
+        job = self.job_config()
+        self._run_id = self.backend.submit_job(str(self.cluster_id), job, idempotency_token(context))
+        self.log.info(
+            "Submitted inference run %s on cluster %s for %s", self._run_id, self.cluster_id, job.logical_date
+        )
+        return self._run_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return self.backend.get_run_status(str(external_id)).state.value
+
+    def is_job_active(self, status: str) -> bool:
+        return not RunLifecycle(status).is_terminal
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == RunLifecycle.SUCCESS.value
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+        self._run_id = str(external_id)
+        if self.deferrable:
+            self.defer(
+                trigger=RunStatusTrigger(self.conn_id, self._run_id, self.poll_interval_s),
+                method_name="execute_complete",
+            )
+        backend = self.backend
+        try:
+            status = backend.get_run_status(self._run_id)
+            while not status.state.is_terminal:
+                time.sleep(self.poll_interval_s)
+                status = backend.get_run_status(self._run_id)
+        except BaseException:
+            # execution_timeout, SIGTERM or a polling error: never leave the run going on its own.
+            self.log.warning("Stopped waiting for run %s; canceling it", self._run_id)
+            self._cancel_quietly()
+            raise
+        return self._finish(status)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        return self._finish(RunStatus.from_dict(event))
+
+    def _finish(self, status: RunStatus) -> dict[str, Any]:
+        if status.state is not RunLifecycle.SUCCESS:
+            raise RunError(f"inference run {status.run_id} {status.state.value}: {status.message}")
+        return self.get_job_result(status.run_id, {})  # type: ignore[arg-type]
+
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        report = self.backend.get_run_report(str(external_id))
+        self.log.info(
+            "Run %s for %s: read %s, scored %s, rejected %s (input v%s -> output v%s) at %s rows/s",
+            external_id,
+            report.get("logical_date"),
+            report.get("rows_read"),
+            report.get("rows_scored"),
+            report.get("rows_rejected"),
+            report.get("input_version"),
+            report.get("output_version"),
+            report.get("rows_per_s"),
+        )
+        return report
+
+    def on_kill(self) -> None:
+        self._cancel_quietly()
+
+    def _cancel_quietly(self) -> None:
+        if self._run_id:
+            try:
+                self.backend.cancel_run(self._run_id)
+            except Exception:
+                self.log.exception("Could not cancel run %s", self._run_id)

@@ -1,0 +1,62 @@
+"""Provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
+
+Kept free of Airflow, Spark and torch imports: Airflow calls it while discovering providers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PACKAGE = "airflow-spark-triton"
+LOCAL_CONN_TYPE = "spark_triton_local"
+
+
+def provider_info() -> dict[str, Any]:
+    from airflow_spark_triton import __version__
+
+    return {
+        "package-name": PACKAGE,
+        "name": "Spark + Triton GPU batch inference",
+        "description": (
+            "Create a GPU Spark cluster, run batch inference with one Triton Inference Server per node "
+            "over Delta tables, and always delete the cluster: on Databricks or a local Spark cluster."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Spark + Triton batch inference",
+                "external-doc-url": "https://github.com/triton-inference-server/pytriton",
+                "tags": ["service"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Spark + Triton batch inference",
+                "python-modules": [
+                    "airflow_spark_triton.operators.cluster",
+                    "airflow_spark_triton.operators.inference",
+                ],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Spark + Triton batch inference",
+                "python-modules": [
+                    "airflow_spark_triton.hooks.local_spark",
+                    "airflow_spark_triton.hooks.backend",
+                ],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Spark + Triton batch inference",
+                "python-modules": ["airflow_spark_triton.triggers.run_status"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_spark_triton.hooks.local_spark.LocalSparkHook",
+                "connection-type": LOCAL_CONN_TYPE,
+            }
+        ],
+    }

@@ -1,0 +1,74 @@
+"""Nightly sentence embeddings: GPU cluster up, one Triton server per node, Delta in and out, cluster down.
+
+The teardown deletes the cluster on success, failure or skip of the inference task; the create task
+deletes a cluster that never became usable itself. Each run replaces its own date's partition of the
+output table, so reruns and backfills never duplicate rows.
+
+Backend: the ``spark_triton_default`` connection (type ``databricks`` in production); without it,
+a local Spark standalone cluster is used.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, Param
+
+from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
+from airflow_spark_triton.operators.inference import TritonInferenceOperator
+
+DATA_ROOT = os.environ.get("SPARK_TRITON_DATA_DIR", str(Path.home() / "spark_triton_data"))
+
+with DAG(
+    dag_id="nightly_embeddings",
+    description="Embed the day's documents with all-MiniLM-L6-v2 on a GPU Spark cluster with Triton",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    tags=["inference", "triton", "spark", "gpu"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=2), "owner": "data-platform"},
+    params={
+        "input_table": Param(f"{DATA_ROOT}/documents", type="string", description="Delta table of documents"),
+        "output_table": Param(f"{DATA_ROOT}/document_embeddings", type="string"),
+        "model": Param("spark_jobs.models.minilm:MODEL", type="string"),
+        "model_options": Param({}, type="object", description="passed to the model loader on each node"),
+        "num_workers": Param(2, type="integer", minimum=1),
+        "executor_cores": Param(1, type="integer", minimum=1),
+        "batch_size": Param(64, type="integer", minimum=1),
+        "conn_id": Param("spark_triton_default", type="string"),
+    },
+    doc_md=__doc__,
+) as dag:
+    create_cluster = CreateGpuClusterOperator(
+        task_id="create_cluster",
+        conn_id="{{ params.conn_id }}",
+        cluster_spec={
+            "num_workers": "{{ params.num_workers }}",
+            "executor_cores": "{{ params.executor_cores }}",
+            "autotermination_minutes": 60,
+        },
+        tags={"pipeline": "nightly_embeddings"},
+        execution_timeout=timedelta(minutes=30),
+    )
+    embed = TritonInferenceOperator(
+        task_id="embed_documents",
+        conn_id="{{ params.conn_id }}",
+        cluster_id=create_cluster.output,
+        input_table="{{ params.input_table }}",
+        output_table="{{ params.output_table }}",
+        model="{{ params.model }}",
+        model_options="{{ params.model_options }}",
+        batch_size="{{ params.batch_size }}",
+        execution_timeout=timedelta(hours=3),
+    )
+    delete_cluster = DeleteClusterOperator(
+        task_id="delete_cluster",
+        conn_id="{{ params.conn_id }}",
+        cluster_id=create_cluster.output,
+        retries=3,
+    )
+    create_cluster >> embed >> delete_cluster.as_teardown(setups=create_cluster)

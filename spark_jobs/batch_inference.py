@@ -1,0 +1,176 @@
+"""Entrypoint of one batch-inference run: Delta in, Triton on every node, Delta out, servers always stopped.
+
+Submitted by the Airflow operators (``spark-submit`` locally, ``spark_python_task`` on Databricks)
+with a single ``--job '<InferenceJobConfig JSON>'`` argument. On failure it prints one line starting
+with ``SPARK_TRITON_ERROR:`` so the operator can show the job's own error instead of a JVM stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from spark_jobs.job_config import InferenceJobConfig
+
+log = logging.getLogger("spark_jobs.batch_inference")
+ERROR_PREFIX = "SPARK_TRITON_ERROR:"
+REJECT_PREVIEW_CHARS = 1000
+
+
+def _raise_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(f"received signal {signum}: run canceled")
+
+
+def score_date(spark, job: InferenceJobConfig, report: dict[str, Any]) -> None:
+    """Read the date, split rows into scored and rejected, write both tables; fills ``report``."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.delta_io import delta_io_for
+    from spark_jobs.inference import triton_predict_udf
+    from spark_jobs.models.base import resolve_model
+    from spark_jobs.triton_fleet import start_servers
+    from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
+
+    model = resolve_model(job.model)
+    io = delta_io_for(spark)
+    report["delta_engine"] = io.name
+    columns = job.input_columns
+    read = io.read_date(job.input_table, job.date_column, job.logical_date, [job.key_column, *columns])
+    report["input_version"] = read.version
+    check_schema(read.df, job.input_table, job.key_column, columns, model)
+
+    validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
+    try:
+        report["rows_read"] = validated.count()
+        reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
+        report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
+        to_score = report["rows_read"] - sum(report["reject_reasons"].values())
+
+        if to_score:
+            started = time.monotonic()
+            report["servers"] = start_servers(spark, job)
+            report["timings_s"]["servers_ready"] = round(time.monotonic() - started, 3)
+
+        predict = triton_predict_udf(model, job.run_id, job.batch_size, job.inference_timeout_s)
+        scored = validated.where(F.col(REJECT_REASON).isNull()).select(
+            F.col(job.key_column),
+            predict(*[F.col(c) for c in columns]).alias(job.output_column),
+            F.lit(model.name).alias("model"),
+            F.lit(job.run_id).alias("run_id"),
+            F.current_timestamp().alias("scored_at"),
+        )
+        rejects = validated.where(F.col(REJECT_REASON).isNotNull()).select(
+            F.col(job.key_column).cast("string").alias(job.key_column),
+            F.col(REJECT_REASON).alias("reason"),
+            F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in columns]))
+            .substr(1, REJECT_PREVIEW_CHARS)
+            .alias("input_preview"),
+            F.lit(job.run_id).alias("run_id"),
+            F.current_timestamp().alias("rejected_at"),
+        )
+        started = time.monotonic()
+        report["output_version"] = io.replace_date(
+            scored, job.output_table, job.date_column, job.logical_date, job.run_id
+        )
+        report["timings_s"]["inference_and_write"] = round(time.monotonic() - started, 3)
+        report["rejects_version"] = io.replace_date(
+            rejects, job.rejects_table, job.date_column, job.logical_date, job.run_id
+        )
+    finally:
+        validated.unpersist()
+
+    output = [(job.output_table, "rows_scored"), (job.rejects_table, "rows_rejected")]
+    for table, key in output:
+        report[key] = io.read_date(table, job.date_column, job.logical_date, [job.key_column]).df.count()
+    if report["rows_scored"] + report["rows_rejected"] != report["rows_read"]:
+        raise RuntimeError(
+            f"row counts do not add up for {job.logical_date}: read {report['rows_read']}, "
+            f"scored {report['rows_scored']}, rejected {report['rows_rejected']}"
+        )
+    seconds = report["timings_s"].get("inference_and_write") or 0
+    report["rows_per_s"] = round(report["rows_scored"] / seconds, 1) if seconds else None
+
+
+def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
+    """Score one date; whatever happens, stop every server this run started and write the report."""
+    from spark_jobs.triton_fleet import stop_servers
+
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "status": "RUNNING",
+        "run_id": job.run_id,
+        "logical_date": job.logical_date,
+        "model": job.model,
+        "input_table": job.input_table,
+        "output_table": job.output_table,
+        "rejects_table": job.rejects_table,
+        "servers": [],
+        "timings_s": {},
+    }
+    try:
+        score_date(spark, job, report)
+        report["status"] = "SUCCESS"
+    except BaseException as exc:
+        report["status"] = "FAILED"
+        report["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        stop_started = time.monotonic()
+        try:
+            report["servers_stopped"] = stop_servers(spark, job)
+        finally:
+            report["timings_s"]["servers_stop"] = round(time.monotonic() - stop_started, 3)
+            report["timings_s"]["total"] = round(time.monotonic() - started, 3)
+            if job.report_path:
+                write_report(job.report_path, report)
+    return report
+
+
+def write_report(path: str, report: dict[str, Any]) -> None:
+    target = Path(path.removeprefix("dbfs:").replace("/dbfs/dbfs/", "/dbfs/"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description="Batch inference with one Triton server per node")
+    parser.add_argument("--job", required=True, help="InferenceJobConfig as JSON")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        job = InferenceJobConfig.from_json(args.job)
+    except Exception as exc:
+        print(f"{ERROR_PREFIX} {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(f"spark-triton-{job.run_id}").getOrCreate()
+    try:
+        report = run(spark, job)
+    except BaseException as exc:
+        print(f"{ERROR_PREFIX} {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        with contextlib.suppress(Exception):
+            spark.stop()
+    log.info(
+        "run report: %s",
+        json.dumps({k: report.get(k) for k in ("rows_read", "rows_scored", "rows_rejected")}),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""Read one logical date from a Delta table and replace one date in another, with or without delta-spark.
+
+Databricks (or any Spark with delta-spark on the classpath) uses Delta natively. Everywhere else Spark
+still reads and writes the Parquet files, and ``deltalake`` (delta-rs) owns the transaction log: it
+picks the files of a snapshot for reads and commits the files Spark wrote. Either way a reader sees
+a date's old rows or its new rows, never a mix, and a failed run leaves the table as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+if TYPE_CHECKING:
+    import pandas
+    from deltalake import DeltaTable
+
+DELTA_SPARK_CLASS = "io.delta.tables.DeltaTable"
+# Reader features that change nothing about how a snapshot's Parquet files are read.
+RAW_READABLE_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+_MISSING_TABLE_MARKERS = ("DELTA_MISSING_DELTA_TABLE", "DELTA_PATH_DOES_NOT_EXIST", "DELTA_TABLE_NOT_FOUND",
+                          "TABLE_OR_VIEW_NOT_FOUND", "PATH_NOT_FOUND", "is not a Delta table")  # fmt: skip
+
+
+class DeltaTableNotFound(FileNotFoundError):
+    """The table does not exist (or is not a Delta table); the message names it."""
+
+
+class DeltaSchemaError(ValueError):
+    """The table lacks a needed column, has another type, or another layout; the message names both."""
+
+
+class DeltaFeatureNotSupported(ValueError):
+    """The table uses a Delta feature that reading its raw Parquet files would silently get wrong."""
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    df: DataFrame
+    version: int | None  # the snapshot read, so a run can report exactly which input it scored
+
+
+class DeltaIO(Protocol):
+    name: str
+
+    def read_date(
+        self, table: str, date_column: str, logical_date: str, required_columns: Sequence[str]
+    ) -> ReadResult: ...
+
+    def replace_date(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> int: ...
+
+    def table_version(self, table: str) -> int | None: ...
+
+
+def delta_io_for(spark: SparkSession, engine: str = "auto") -> DeltaIO:
+    """Native Delta where the cluster has it (it knows every table feature), delta-rs otherwise."""
+    if engine not in ("auto", "delta-spark", "delta-rs"):
+        raise ValueError(f"Delta engine setting must be 'auto', 'delta-spark' or 'delta-rs', got {engine!r}")
+    if engine == "delta-spark" or (engine == "auto" and _delta_spark_available(spark)):
+        return DeltaSparkIO(spark)
+    return DeltaRsIO(spark)
+
+
+def write_pandas_table(
+    table: str, frame: pandas.DataFrame, partition_by: list[str] | None = None, mode: str = "overwrite"
+) -> int:
+    """Sample input tables for the demo and tests, written the way a non-Spark producer would."""
+    from deltalake import DeltaTable, write_deltalake
+
+    write_deltalake(_rs_uri(table), frame, partition_by=partition_by, mode=mode)
+    return DeltaTable(_rs_uri(table)).version()
+
+
+def _delta_spark_available(spark: SparkSession) -> bool:
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return True  # Databricks always ships Delta, and Spark Connect sessions there have no JVM handle
+    try:
+        jvm = spark._jvm
+        loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
+        jvm.java.lang.Class.forName(DELTA_SPARK_CLASS, False, loader)
+        return True
+    except Exception:
+        return False
+
+
+def _check_columns(present: Sequence[str], needed: Sequence[str], table: str) -> None:
+    missing = [c for c in dict.fromkeys(needed) if c not in present]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        raise DeltaSchemaError(f"Delta table {table} has no column {names} (it has: {', '.join(present)})")
+
+
+def _write_tag(run_id: str) -> str:
+    """Stored as the commit's userMetadata, so the version a write made is found even if others commit too."""
+    return f"spark-triton run_id={run_id} write={uuid.uuid4().hex[:8]}"
+
+
+def _valid_date(logical_date: str) -> str:
+    dt.date.fromisoformat(logical_date)  # it becomes a directory name and a predicate: no surprises there
+    return logical_date
+
+
+class DeltaSparkIO:
+    name = "delta-spark"
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    @staticmethod
+    def _is_path(table: str) -> bool:
+        return "/" in table or ":" in table
+
+    def _ref(self, table: str) -> str:
+        return f"delta.`{table}`" if self._is_path(table) else table
+
+    def table_version(self, table: str) -> int | None:
+        from pyspark.errors import AnalysisException
+
+        try:
+            row = self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 1").first()
+        except AnalysisException as exc:
+            if any(marker in str(exc) for marker in _MISSING_TABLE_MARKERS):
+                return None
+            raise
+        return int(row["version"]) if row else None
+
+    def read_date(
+        self, table: str, date_column: str, logical_date: str, required_columns: Sequence[str]
+    ) -> ReadResult:
+        version = self.table_version(table)
+        if version is None:
+            raise DeltaTableNotFound(f"Delta table not found: {table}")
+        # Pin the version we report, so a commit landing meanwhile cannot make the two disagree.
+        if self._is_path(table):
+            df = self.spark.read.format("delta").option("versionAsOf", version).load(table)
+        else:
+            df = self.spark.sql(f"SELECT * FROM {table} VERSION AS OF {version}")
+        _check_columns(df.columns, [date_column, *required_columns], table)
+        return ReadResult(df.where(F.col(date_column) == F.lit(_valid_date(logical_date))), version)
+
+    def replace_date(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> int:
+        tag = _write_tag(run_id)
+        out = df.drop(date_column).withColumn(date_column, F.lit(_valid_date(logical_date)))
+        writer = (
+            out.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"`{date_column}` = '{logical_date}'")
+            .option("userMetadata", tag)
+            .partitionBy(date_column)
+        )
+        writer.save(table) if self._is_path(table) else writer.saveAsTable(table)
+        history = self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 50")
+        row = history.where(F.col("userMetadata") == tag).first()
+        return int(row["version"]) if row else int(self.table_version(table) or 0)
+
+
+def _rs_uri(table: str) -> str:
+    return table if "://" in table else os.path.abspath(table)
+
+
+def _nullable(node: Any) -> Any:
+    """Delta enforces NOT NULL and Spark marks literals non-nullable: one run must not bind the next."""
+    if isinstance(node, dict):
+        keys = ("nullable", "containsNull", "valueContainsNull")
+        return {k: True if k in keys else _nullable(v) for k, v in node.items()}
+    return [_nullable(v) for v in node] if isinstance(node, list) else node
+
+
+@contextlib.contextmanager
+def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    old = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key) if old is None else spark.conf.set(key, old)
+
+
+class DeltaRsIO:
+    name = "delta-rs"
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    def _open(self, table: str) -> DeltaTable:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(_rs_uri(table))
+        except TableNotFoundError as exc:
+            raise DeltaTableNotFound(f"Delta table not found: {table}") from exc
+
+    def table_version(self, table: str) -> int | None:
+        try:
+            return self._open(table).version()
+        except DeltaTableNotFound:
+            return None
+
+    @staticmethod
+    def _refuse_unsupported(delta: DeltaTable, table: str) -> None:
+        """Deletion vectors hide rows and column mapping renames columns outside the Parquet files."""
+        protocol, config = delta.protocol(), delta.metadata().configuration
+        features = set(protocol.reader_features or [])
+        if protocol.min_reader_version == 2 or config.get("delta.columnMapping.mode", "none") != "none":
+            features.add("columnMapping")
+        if config.get("delta.enableDeletionVectors") == "true":
+            features.add("deletionVectors")
+        if blocked := sorted(features - RAW_READABLE_FEATURES):
+            raise DeltaFeatureNotSupported(
+                f"Delta table {table} uses {', '.join(blocked)}, which the delta-rs path cannot honour by "
+                "reading Parquet files directly; use a cluster with delta-spark (engine 'delta-spark')"
+            )
+
+    def read_date(
+        self, table: str, date_column: str, logical_date: str, required_columns: Sequence[str]
+    ) -> ReadResult:
+        delta = self._open(table)
+        version = delta.version()
+        self._refuse_unsupported(delta, table)
+        schema = self._spark_schema(delta)
+        _check_columns(schema.fieldNames(), [date_column, *required_columns], table)
+        partition_columns = delta.metadata().partition_columns
+        data_schema = StructType([f for f in schema.fields if f.name not in partition_columns])
+        predicate = [(date_column, "=", _valid_date(logical_date))]
+        frames = []
+        # Partition values live only in the log, not in the files: read each partition, add them back.
+        for values in delta.partitions(file_pruning_predicate=predicate) if partition_columns else [{}]:
+            selected = predicate + [(c, "=", "" if v is None else v) for c, v in values.items()]
+            uris = delta.file_uris(file_pruning_predicate=selected)
+            if files := [f"file://{u}" if u.startswith("/") else u for u in uris]:
+                frame = self.spark.read.schema(data_schema).parquet(*files)
+                columns = [F.lit(values[f.name]).cast(f.dataType).alias(f.name) if f.name in values
+                           else F.col(f.name) for f in schema.fields]  # fmt: skip
+                frames.append(frame.select(*columns))
+        if not frames:
+            return ReadResult(self.spark.createDataFrame([], schema), version)
+        df = reduce(DataFrame.unionByName, frames)  # pruning by statistics keeps a superset: filter rows
+        return ReadResult(df.where(F.col(date_column) == F.lit(logical_date)), version)
+
+    @staticmethod
+    def _spark_schema(delta: DeltaTable) -> StructType:
+        return StructType.fromJson(json.loads(delta.schema().to_json()))  # Delta's schema JSON is Spark's
+
+    def _target(self, table: str, data: StructType, date_column: str) -> tuple[DeltaTable | None, StructType]:
+        """The existing table (if any) and the schema to commit, once sure the write cannot corrupt the table.
+
+        delta-rs commits whatever schema it is given, even one that changes a column's type under the
+        other dates' files, so the check is ours. New columns are fine: older files read them as null.
+        """
+        date_field = StructField(date_column, StringType())
+        try:
+            delta = self._open(table)
+        except DeltaTableNotFound:
+            return None, StructType([*data.fields, date_field])
+        self._refuse_unsupported(delta, table)
+        if delta.metadata().partition_columns != [date_column]:
+            raise DeltaSchemaError(
+                f"Delta table {table} is partitioned by {delta.metadata().partition_columns}; "
+                f"replacing a date needs it partitioned by exactly [{date_column!r}]"
+            )
+        new = {f.name: f.dataType.simpleString() for f in data.fields}
+        for field in self._spark_schema(delta).fields:
+            if field.name == date_column:
+                date_field = field
+            elif new.get(field.name) != field.dataType.simpleString():
+                raise DeltaSchemaError(
+                    f"column {field.name!r} of Delta table {table} is {field.dataType.simpleString()}, "
+                    f"the data to write has {new.get(field.name, 'no such column')}"
+                )
+        return delta, StructType([*data.fields, date_field])
+
+    def replace_date(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> int:
+        """Stage Spark's files in a directory no one else uses, then swap the date's files in one commit.
+
+        The unique directory means a retry or a concurrent run never overwrites files that a committed
+        version still references, and uncommitted files are invisible; the single overwrite transaction
+        removes the date's old files and adds the new ones atomically, so no reader sees the date empty
+        or doubled, and a failure at any point leaves the table as it was.
+        """
+        from deltalake import Schema
+        from deltalake.exceptions import DeltaError
+        from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+        from pyarrow import fs as pafs
+        from pyarrow import parquet as pq
+
+        data = df.drop(date_column)
+        self._target(table, data.schema, date_column)  # fail before Spark spends the run computing the data
+        uri = _rs_uri(table)
+        spark_uri = uri if "://" in uri else f"file://{uri}"
+        filesystem, root = pafs.FileSystem.from_uri(spark_uri)
+        run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)  # Hadoop paths choke on ':' in Airflow run ids
+        staging = f"{date_column}={_valid_date(logical_date)}/run-{run}-{uuid.uuid4().hex[:8]}"
+        tag = _write_tag(run_id)
+        try:
+            # Spark's default INT96 timestamps are legacy; Delta readers expect INT64 microseconds.
+            with _session_conf(self.spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+                data.write.mode("errorifexists").parquet(f"{spark_uri}/{staging}")
+            adds = []
+            for info in filesystem.get_file_info(pafs.FileSelector(f"{root}/{staging}")):
+                if not (info.base_name.startswith("part-") and info.extension == "parquet"):
+                    continue  # _SUCCESS, .crc checksums
+                rows = pq.read_metadata(info.path, filesystem=filesystem).num_rows
+                if rows:  # Spark writes a file for empty tasks too: only noise in the log
+                    modified = info.mtime_ns // 1_000_000 if info.mtime_ns else int(time.time() * 1000)
+                    stats = json.dumps({"numRecords": rows})
+                    path = f"{staging}/{info.base_name}"
+                    adds.append(
+                        AddAction(path, info.size, {date_column: logical_date}, modified, True, stats)
+                    )
+            target, schema = self._target(table, data.schema, date_column)  # fresh: the write took a while
+            common = {
+                "schema": Schema.from_json(json.dumps(_nullable(schema.jsonValue()))),
+                "partition_by": [date_column],
+                "commit_properties": CommitProperties(custom_metadata={"userMetadata": tag}),
+            }
+            try:
+                if target is None:
+                    create_table_with_add_actions(uri, add_actions=adds, mode="error", **common)
+            except DeltaError as exc:  # another run created the table meanwhile: replace our date in it
+                if "already exists" not in str(exc):
+                    raise
+                target, _ = self._target(table, data.schema, date_column)
+            if target is not None:
+                filters = [(date_column, "=", logical_date)]
+                target.create_write_transaction(adds, mode="overwrite", partition_filters=filters, **common)
+        except BaseException:
+            if not self._references(table, staging):  # a commit whose post-commit hook failed still counts
+                with contextlib.suppress(FileNotFoundError):
+                    filesystem.delete_dir(f"{root}/{staging}")
+            raise
+        delta = self._open(table)
+        mine = (int(h["version"]) for h in delta.history(50) if h.get("userMetadata") == tag)
+        return next(mine, delta.version())
+
+    def _references(self, table: str, staging: str) -> bool:
+        try:
+            return any(f"/{staging}/" in u for u in self._open(table).file_uris())
+        except DeltaTableNotFound:
+            return False

@@ -1,0 +1,82 @@
+"""The contract between the Airflow side and the job on the cluster.
+
+Both sides import this module (it has no Spark or Airflow import), so the arguments an operator
+submits and the arguments the job parses cannot drift apart. It travels as one JSON argument because
+Databricks' ``spark_python_task.parameters`` and ``spark-submit`` both pass a list of strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobConfigError(ValueError):
+    """A job setting is missing or inconsistent; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class InferenceJobConfig:
+    """What one batch-inference run does: which rows, which model, where the results go."""
+
+    input_table: str
+    output_table: str
+    model: str
+    logical_date: str
+    rejects_table: str | None = None
+    key_column: str = "id"
+    input_columns: tuple[str, ...] = ("text",)
+    date_column: str = "date"
+    output_column: str = "embedding"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    expected_executors: int | None = None
+    server_ready_timeout_s: float = 180.0
+    inference_timeout_s: float = 300.0
+    report_path: str | None = None
+    run_id: str = "manual"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_columns", tuple(self.input_columns))
+        for name in ("input_table", "output_table", "model", "logical_date", "key_column"):
+            if not getattr(self, name):
+                raise JobConfigError(f"job setting {name!r} is required")
+        try:
+            dt.date.fromisoformat(self.logical_date)
+        except ValueError as exc:
+            raise JobConfigError(
+                f"job setting 'logical_date' must be YYYY-MM-DD, got {self.logical_date!r}"
+            ) from exc
+        if ":" not in self.model:
+            raise JobConfigError(
+                f"job setting 'model' must be a 'module:attribute' reference, got {self.model!r}"
+            )
+        if self.batch_size < 1:
+            raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
+        if not self.input_columns:
+            raise JobConfigError("job setting 'input_columns' must name at least one column")
+        if self.rejects_table is None:
+            object.__setattr__(self, "rejects_table", self.output_table.rstrip("/") + "_rejects")
+        tables = {self.input_table, self.output_table, self.rejects_table}
+        if len(tables) != 3:
+            raise JobConfigError(
+                "job settings 'input_table', 'output_table' and 'rejects_table' must be three different tables"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> InferenceJobConfig:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise JobConfigError(f"unknown job setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> InferenceJobConfig:
+        return dataclasses.replace(self, **changes)

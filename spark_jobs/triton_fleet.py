@@ -1,0 +1,269 @@
+"""One Triton server per node for the lifetime of one job: start them all, find the local one, stop them all.
+
+Start runs as a barrier stage with one task per executor (a task resource profile asks for all of
+an executor's cores), so every node gets its server or the stage fails as a whole. Several
+executors on one host share that host's server: the first to take the node lock starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from spark_jobs import node_state
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from spark_jobs.job_config import InferenceJobConfig
+
+log = logging.getLogger(__name__)
+
+PORT_ATTEMPTS = 3
+
+
+class TritonStartError(RuntimeError):
+    """A node's server did not become ready; the message names the host and carries its log."""
+
+
+@dataclass(frozen=True)
+class ServerRequest:
+    """What a node needs to start its server; pickled into the start stage's closure."""
+
+    run_id: str
+    model: str
+    model_options_json: str
+    ready_timeout_s: float
+    driver: str | None
+
+
+def _server_env() -> dict[str, str]:
+    """PyTriton's Python-backend stub must load this interpreter's libpython, not the system one."""
+    env = dict(os.environ)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _start_process(request: ServerRequest, directory: Path, record: Path) -> int:
+    """Launch the server daemon; return its pid (the launcher itself exits at once)."""
+    log_path = directory / f"{request.run_id}.log"
+    pid_file = directory / f"{request.run_id}.pid"
+    pid_file.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "spark_jobs.triton_server",
+        "--model", request.model,
+        "--model-options", request.model_options_json,
+        "--run-id", request.run_id,
+        "--record", str(record),
+        "--http-port", str(node_state.free_port()),
+        "--grpc-port", str(node_state.free_port()),
+        "--metrics-port", str(node_state.free_port()),
+        "--pid-file", str(pid_file),
+    ]  # fmt: skip
+    watch_pid = node_state.executor_jvm_pid()
+    if watch_pid:
+        cmd += ["--watch-pid", str(watch_pid)]
+    if request.driver:
+        cmd += ["--driver", request.driver]
+    with open(log_path, "ab") as log_file:
+        launcher = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=_server_env(),
+            timeout=60,
+        )
+    deadline = time.monotonic() + 30  # the daemon writes its pid just after the launcher exits
+    while launcher.returncode == 0 and not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if launcher.returncode != 0 or not pid_file.exists():
+        raise TritonStartError(
+            f"could not launch the Triton server on host {socket.gethostname()}: {_log_tail(log_path)}"
+        )
+    return int(pid_file.read_text())
+
+
+def _wait_ready(pid: int, record: Path, timeout_s: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        data = node_state.read_record(record)
+        if data and data.get("state") == "READY" and data.get("pid") == pid:
+            return data
+        if not _alive(pid):
+            return None
+        time.sleep(0.2)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
+    """Start this node's server for the run, or return the one another executor already started."""
+    directory = node_state.state_dir()
+    record = node_state.record_path(directory, request.run_id)
+    host = socket.gethostname()
+    with node_state.node_lock(directory):
+        existing = node_state.read_record(record)
+        if existing and node_state.process_matches(existing):
+            return {**existing, "started_here": False}
+        last_error = ""
+        for _attempt in range(PORT_ATTEMPTS):
+            started = time.monotonic()
+            pid = _start_process(request, directory, record)
+            ready = _wait_ready(pid, record, request.ready_timeout_s)
+            if ready is not None:
+                return {**ready, "started_here": True, "start_s": round(time.monotonic() - started, 3)}
+            timed_out = _alive(pid)
+            node_state.kill_group({"pid": pid, "pgid": pid}, grace_s=5)
+            record.unlink(missing_ok=True)
+            tail = _log_tail(directory / f"{request.run_id}.log")
+            last_error = (
+                f"not ready after {request.ready_timeout_s:.0f}s" if timed_out else "exited before ready"
+            )
+            if timed_out or "address already in use" not in tail.lower():
+                break
+        raise TritonStartError(
+            f"Triton server for model {request.model!r} on host {host} {last_error}; server log tail:\n{tail}"
+        )
+
+
+def stop_local_server(run_id: str) -> dict[str, Any]:
+    """Stop this node's server for the run, if any; safe to call from every executor and again."""
+    directory = node_state.state_dir()
+    record_file = node_state.record_path(directory, run_id)
+    host = socket.gethostname()
+    with node_state.node_lock(directory):
+        record = node_state.read_record(record_file)
+        if record is None:
+            return {"host": host, "stopped": False, "running": False}
+        started = time.monotonic()
+        was_running = node_state.kill_group(record)
+        record_file.unlink(missing_ok=True)
+        still = node_state.process_matches(record)
+        return {
+            "host": host,
+            "pid": record.get("pid"),
+            "stopped": was_running,
+            "running": still,
+            "stop_s": round(time.monotonic() - started, 3),
+        }
+
+
+def local_server_record(run_id: str) -> dict[str, Any]:
+    """The ready server on this host, for the inference client; errors name the host."""
+    directory = node_state.state_dir()
+    record = node_state.read_record(node_state.record_path(directory, run_id))
+    if record is None or not node_state.process_matches(record):
+        raise TritonStartError(
+            f"no running Triton server for run {run_id!r} on host {socket.gethostname()} "
+            f"(state dir {directory})"
+        )
+    return record
+
+
+def _executor_count(spark: SparkSession) -> int:
+    infos = spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()
+    return max(len(infos) - 1, 0)  # the driver is listed too
+
+
+def wait_for_executors(spark: SparkSession, expected: int | None, timeout_s: float) -> int:
+    """Servers are counted per executor, so wait until the cluster has registered the ones we expect."""
+    deadline = time.monotonic() + timeout_s
+    wanted = expected or 1
+    count = _executor_count(spark)
+    while count < wanted and time.monotonic() < deadline:
+        time.sleep(0.5)
+        count = _executor_count(spark)
+    if count < wanted:
+        raise TritonStartError(
+            f"only {count} of {wanted} expected executors registered after {timeout_s:.0f}s"
+        )
+    return count
+
+
+def _one_task_per_executor(spark: SparkSession, rdd):
+    cores = int(spark.conf.get("spark.executor.cores", "1"))
+    if cores <= 1:
+        return rdd
+    from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
+
+    profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cores)).build
+    return rdd.withResources(profile)
+
+
+def _driver_endpoint(spark: SparkSession) -> str | None:
+    conf = spark.sparkContext.getConf()
+    host, port = conf.get("spark.driver.host"), conf.get("spark.driver.port")
+    return f"{host}:{port}" if host and port else None
+
+
+def start_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
+    executors = wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
+    request = ServerRequest(
+        run_id=job.run_id,
+        model=job.model,
+        model_options_json=json.dumps(job.model_options),
+        ready_timeout_s=job.server_ready_timeout_s,
+        driver=_driver_endpoint(spark),
+    )
+
+    def start(_: Any):
+        yield ensure_local_server(request)
+
+    rdd = spark.sparkContext.parallelize(range(executors), executors)
+    results = _one_task_per_executor(spark, rdd).barrier().mapPartitions(start).collect()
+    servers: dict[tuple[str, int], dict[str, Any]] = {}
+    for result in results:  # executors sharing a host report the same server; keep the starter's view
+        key = (result["host"], result["pid"])
+        if key not in servers or result.get("started_here"):
+            servers[key] = result
+    return sorted(servers.values(), key=lambda r: r["host"])
+
+
+def stop_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
+    """Ask every node to stop its server; the driver's node too, when it shares the state dir.
+
+    A plain (non-barrier) stage so that a lost executor cannot block shutdown; servers on nodes it
+    misses stop themselves when the driver goes away, and cluster teardown kills what remains.
+    """
+    run_id = job.run_id
+
+    def stop(_: Any):
+        yield stop_local_server(run_id)
+
+    results: list[dict[str, Any]] = []
+    try:
+        executors = max(_executor_count(spark), 1)
+        results = (
+            spark.sparkContext.parallelize(range(executors * 2), executors * 2).mapPartitions(stop).collect()
+        )
+    except Exception as exc:  # the stage can fail when the cluster is already broken
+        log.warning("stop stage failed (%s); falling back to the driver node and server watchdogs", exc)
+    results.append(stop_local_server(run_id))
+    return [r for r in results if r.get("stopped") or r.get("running")]

@@ -1,0 +1,162 @@
+"""One node's PyTriton server, run as its own process in its own session.
+
+It is started detached from the Spark task that asked for it (so the task can finish while the
+server keeps serving), and it watches what it depends on: if the executor JVM that started it or
+the job's driver goes away, it stops itself. That is the safety net for a driver killed before its
+``finally`` could stop the servers.
+
+Usage: ``python -m spark_jobs.triton_server --model MOD:ATTR --record PATH ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from spark_jobs.models.base import ServedModel, resolve_model
+from spark_jobs.node_state import write_record
+
+log = logging.getLogger("spark_jobs.triton_server")
+
+
+def _pytriton_tensors(model: ServedModel):
+    from pytriton.model_config import Tensor
+
+    inputs = [Tensor(name=t.name, dtype=t.numpy_dtype.type, shape=t.shape) for t in model.inputs]
+    outputs = [Tensor(name=model.output.name, dtype=model.output.numpy_dtype.type, shape=model.output.shape)]
+    return inputs, outputs
+
+
+def serve(args: argparse.Namespace) -> int:
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig
+    from pytriton.triton import Triton, TritonConfig
+
+    model = resolve_model(args.model)
+    infer_fn = model.load(json.loads(args.model_options))
+    inputs, outputs = _pytriton_tensors(model)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    config = TritonConfig(
+        http_address="127.0.0.1",
+        http_port=args.http_port,
+        grpc_address="127.0.0.1",
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        exit_timeout_secs=5,
+    )
+    started = time.monotonic()
+    with Triton(config=config) as triton:
+        triton.bind(
+            model_name=model.name,
+            infer_func=batch(infer_fn),
+            inputs=inputs,
+            outputs=outputs,
+            config=ModelConfig(
+                max_batch_size=model.max_batch_size,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=args.max_queue_delay_us),
+            ),
+            strict=False,
+        )
+        triton.run()
+        me = psutil.Process()
+        write_record(
+            Path(args.record),
+            {
+                "run_id": args.run_id,
+                "host": socket.gethostname(),
+                "model": args.model,
+                "model_name": model.name,
+                "pid": me.pid,
+                "pgid": os.getpgid(0),
+                "create_time": me.create_time(),
+                "http_port": args.http_port,
+                "grpc_port": args.grpc_port,
+                "metrics_port": args.metrics_port,
+                "ready_s": round(time.monotonic() - started, 3),
+                "state": "READY",
+            },
+        )
+        log.info("Triton ready for %s on ports http=%s grpc=%s", model.name, args.http_port, args.grpc_port)
+        reason = _wait_until_unneeded(stop, args)
+        log.info("stopping Triton: %s", reason)
+    return 0
+
+
+def _wait_until_unneeded(stop: threading.Event, args: argparse.Namespace) -> str:
+    """Block until asked to stop, or until the executor JVM or the driver that needs us is gone."""
+    driver_failures = 0
+    while not stop.wait(args.watch_interval_s):
+        if args.watch_pid and not psutil.pid_exists(args.watch_pid):
+            return f"executor process {args.watch_pid} is gone"
+        if args.driver:
+            host, _, port = args.driver.rpartition(":")
+            try:
+                with socket.create_connection((host, int(port)), timeout=5):
+                    driver_failures = 0
+            except OSError:
+                driver_failures += 1
+                if driver_failures >= 3:
+                    return f"driver {args.driver} unreachable"
+    return "stop requested"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--model-options", default="{}")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--record", required=True, help="JSON file written once the server is ready")
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--metrics-port", type=int, required=True)
+    parser.add_argument("--max-queue-delay-us", type=int, default=2000)
+    parser.add_argument("--watch-pid", type=int, default=None)
+    parser.add_argument("--driver", default=None, help="host:port of the Spark driver to watch")
+    parser.add_argument("--watch-interval-s", type=float, default=2.0)
+    parser.add_argument("--pid-file", default=None, help="daemonize, writing the server's pid here")
+    return parser.parse_args(argv)
+
+
+def detach(pid_file: Path) -> None:
+    """Double fork: the server is re-parented away from the Spark Python worker that launched it.
+
+    Otherwise a stopped server stays a zombie under a reused Python worker for the executor's
+    lifetime. The server leads its own session, so one ``killpg`` reaches it, tritonserver and
+    the Python-backend stubs; its pid goes to ``pid_file`` so the launcher can watch it start.
+    """
+    if os.fork() > 0:
+        os._exit(0)
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()  # pgid == pid: the stopper's killpg(pid) reaches the whole server tree
+    tmp = pid_file.with_suffix(".tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, pid_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.pid_file:
+        detach(Path(args.pid_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    np.set_printoptions(threshold=10)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Session-wide isolation: Airflow, data and clusters of a test run live under one temporary root.
+
+The environment is set at import time, before anything imports Airflow, so no test touches the
+user's ``~/airflow``. At the end of the session, a check fails the run if any Spark JVM, Triton
+server or job driver that belongs to this session is still alive: the shutdown guarantee, tested.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(tempfile.mkdtemp(prefix="spark-triton-tests-"))
+REPO = Path(__file__).resolve().parents[1]
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(ROOT / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW_SPARK_TRITON_HOME": str(ROOT / "spark_triton"),
+        "SPARK_TRITON_DATA_DIR": str(ROOT / "data"),
+        "SPARK_TRITON_STATE_DIR": str(ROOT / "triton_state"),
+        "HF_HUB_OFFLINE": "1",
+    }
+)
+
+LEAK_MARKERS = (
+    "tritonserver",
+    "triton_python_backend_stub",
+    "org.apache.spark.deploy",
+    "SparkSubmit",
+    "triton_server",
+)
+
+
+def session_processes(root: Path = ROOT) -> list[str]:
+    """Spark/Triton processes whose command line or environment points into this session's root."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if not any(marker in cmdline for marker in LEAK_MARKERS):
+                continue
+            env = proc.environ()
+            if str(root) in cmdline or any(str(root) in value for value in env.values()):
+                found.append(f"{proc.pid}: {cmdline[:160]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB for tests that run DAGs."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_processes_left_behind():
+    yield
+    deadline = time.monotonic() + 20  # a stopping server may need a few seconds to exit
+    left = session_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = session_processes()
+    assert not left, "processes left running by this test session:\n" + "\n".join(left)
+
+
+def stop_spark(spark) -> None:
+    """Stop the session and its py4j gateway JVM, which otherwise lives until the interpreter exits."""
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    spark.stop()
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    if proc is not None:
+        proc.stdin.close()  # the gateway JVM exits when its stdin closes
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None

@@ -1,0 +1,48 @@
+"""DAG files must import cleanly and parse fast: no Spark, torch or Triton at parse time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DAGS = sorted((Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
+
+PROBE = """
+import importlib.util, json, sys, time
+import airflow.sdk  # what every DAG file needs anyway; the scheduler has it loaded
+from airflow.sdk import DAG  # noqa: F401  (resolve the lazy import before timing)
+before = set(sys.modules)
+start = time.perf_counter()
+spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+elapsed = time.perf_counter() - start
+heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {"pyspark", "torch", "pytriton", "deltalake", "sentence_transformers"})
+print(json.dumps({"seconds": elapsed, "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("dag_file", DAGS, ids=lambda p: p.name)
+def test_dag_file_parses_fast_without_heavy_imports(dag_file):
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(dag_file)], check=True, capture_output=True, text=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == [], f"{dag_file.name} imports {result['heavy']} at parse time"
+    assert result["seconds"] < 1.0, f"{dag_file.name} took {result['seconds']:.2f}s to parse"
+
+
+def test_dagbag_has_no_import_errors(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS[0].parent))
+    assert bag.import_errors == {}
+    nightly = bag.get_dag("nightly_embeddings")
+    assert [t.task_id for t in nightly.tasks] == ["create_cluster", "embed_documents", "delete_cluster"]
+    assert nightly.get_task("delete_cluster").is_teardown
+    assert nightly.get_task("create_cluster").is_setup
+    assert nightly.schedule == "@daily"

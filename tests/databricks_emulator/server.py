@@ -1,0 +1,397 @@
+"""A local Databricks REST emulator for the subset the GPU backend calls, with fault injection.
+
+Every request is authenticated (``Authorization: Bearer``), recorded with the credential redacted,
+validated against the databricks-sdk (see :mod:`validation`), and may be answered by an injected
+fault first: an HTTP error with ``Retry-After``, or a delay longer than the client's timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from databricks.sdk.service import compute, files, jobs
+
+from tests.databricks_emulator import validation
+from tests.databricks_emulator.errors import ApiError
+from tests.databricks_emulator.state import Settings, Workspace
+
+log = logging.getLogger(__name__)
+REDACTED = "Bearer <redacted>"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected answer. ``process=True`` does the work first, then answers late (a lost response)."""
+
+    status: int = 503
+    error_code: str = "TEMPORARILY_UNAVAILABLE"
+    message: str = "The service is temporarily unavailable (injected fault)"
+    retry_after: str | None = None
+    delay_s: float = 0.0
+    process: bool = False
+
+    @classmethod
+    def rate_limited(cls, retry_after: str | None = "1") -> Fault:
+        return cls(429, "REQUEST_LIMIT_EXCEEDED", "Too many requests (injected fault)", retry_after)
+
+    @classmethod
+    def slow(cls, delay_s: float) -> Fault:
+        return cls(200, "", "", None, delay_s, process=True)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    headers: dict[str, str]
+    status: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.path.removeprefix("/api/")
+
+
+@dataclass
+class _Route:
+    handler: Any
+    sdk_method: Any = None
+
+
+def _redact(headers: dict[str, str]) -> dict[str, str]:
+    return {k: (REDACTED if k.lower() == "authorization" else v) for k, v in headers.items()}
+
+
+class DatabricksEmulator:
+    """Start with :meth:`start`, always :meth:`stop` (it also deletes any local Spark clusters)."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        local_spark: bool = False,
+        home: Path | None = None,
+        settings: Settings | None = None,
+        user_name: str = "emulator-user@example.com",
+    ) -> None:
+        self.token = token
+        self.user_name = user_name
+        self._own_home = home is None
+        self.home = Path(home or tempfile.mkdtemp(prefix="databricks-emulator-"))
+        self.settings = settings or Settings()
+        self.local_spark = local_spark
+        self.requests: list[RecordedRequest] = []
+        self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.workspace: Workspace | None = None
+        self._local: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> DatabricksEmulator:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.emulator = self  # type: ignore[attr-defined]
+        if self.local_spark:
+            from tests.databricks_emulator.local_backend import LocalBackend
+
+            self._local = LocalBackend(self.home / "local_spark")
+        self.workspace = Workspace(self.home, self.url, self.settings, self._local)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="databricks-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._local is not None and self.workspace is not None:
+            self._local.close(self.workspace)
+        if self._own_home:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def __enter__(self) -> DatabricksEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() the emulator first"
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def connection(self) -> dict[str, Any]:
+        """The Airflow connection (``AIRFLOW_CONN_<ID>`` JSON) that reaches this emulator."""
+        return {
+            "conn_type": "databricks",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "schema": "http",
+            "password": self.token,
+        }
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def inject(self, method: str, endpoint: str, *faults: Fault) -> None:
+        """Answer the next requests to ``endpoint`` (``2.1/clusters/create``...) with ``faults``, in order."""
+        with self._lock:
+            self._faults[(method, endpoint.strip("/"))].extend(faults)
+
+    def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
+        with self.workspace.lock:  # type: ignore[union-attr]
+            self.workspace.init_failures.append(stderr)  # type: ignore[union-attr]
+
+    def fail_next_run(self, error: str = "RuntimeError: injected job failure") -> None:
+        with self.workspace.lock:  # type: ignore[union-attr]
+            self.workspace.run_failures.append(error)  # type: ignore[union-attr]
+
+    def calls(self, method: str | None = None, endpoint: str | None = None) -> list[RecordedRequest]:
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method)
+                and (endpoint is None or r.endpoint.startswith(endpoint))
+            ]
+
+    def _next_fault(self, method: str, endpoint: str) -> Fault | None:
+        with self._lock:
+            for (m, prefix), queue in self._faults.items():
+                if m == method and queue and (endpoint == prefix or endpoint.startswith(prefix + "/")):
+                    return queue.popleft()
+        return None
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def routes(self) -> dict[tuple[str, str], _Route]:
+        ws = self.workspace
+        assert ws is not None
+        return {
+            ("POST", "2.1/clusters/create"): _Route(self._create_cluster, compute.ClustersAPI.create),
+            ("GET", "2.1/clusters/get"): _Route(
+                lambda b: ws.cluster(b["cluster_id"]).details(), compute.ClustersAPI.get
+            ),
+            ("GET", "2.1/clusters/list"): _Route(self._list_clusters, compute.ClustersAPI.list),
+            ("POST", "2.1/clusters/events"): _Route(self._events, compute.ClustersAPI.events),
+            ("POST", "2.1/clusters/permanent-delete"): _Route(
+                lambda b: ws.permanent_delete(b["cluster_id"]) or {}, compute.ClustersAPI.permanent_delete
+            ),
+            ("POST", "2.2/jobs/runs/submit"): _Route(lambda b: {"run_id": ws.submit(b)}, jobs.JobsAPI.submit),
+            ("GET", "2.2/jobs/runs/get"): _Route(
+                lambda b: ws.run(b["run_id"]).as_run(self.url), jobs.JobsAPI.get_run
+            ),
+            ("GET", "2.2/jobs/runs/get-output"): _Route(
+                lambda b: ws.output(b["run_id"]), jobs.JobsAPI.get_run_output
+            ),
+            ("POST", "2.2/jobs/runs/cancel"): _Route(
+                lambda b: ws.cancel(b["run_id"]) or {}, jobs.JobsAPI.cancel_run
+            ),
+            ("GET", "2.0/preview/scim/v2/Me"): _Route(
+                lambda b: {"id": "1", "userName": self.user_name, "active": True}
+            ),
+        }
+
+    def _create_cluster(self, body: dict[str, Any]) -> dict[str, Any]:
+        # The brief's check too: the body must also be a ClusterSpec (what the hook builds it from).
+        validation.check_object(
+            {k: v for k, v in body.items() if k != "clone_from"}, compute.ClusterSpec, "body"
+        )
+        return {"cluster_id": self.workspace.create_cluster(body)}  # type: ignore[union-attr]
+
+    def _list_clusters(self, body: dict[str, Any]) -> dict[str, Any]:
+        states = set((body.get("filter_by") or {}).get("cluster_states") or [])
+        clusters = [c.details() for c in self.workspace.list_clusters() if not states or c.state in states]  # type: ignore[union-attr]
+        size = min(body.get("page_size") or 20, self.settings.max_page_size)
+        start = int(body.get("page_token") or 0)
+        page = clusters[start : start + size]
+        out: dict[str, Any] = {"clusters": page}
+        if start + size < len(clusters):
+            out["next_page_token"] = str(start + size)
+        if start:
+            out["prev_page_token"] = str(max(0, start - size))
+        return out
+
+    def _events(self, body: dict[str, Any]) -> dict[str, Any]:
+        ws = self.workspace
+        assert ws is not None
+        with ws.lock:
+            cluster = ws.clusters.get(body["cluster_id"]) or ws.deleted.get(body["cluster_id"])
+            if cluster is None:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cluster {body['cluster_id']} does not exist")
+            events = list(cluster.events)
+        if body.get("order", "DESC") == "DESC":
+            events.reverse()
+        limit = body.get("page_size") or body.get("limit") or 50
+        return {"events": events[:limit], "total_count": len(events)}
+
+    def _files(self, method: str, endpoint: str, query: dict[str, Any], raw: bytes) -> tuple[int, Any]:
+        ws = self.workspace
+        assert ws is not None
+        kind, _, remote = endpoint.removeprefix("2.0/fs/").partition("/")
+        remote = "/" + remote
+        if kind == "directories" and method == "PUT":
+            validation.check_call(files.FilesAPI.create_directory, {"directory_path": remote})
+            ws.files.mkdir(remote)
+            return 204, None
+        if kind != "files":
+            raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
+        if method == "PUT":
+            body = validation.query_to_body(files.FilesAPI.upload, query)
+            ws.files.write(remote, raw, overwrite=body.get("overwrite", True))
+            return 204, None
+        if method in ("GET", "HEAD"):
+            validation.query_to_body(files.FilesAPI.download, query)
+            return 200, ws.files.read(remote)
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not supported on /api/{endpoint}")
+
+    def dispatch(
+        self, method: str, endpoint: str, query: dict[str, list[str]], raw: bytes
+    ) -> tuple[int, Any]:
+        if endpoint.startswith("2.0/fs/"):
+            return self._files(method, endpoint, query, raw)
+        route = self.routes().get((method, endpoint))
+        if route is None:
+            raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
+        if method == "GET":
+            body = validation.query_to_body(route.sdk_method, query) if route.sdk_method else {}
+            if raw:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", "GET requests take query parameters, not a body"
+                )
+        else:
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                raise ApiError(
+                    400, "MALFORMED_REQUEST", "Invalid JSON given in the body of the request"
+                ) from None
+        if route.sdk_method is not None:
+            validation.check_call(route.sdk_method, body)
+        return 200, route.handler(body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "DatabricksEmulator/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        emulator: DatabricksEmulator = self.server.emulator  # type: ignore[attr-defined]
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        is_json = "json" in (self.headers.get("Content-Type") or "") or (raw[:1] in (b"{", b"["))
+        try:
+            shown: Any = json.loads(raw) if raw and is_json and not path.startswith("/api/2.0/fs/") else None
+        except ValueError:
+            shown = None
+        if shown is None and raw:
+            shown = f"<{len(raw)} bytes>"
+        status, payload, headers = self._answer(emulator, method, path, query, raw)
+        emulator._record(RecordedRequest(method, path, query, shown, _redact(dict(self.headers)), status))
+        self._send(method, status, payload, headers)
+
+    def _answer(
+        self, emulator: DatabricksEmulator, method: str, path: str, query: dict[str, list[str]], raw: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        if self.headers.get("Authorization") != f"Bearer {emulator.token}":
+            error = ApiError(
+                401, "UNAUTHENTICATED", "Credential was not sent or was of an unsupported type for this API."
+            )
+            return error.status, error.body(), {}
+        if not path.startswith("/api/"):
+            return (
+                404,
+                {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {path}'"},
+                {},
+            )
+        endpoint = path.removeprefix("/api/")
+        fault = emulator._next_fault(method, re.sub(r"/+$", "", endpoint))
+        if fault is not None and not fault.process:
+            time.sleep(fault.delay_s)
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            return fault.status, {"error_code": fault.error_code, "message": fault.message}, headers
+        try:
+            status, payload = emulator.dispatch(method, endpoint, query, raw)
+            headers: dict[str, str] = {}
+        except ApiError as exc:
+            status, payload, headers = exc.status, exc.body(), exc.headers
+        except validation.InvalidRequest as exc:
+            status, payload, headers = 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": str(exc)}, {}
+        except Exception as exc:  # an emulator bug must look like a 500, not hang the client
+            log.exception("emulator failure on %s %s", method, path)
+            status, payload, headers = (
+                500,
+                {"error_code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"},
+                {},
+            )
+        if fault is not None:
+            time.sleep(fault.delay_s)  # the work is done; the answer arrives after the client gave up
+        return status, payload, headers
+
+    def _send(self, method: str, status: int, payload: Any, headers: dict[str, str]) -> None:
+        if isinstance(payload, bytes):
+            data, content_type = payload, "application/octet-stream"
+        elif payload is None:
+            data, content_type = b"", "application/json"
+        else:
+            data, content_type = json.dumps(payload).encode(), "application/json"
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if method != "HEAD" and status != 204:
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left; the work above is done all the same
