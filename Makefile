@@ -46,5 +46,13 @@ test: install java lint
 test-fast: install
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
+# `make bench`: MiniLM three ways (plain torch, in-process UDF, Triton UDF) on 20k documents;
+# BENCH_ARGS=--quick for a 1.5k-document smoke run. Results land in benchmarks/results/.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: install java
+	$(BIN)/pip install --quiet -e '.[bench]'
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VAR) .pytest_cache .ruff_cache

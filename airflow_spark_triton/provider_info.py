@@ -43,6 +43,7 @@ def provider_info() -> dict[str, Any]:
                 "integration-name": "Spark + Triton batch inference",
                 "python-modules": [
                     "airflow_spark_triton.hooks.local_spark",
+                    "airflow_spark_triton.hooks.databricks_gpu",
                     "airflow_spark_triton.hooks.backend",
                 ],
             }
@@ -57,6 +58,35 @@ def provider_info() -> dict[str, Any]:
             {
                 "hook-class-name": "airflow_spark_triton.hooks.local_spark.LocalSparkHook",
                 "connection-type": LOCAL_CONN_TYPE,
+                "hook-name": "Spark + Triton (local standalone)",
+                # Declarative UI metadata (Airflow >= 3.2); the hook's get_ui_field_behaviour() is the
+                # fallback for older UIs. Extras land in the connection's extra JSON under these names.
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "login", "password", "port"],
+                    "relabeling": {},
+                    "placeholders": {},
+                },
+                "conn-fields": {
+                    "home": {
+                        "label": "State directory (clusters, runs, logs)",
+                        "description": "Default: $AIRFLOW_SPARK_TRITON_HOME or ~/.airflow_spark_triton",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "python": {
+                        "label": "Python of drivers and executors",
+                        "description": "Needs pyspark, pytriton, deltalake and spark_jobs; default: Airflow's",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "worker_memory": {
+                        "label": "Worker memory (e.g. 2g)",
+                        "description": "Overrides the cluster spec's worker_memory",
+                        "schema": {"type": ["string", "null"], "pattern": "^$|^[0-9]+[kKmMgGtT][bB]?$"},
+                    },
+                },
             }
+        ],
+        "extra-links": [
+            "airflow_spark_triton.links.InferenceRunLink",
+            "airflow_spark_triton.links.InferenceReportLink",
         ],
     }

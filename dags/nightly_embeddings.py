@@ -6,6 +6,11 @@ output table, so reruns and backfills never duplicate rows.
 
 Backend: the ``spark_triton_default`` connection (type ``databricks`` in production); without it,
 a local Spark standalone cluster is used.
+
+Asset: the inference task updates ``EMBEDDINGS`` (name ``document_embeddings``, URI of the
+``output_table`` param's default); ``dags/embeddings_consumer.py`` is scheduled on it. The event's
+``extra`` names the table and date the run actually wrote, so an overridden ``output_table`` still
+reaches consumers correctly.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
+from airflow_spark_triton.assets import delta_table_asset
 from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
 
 DATA_ROOT = os.environ.get("SPARK_TRITON_DATA_DIR", str(Path.home() / "spark_triton_data"))
+EMBEDDINGS = delta_table_asset(f"{DATA_ROOT}/document_embeddings", name="document_embeddings")
 
 with DAG(
     dag_id="nightly_embeddings",
@@ -60,6 +67,7 @@ with DAG(
         cluster_id=create_cluster.output,
         input_table="{{ params.input_table }}",
         output_table="{{ params.output_table }}",
+        outlets=[EMBEDDINGS],
         model="{{ params.model }}",
         model_options="{{ params.model_options }}",
         batch_size="{{ params.batch_size }}",

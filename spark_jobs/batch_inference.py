@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,14 @@ def _raise_on_sigterm(signum: int, _frame: Any) -> None:
     raise SystemExit(f"received signal {signum}: run canceled")
 
 
-def score_date(spark, job: InferenceJobConfig, report: dict[str, Any]) -> None:
+def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=None) -> None:
     """Read the date, split rows into scored and rejected, write both tables; fills ``report``."""
     from pyspark.sql import functions as F
 
     from spark_jobs.delta_io import delta_io_for
     from spark_jobs.inference import triton_predict_udf
     from spark_jobs.models.base import resolve_model
-    from spark_jobs.triton_fleet import start_servers
+    from spark_jobs.triton_fleet import server_request, start_servers
     from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
 
     model = resolve_model(job.model)
@@ -53,13 +55,18 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any]) -> None:
         reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
         report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
         to_score = report["rows_read"] - sum(report["reject_reasons"].values())
+        report["rows_to_score"] = to_score
+        if progress is not None:
+            progress.inference_started(to_score)
 
         if to_score:
             started = time.monotonic()
             report["servers"] = start_servers(spark, job)
             report["timings_s"]["servers_ready"] = round(time.monotonic() - started, 3)
 
-        predict = triton_predict_udf(model, job.run_id, job.batch_size, job.inference_timeout_s)
+        counter = progress.accumulator if progress is not None else None
+        request = server_request(spark, job)
+        predict = triton_predict_udf(model, request, job.batch_size, job.inference_timeout_s, counter)
         scored = validated.where(F.col(REJECT_REASON).isNull()).select(
             F.col(job.key_column),
             predict(*[F.col(c) for c in columns]).alias(job.output_column),
@@ -99,8 +106,41 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any]) -> None:
     report["rows_per_s"] = round(report["rows_scored"] / seconds, 1) if seconds else None
 
 
+class JobTimeout(TimeoutError):
+    """The whole job ran past ``job_timeout_s``; its Spark jobs were canceled."""
+
+
+@contextlib.contextmanager
+def job_deadline(spark, timeout_s: float | None) -> Iterator[None]:
+    """Cancel every Spark job once ``timeout_s`` has passed, so a stuck stage ends in cleanup, not a hang."""
+    if not timeout_s:
+        yield
+        return
+    expired = threading.Event()
+
+    def cancel() -> None:
+        expired.set()
+        log.error("job ran past job_timeout_s=%s; canceling its Spark jobs", timeout_s)
+        spark.sparkContext.cancelAllJobs()
+
+    timer = threading.Timer(timeout_s, cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except Exception as exc:
+        if expired.is_set():
+            raise JobTimeout(f"job ran past job_timeout_s={timeout_s:g}s and was canceled") from exc
+        raise
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise JobTimeout(f"job ran past job_timeout_s={timeout_s:g}s and was canceled")
+
+
 def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
     """Score one date; whatever happens, stop every server this run started and write the report."""
+    from spark_jobs.progress import ProgressReporter
     from spark_jobs.triton_fleet import stop_servers
 
     started = time.monotonic()
@@ -115,8 +155,10 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
         "servers": [],
         "timings_s": {},
     }
+    progress = ProgressReporter(spark, job.report_path).start()
     try:
-        score_date(spark, job, report)
+        with job_deadline(spark, job.job_timeout_s):
+            score_date(spark, job, report, progress)
         report["status"] = "SUCCESS"
     except BaseException as exc:
         report["status"] = "FAILED"
@@ -129,6 +171,7 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
         finally:
             report["timings_s"]["servers_stop"] = round(time.monotonic() - stop_started, 3)
             report["timings_s"]["total"] = round(time.monotonic() - started, 3)
+            progress.stop(report["status"].lower())
             if job.report_path:
                 write_report(job.report_path, report)
     return report
@@ -140,6 +183,10 @@ def write_report(path: str, report: dict[str, Any]) -> None:
     tmp = target.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     os.replace(tmp, target)
+    with contextlib.suppress(Exception):  # the summary is a convenience; the JSON report is the record
+        from spark_jobs.progress import write_summary
+
+        write_summary(path, report)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from pyspark.ml.functions import predict_batch_udf
 from pyspark.sql import types as T
 
 from spark_jobs.models.base import ServedModel, TensorSpec
-from spark_jobs.triton_fleet import local_server_record
+from spark_jobs.triton_fleet import ServerRequest, ensure_local_server, server_healthy
 
 _SPARK_TYPES = {
     "float32": T.FloatType(),
@@ -40,23 +40,51 @@ def return_type(model: ServedModel) -> T.DataType:
     return T.ArrayType(element) if model.output.shape != (1,) else element
 
 
-def triton_predict_udf(model: ServedModel, run_id: str, batch_size: int, timeout_s: float):
+def triton_predict_udf(
+    model: ServedModel, request: ServerRequest, batch_size: int, timeout_s: float, rows_counter=None
+):
+    """``timeout_s`` bounds each batch, so a hung server fails the batch instead of hanging the job.
+
+    ``rows_counter``: an optional Spark accumulator that gets each batch's row count (progress).
+    """
+
     def make_predict_fn() -> Callable[..., np.ndarray]:
         from pytriton.client import ModelClient
+        from pytriton.client.exceptions import PyTritonClientError
 
-        record = local_server_record(run_id)
-        client = ModelClient(
-            f"http://127.0.0.1:{record['http_port']}",
-            model.name,
-            init_timeout_s=timeout_s,
-            inference_timeout_s=timeout_s,
-        )
+        def connect() -> tuple[dict, ModelClient]:
+            record = ensure_local_server(request)  # restarts a dead or hung server on this node
+            client = ModelClient(
+                f"http://127.0.0.1:{record['http_port']}",
+                model.name,
+                init_timeout_s=timeout_s,
+                inference_timeout_s=timeout_s,
+            )
+            return record, client
+
+        record, client = connect()
+
+        def infer(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            nonlocal record, client
+            try:
+                return client.infer_batch(**inputs)[model.output.name]
+            except (PyTritonClientError, OSError):
+                if server_healthy(record):
+                    raise  # the model itself failed on this batch: retrying cannot help
+                # The server died or hung: one retry against a restarted server; if that fails too,
+                # the error propagates and Spark retries the task (bounded by spark.task.maxFailures).
+                client.close()
+                record, client = connect()
+                return client.infer_batch(**inputs)[model.output.name]
 
         def predict(*columns: np.ndarray) -> np.ndarray:
             inputs = {
                 spec.name: _to_tensor(col, spec) for col, spec in zip(columns, model.inputs, strict=True)
             }
-            return client.infer_batch(**inputs)[model.output.name]
+            result = infer(inputs)
+            if rows_counter is not None:
+                _count_rows(rows_counter, len(result))
+            return result
 
         return predict
 
@@ -67,3 +95,19 @@ def triton_predict_udf(model: ServedModel, run_id: str, batch_size: int, timeout
         batch_size=batch_size,
         input_tensor_shapes=shapes if any(s is not None for s in shapes) else None,
     )
+
+
+def _count_rows(counter, rows: int) -> None:
+    """Add to the progress accumulator *of the current task*.
+
+    predict_batch_udf caches the predict function per Python worker, so ``counter`` is the copy the
+    worker's first task deserialized; later tasks register their own copy (the registry is cleared
+    per task) and only those copies' values reach the driver. Look the current one up by id.
+    """
+    try:
+        from pyspark.accumulators import _accumulatorRegistry
+
+        current = _accumulatorRegistry.get(counter.aid, counter)
+    except Exception:
+        current = counter
+    current.add(rows)

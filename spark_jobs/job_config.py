@@ -36,6 +36,7 @@ class InferenceJobConfig:
     expected_executors: int | None = None
     server_ready_timeout_s: float = 180.0
     inference_timeout_s: float = 300.0
+    job_timeout_s: float | None = None
     report_path: str | None = None
     run_id: str = "manual"
 
@@ -56,6 +57,10 @@ class InferenceJobConfig:
             )
         if self.batch_size < 1:
             raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
+        for name in ("server_ready_timeout_s", "inference_timeout_s", "job_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise JobConfigError(f"job setting {name!r} must be > 0 seconds, got {value}")
         if not self.input_columns:
             raise JobConfigError("job setting 'input_columns' must name at least one column")
         if self.rejects_table is None:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,10 @@ class ServerRequest:
 def _server_env() -> dict[str, str]:
     """PyTriton's Python-backend stub must load this interpreter's libpython, not the system one."""
     env = dict(os.environ)
+    # Spark sets OMP_NUM_THREADS to spark.executor.cores in every Python worker (SPARK-28843); the
+    # server we launch from one would inherit it and run torch on one executor's cores, not the
+    # node's. The server serves every executor on the node: let torch size its pool to the node.
+    env.pop("OMP_NUM_THREADS", None)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -123,15 +128,68 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def server_healthy(record: dict[str, Any]) -> bool:
+    """Alive and answering: a hung server is as useless as a dead one."""
+    if not node_state.process_matches(record):
+        return False
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{record['http_port']}/v2/health/ready", timeout=5
+        ) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def _driver_reachable(endpoint: str | None) -> bool:
+    if not endpoint:
+        return True  # nothing to judge by: leave it to the server's own watchdog
+    host, _, port = endpoint.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _reap_stale(directory: Path, run_id: str) -> list[str]:
+    """Stop servers of other runs whose driver is gone: they outlived a crashed or killed job."""
+    reaped = []
+    for path, record in node_state.iter_records(directory):
+        if record.get("run_id") == run_id:
+            continue
+        if node_state.process_matches(record) and _driver_reachable(record.get("driver")):
+            continue  # a concurrent job on a shared cluster: not ours to stop
+        node_state.kill_group(record, grace_s=5)
+        path.unlink(missing_ok=True)
+        reaped.append(str(record.get("run_id")))
+    if reaped:
+        log.warning("stopped Triton servers left behind by runs %s", reaped)
+    return reaped
+
+
 def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
-    """Start this node's server for the run, or return the one another executor already started."""
+    """This node's ready server for the run: the running one, or a new one if none is healthy.
+
+    Called by the start stage and again by every inference task, so an executor that joined late,
+    a task rescheduled to another node, or a server that died or hung mid-job all get a working
+    server instead of an error.
+    """
     directory = node_state.state_dir()
     record = node_state.record_path(directory, request.run_id)
     host = socket.gethostname()
     with node_state.node_lock(directory):
         existing = node_state.read_record(record)
-        if existing and node_state.process_matches(existing):
+        if existing and server_healthy(existing):
             return {**existing, "started_here": False}
+        if existing:
+            log.warning(
+                "Triton server %s on host %s is not healthy; restarting it", existing.get("pid"), host
+            )
+            node_state.kill_group(existing, grace_s=5)
+            record.unlink(missing_ok=True)
+        _reap_stale(directory, request.run_id)
+        tail = ""
         last_error = ""
         for _attempt in range(PORT_ATTEMPTS):
             started = time.monotonic()
@@ -175,19 +233,9 @@ def stop_local_server(run_id: str) -> dict[str, Any]:
         }
 
 
-def local_server_record(run_id: str) -> dict[str, Any]:
-    """The ready server on this host, for the inference client; errors name the host."""
-    directory = node_state.state_dir()
-    record = node_state.read_record(node_state.record_path(directory, run_id))
-    if record is None or not node_state.process_matches(record):
-        raise TritonStartError(
-            f"no running Triton server for run {run_id!r} on host {socket.gethostname()} "
-            f"(state dir {directory})"
-        )
-    return record
-
-
 def _executor_count(spark: SparkSession) -> int:
+    if spark.sparkContext.master.startswith("local["):
+        return 1  # local mode: the driver is the one executor (and the one node)
     infos = spark.sparkContext._jsc.sc().statusTracker().getExecutorInfos()
     return max(len(infos) - 1, 0)  # the driver is listed too
 
@@ -223,15 +271,19 @@ def _driver_endpoint(spark: SparkSession) -> str | None:
     return f"{host}:{port}" if host and port else None
 
 
-def start_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
-    executors = wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
-    request = ServerRequest(
+def server_request(spark: SparkSession, job: InferenceJobConfig) -> ServerRequest:
+    return ServerRequest(
         run_id=job.run_id,
         model=job.model,
         model_options_json=json.dumps(job.model_options),
         ready_timeout_s=job.server_ready_timeout_s,
         driver=_driver_endpoint(spark),
     )
+
+
+def start_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
+    executors = wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
+    request = server_request(spark, job)
 
     def start(_: Any):
         yield ensure_local_server(request)

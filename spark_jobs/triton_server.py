@@ -87,6 +87,7 @@ def serve(args: argparse.Namespace) -> int:
                 "http_port": args.http_port,
                 "grpc_port": args.grpc_port,
                 "metrics_port": args.metrics_port,
+                "driver": args.driver,
                 "ready_s": round(time.monotonic() - started, 3),
                 "state": "READY",
             },

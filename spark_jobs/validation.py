@@ -55,6 +55,16 @@ def check_schema(
                     f"input table {table} column {column!r} is {dtype.simpleString()}, "
                     f"model input {spec.name!r} needs numbers"
                 )
+            values = 1
+            for dim in spec.shape:
+                values *= dim
+            if values != 1 and not isinstance(dtype, T.ArrayType):
+                # A scalar column cannot fill a vector input: every row would fail in the predict
+                # function's reshape, on the cluster, after the servers started.
+                raise InputSchemaError(
+                    f"input table {table} column {column!r} is {dtype.simpleString()}, "
+                    f"model input {spec.name!r} needs an array of {values} numbers (shape {list(spec.shape)})"
+                )
 
 
 def _text_reason(col: Column, name: str, spec: TensorSpec, binary: bool) -> Column:

@@ -71,3 +71,11 @@ class GpuSparkBackend(Protocol):
 
     def get_run_report(self, run_id: str) -> dict[str, Any]:
         """The JSON report the job wrote (counts, Delta versions, servers, timings)."""
+
+
+@runtime_checkable
+class SupportsRunProgress(Protocol):
+    """Optional: backends that can show a run's progress while it runs (the local one can)."""
+
+    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
+        """Latest ``{"rows_done", "rows_total", "rows_per_s", ...}`` of the run, or None if unknown."""

@@ -493,6 +493,10 @@ class DatabricksGpuHook(DatabricksHook):
             message = self._failure_message(run, state)
         return RunStatus(run_id=str(run_id), state=lifecycle, message=message, url=run.get("run_page_url"))
 
+    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
+        """Not exposed on Databricks: the progress file lives on the cluster's volume; see the run page."""
+        return None
+
     def _failure_message(self, run: dict[str, Any], state: RunState) -> str:
         """The job's own ``SPARK_TRITON_ERROR:`` line beats Databricks' generic state message."""
         summary = f"{state.life_cycle_state}/{state.result_state or '-'}: {state.state_message}".rstrip(": ")

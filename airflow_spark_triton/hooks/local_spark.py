@@ -53,6 +53,7 @@ from airflow_spark_triton.hooks.local_run_supervisor import (
     STATUS_FILE,
 )
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
 HOME_ENV = "AIRFLOW_SPARK_TRITON_HOME"
 DEFAULT_HOME = "~/.airflow_spark_triton"
@@ -209,7 +210,14 @@ class LocalSparkHook(BaseHook):
         except not_found:
             self.log.debug("No connection %r: using local defaults", self.spark_triton_conn_id)
             return {}
-        return dict(conn.extra_dejson or {})
+        extras = dict(conn.extra_dejson or {})
+        # Form fields may arrive prefixed (extra__spark_triton_local__home); the plain name wins.
+        prefix = f"extra__{self.conn_type}__"
+        for key in [k for k in extras if k.startswith(prefix)]:
+            value = extras.pop(key)
+            if value not in (None, "") and key.removeprefix(prefix) not in extras:
+                extras[key.removeprefix(prefix)] = value
+        return extras
 
     @functools.cached_property
     def home(self) -> Path:
@@ -894,6 +902,14 @@ class LocalSparkHook(BaseHook):
             raise RunError(f"run {run_id} wrote no report: {path} does not exist") from exc
         except json.JSONDecodeError as exc:
             raise RunError(f"run {run_id} wrote an unreadable report {path}: {exc}") from exc
+
+    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
+        """The job's latest ``progress.json`` (rows done/total, rows/s), or None before it writes one."""
+        return procs.read_json(self.run_dir(run_id) / PROGRESS_FILE)
+
+    def run_summary_uri(self, run_id: str) -> str:
+        """Where the job writes the Markdown summary of its report (exists once the run ends)."""
+        return (self.run_dir(run_id) / SUMMARY_FILE).as_uri()
 
     def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
         """The end of the driver's output, for operators to show in the task log on failure."""

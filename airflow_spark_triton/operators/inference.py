@@ -16,8 +16,16 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
+from airflow_spark_triton.assets import table_uri
 from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
 from airflow_spark_triton.hooks.base import RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.lineage import inference_lineage
+from airflow_spark_triton.links import (
+    REPORT_SUMMARY_XCOM_KEY,
+    RUN_PAGE_XCOM_KEY,
+    InferenceReportLink,
+    InferenceRunLink,
+)
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
 from spark_jobs.job_config import InferenceJobConfig
 
@@ -50,8 +58,17 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     :param date_column: the date column of the input (and partition column of the outputs).
     :param output_column: name of the prediction column in the output table.
     :param model_options: passed to the model's loader on each node (templated).
+    :param server_ready_timeout_s: how long the job waits for every node's Triton server to be ready.
+    :param inference_timeout_s: Triton client timeout per request (and for the client to connect).
+    :param job_timeout_s: the job cancels its own Spark jobs and cleans up after this many seconds;
+        set it below ``execution_timeout`` so the job's report says what timed out.
+    :param conn_id: the backend's connection (type ``databricks`` or ``spark_triton_local``; templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
-    :param poll_interval_s: seconds between status checks.
+    :param poll_interval_s: seconds between status checks; progress is logged at each one.
+
+    Assets: pass ``outlets=[delta_table_asset(...)]`` (see :mod:`airflow_spark_triton.assets`); on
+    success every ``Asset`` outlet's event gets ``extra`` = the table actually written, the date, the
+    Delta versions and the counts. Extra links: the run page and the report summary.
     """
 
     template_fields: Sequence[str] = (
@@ -68,6 +85,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     template_fields_renderers = {"model_options": "json"}
     ui_color = "#e6e6fa"
     external_id_key = "inference_run_id"
+    operator_extra_links = (InferenceRunLink(), InferenceReportLink())
 
     def __init__(
         self,
@@ -86,6 +104,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         model_options: dict[str, Any] | None = None,
         server_ready_timeout_s: float = 180.0,
         inference_timeout_s: float = 300.0,
+        job_timeout_s: float | None = None,
         conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = False,
         poll_interval_s: float = 5.0,
@@ -106,6 +125,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self.model_options = model_options or {}
         self.server_ready_timeout_s = server_ready_timeout_s
         self.inference_timeout_s = inference_timeout_s
+        self.job_timeout_s = job_timeout_s
         self.conn_id = conn_id
         self.deferrable = deferrable
         self.poll_interval_s = poll_interval_s
@@ -130,10 +150,13 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             batch_size=self.batch_size,
             server_ready_timeout_s=self.server_ready_timeout_s,
             inference_timeout_s=self.inference_timeout_s,
+            job_timeout_s=self.job_timeout_s,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
-        return self.execute_resumable(context)
+        report = self.execute_resumable(context)
+        self._annotate_outlets(context, report)
+        return report
 
     def submit_job(self, context: Context) -> str:
         job = self.job_config()
@@ -154,6 +177,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
 
     def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
         self._run_id = str(external_id)
+        self._push_links(context, self._run_id)
         if self.deferrable:
             self.defer(
                 trigger=RunStatusTrigger(self.conn_id, self._run_id, self.poll_interval_s),
@@ -165,6 +189,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             while not status.state.is_terminal:
                 time.sleep(self.poll_interval_s)
                 status = backend.get_run_status(self._run_id)
+                self._log_progress(backend, self._run_id)
         except BaseException:
             # execution_timeout, SIGTERM or a polling error: never leave the run going on its own.
             self.log.warning("Stopped waiting for run %s; canceling it", self._run_id)
@@ -173,7 +198,83 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         return self._finish(status)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        return self._finish(RunStatus.from_dict(event))
+        report = self._finish(RunStatus.from_dict(event))
+        self._annotate_outlets(context, report)
+        return report
+
+    # -- links, progress, assets, lineage ------------------------------------------------------
+
+    def _push_links(self, context: Context, run_id: str) -> None:
+        """XComs behind the extra links: never let a link failure fail the run."""
+        ti = context.get("ti")
+        if ti is None:
+            return
+        try:
+            backend = self.backend
+            url = backend.get_run_status(run_id).url
+            if url:
+                ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=url)
+                self.log.info("Run page: %s", url)
+            summary = getattr(backend, "run_summary_uri", None)
+            if callable(summary):
+                ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=summary(run_id))
+        except Exception:
+            self.log.warning("Could not record the links of run %s", run_id, exc_info=True)
+
+    _last_progress: tuple[Any, ...] | None = None
+
+    def _log_progress(self, backend: Any, run_id: str) -> None:
+        getter = getattr(backend, "get_run_progress", None)
+        if not callable(getter):
+            return
+        try:
+            progress = getter(run_id)
+        except Exception:
+            self.log.debug("Could not read the progress of run %s", run_id, exc_info=True)
+            return
+        if not progress:
+            return
+        key = (progress.get("phase"), progress.get("rows_done"), progress.get("tasks_done"))
+        if key == self._last_progress:
+            return
+        self._last_progress = key
+        self.log.info("Run %s progress: %s", run_id, format_progress(progress))
+
+    def _annotate_outlets(self, context: Context, report: dict[str, Any]) -> None:
+        """Attach what this run wrote to each Asset outlet's event, for consumers to read."""
+        from airflow.sdk import Asset
+
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        extra = {
+            "table": str(self.output_table),
+            "table_uri": table_uri(str(self.output_table)),
+            "rejects_table": self._rejects_table(),
+            "logical_date": report.get("logical_date") or str(self.logical_date),
+            "date_column": self.date_column,
+            "output_version": report.get("output_version"),
+            "rows_scored": report.get("rows_scored"),
+            "rows_rejected": report.get("rows_rejected"),
+            "model": report.get("model") or str(self.model),
+            "run_id": report.get("run_id"),
+        }
+        for outlet in self.outlets or []:
+            if isinstance(outlet, Asset):
+                outlet_events[outlet].extra = extra
+                if outlet.uri != extra["table_uri"]:
+                    self.log.info(
+                        "Asset %s (%s) updated from table %s (overridden at run time)",
+                        outlet.name, outlet.uri, extra["table_uri"],
+                    )  # fmt: skip
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any = None) -> Any:
+        """Input table in; output and rejects tables out (OpenLineage's classes when installed)."""
+        return inference_lineage(str(self.input_table), [str(self.output_table), self._rejects_table()])
+
+    def _rejects_table(self) -> str:
+        """The rejects table as the job resolves it, without building (and validating) a job config."""
+        return str(self.rejects_table or f"{str(self.output_table).rstrip('/')}_rejects")
 
     def _finish(self, status: RunStatus) -> dict[str, Any]:
         if status.state is not RunLifecycle.SUCCESS:
@@ -204,3 +305,17 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
                 self.backend.cancel_run(self._run_id)
             except Exception:
                 self.log.exception("Could not cancel run %s", self._run_id)
+
+
+def format_progress(progress: dict[str, Any]) -> str:
+    """``120/480 rows (25%), 310.5 rows/s, tasks 3/12 [inference]`` from a progress dict."""
+    done, total = progress.get("rows_done"), progress.get("rows_total")
+    parts = []
+    if total:
+        pct = f" ({100 * (done or 0) / total:.0f}%)" if done is not None else ""
+        parts.append(f"{done if done is not None else '?'}/{total} rows{pct}")
+    if progress.get("rows_per_s"):
+        parts.append(f"{progress['rows_per_s']} rows/s")
+    if progress.get("tasks_total"):
+        parts.append(f"tasks {progress.get('tasks_done')}/{progress['tasks_total']}")
+    return ", ".join(parts or ["no rows yet"]) + f" [{progress.get('phase', '?')}]"

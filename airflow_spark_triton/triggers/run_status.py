@@ -39,6 +39,12 @@ class RunStatusTrigger(BaseTrigger):
                 yield TriggerEvent(status.to_dict())
                 return
             self.log.info("Run %s is %s", self.run_id, status.state.value)
+            getter = getattr(backend, "get_run_progress", None)
+            progress = await asyncio.to_thread(getter, self.run_id) if callable(getter) else None
+            if progress:
+                from airflow_spark_triton.operators.inference import format_progress
+
+                self.log.info("Run %s progress: %s", self.run_id, format_progress(progress))
             await asyncio.sleep(self.poll_interval_s)
 
     async def on_kill(self) -> None:

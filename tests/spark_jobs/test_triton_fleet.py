@@ -67,7 +67,11 @@ def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
         df = cluster_spark.createDataFrame(
             [(i, t) for i, t in enumerate(texts)], "id long, text string"
         ).repartition(4)
-        predict = triton_predict_udf(resolve_model(TINY), "fleet-ok", batch_size=8, timeout_s=60)
+        from spark_jobs.triton_fleet import server_request
+
+        predict = triton_predict_udf(
+            resolve_model(TINY), server_request(cluster_spark, config), 8, timeout_s=60
+        )
         rows = sorted(df.select("id", predict("text").alias("e")).collect())
         got = np.array([r.e for r in rows], dtype=np.float32)
         np.testing.assert_allclose(got, embed(texts), rtol=1e-5, atol=1e-6)
@@ -87,13 +91,6 @@ def test_server_that_cannot_load_its_model_fails_the_start_naming_the_host(clust
 
         start_servers(cluster_spark, config)
     assert stop_servers(cluster_spark, config) == []
-
-
-def test_client_without_a_local_server_names_the_host():
-    from spark_jobs.triton_fleet import TritonStartError, local_server_record
-
-    with pytest.raises(TritonStartError, match="no running Triton server for run 'nope' on host"):
-        local_server_record("nope")
 
 
 def test_server_stops_itself_when_the_process_it_watches_is_gone(tmp_path):

@@ -1,0 +1,66 @@
+"""OpenLineage datasets of an inference run: the input table in, the output and rejects tables out.
+
+Uses the OpenLineage provider's classes when ``apache-airflow-providers-openlineage`` is installed;
+otherwise returns the same shape (``inputs``/``outputs`` of ``namespace``/``name`` datasets) from
+small local dataclasses, so the operator works, and can be tested, without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from airflow_spark_triton.assets import table_uri
+
+
+@dataclass(frozen=True)
+class Dataset:
+    namespace: str
+    name: str
+    facets: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OperatorLineage:
+    inputs: list[Any] = field(default_factory=list)
+    outputs: list[Any] = field(default_factory=list)
+    run_facets: dict[str, Any] = field(default_factory=dict)
+    job_facets: dict[str, Any] = field(default_factory=dict)
+
+
+def openlineage_available() -> bool:
+    try:
+        import openlineage.client  # noqa: F401
+        from airflow.providers.openlineage.extractors import OperatorLineage  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dataset_name(table: str) -> tuple[str, str]:
+    """OpenLineage naming: ``file`` + absolute path locally; ``scheme://authority`` + path otherwise."""
+    parts = urlsplit(table_uri(table))
+    if parts.scheme == "file":
+        return "file", unquote(parts.path)
+    if parts.netloc:
+        return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/") or "/"
+    return parts.scheme, parts.path
+
+
+def inference_lineage(input_table: str, output_tables: list[str]) -> Any:
+    """An ``OperatorLineage`` (the provider's when installed) for one run."""
+    if openlineage_available():
+        from airflow.providers.common.compat.openlineage.facet import Dataset as OLDataset
+        from airflow.providers.openlineage.extractors import OperatorLineage as OLOperatorLineage
+
+        dataset_cls: Any = OLDataset
+        lineage_cls: Any = OLOperatorLineage
+    else:
+        dataset_cls, lineage_cls = Dataset, OperatorLineage
+    make = lambda table: dataset_cls(*dataset_name(table))  # noqa: E731
+    with contextlib.suppress(TypeError):
+        return lineage_cls(inputs=[make(input_table)], outputs=[make(t) for t in output_tables])
+    return OperatorLineage(inputs=[Dataset(*dataset_name(input_table))],
+                           outputs=[Dataset(*dataset_name(t)) for t in output_tables])  # fmt: skip

@@ -1,0 +1,448 @@
+"""``make bench``: MiniLM embeddings three ways on the same documents and the same 2 cores.
+
+1. ``plain_torch``: sentence-transformers in one process, no Spark (the machine's limit);
+2. ``inprocess_udf``: ``predict_batch_udf`` with the model loaded in every Spark Python worker;
+3. ``triton_udf``: this project's path, ``predict_batch_udf`` through one PyTriton server per node.
+
+Paths 2 and 3 run as separate Spark applications on the *same* local standalone cluster
+(LocalSparkHook: 2 workers x 1 core), submitted with the hook like the real job. Path 1 runs
+alone with 2 torch threads. Memory is sampled per node (worker JVMs, executors, Python workers,
+Triton server tree); inference is timed apart from Delta I/O and warm-up.
+
+Usage::
+
+    python -m benchmarks.bench            # 20k documents -> benchmarks/results/<date>-<machine>.json + .png
+    python -m benchmarks.bench --quick    # 1.5k documents -> benchmarks/results/tmp/ (CI smoke)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from benchmarks.sampler import TreeSampler
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MODEL = "spark_jobs.models.minilm:MODEL"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DATE = "2026-01-01"
+PATHS = ("plain_torch", "inprocess_udf", "triton_udf")
+LABELS = {
+    "plain_torch": "1. plain torch (1 process, no Spark)",
+    "inprocess_udf": "2. predict_batch_udf, model in each worker",
+    "triton_udf": "3. predict_batch_udf -> PyTriton per node",
+}
+TARGETS = {"triton_vs_inprocess_udf": 0.8, "triton_vs_plain_torch": 0.6, "local_overhead_s": 30.0}
+
+
+def machine_name() -> str:
+    memory_gb = round(psutil.virtual_memory().total / 2**30)
+    return f"cpu-{os.cpu_count()}c-{memory_gb}g"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=20_000, help="documents (default 20000)")
+    parser.add_argument("--quick", action="store_true", help="1500 documents, results under results/tmp/")
+    parser.add_argument("--batch-size", type=int, default=64, help="predict_batch_udf / encode batch")
+    parser.add_argument("--partitions", type=int, default=8, help="Spark partitions of the input")
+    parser.add_argument("--workers", type=int, default=2, help="local Spark workers (1 core each)")
+    parser.add_argument(
+        "--server-options",
+        default="{}",
+        help="model options of the Triton server (path 3), JSON, e.g. '{\"torch_threads\": 2}'",
+    )
+    parser.add_argument(
+        "--session-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="runtime SQL conf for paths 2 and 3, e.g. spark.sql.execution.arrow.maxRecordsPerBatch=1024",
+    )
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help="comma-separated subset of " + ",".join(PATHS)
+    )
+    parser.add_argument("--out", default=None, help="result JSON (default results/<date>-<machine>.json)")
+    parser.add_argument("--no-chart", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick and "--rows" not in (argv or sys.argv):
+        args.rows = 1500
+    return args
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+def make_input(table: Path, rows: int) -> dict[str, Any]:
+    from airflow_spark_triton.demo.sample_documents import sample_documents
+    from spark_jobs.delta_io import write_pandas_table
+
+    started = time.monotonic()
+    frame = sample_documents([dt.date.fromisoformat(DATE)], rows, broken_per_day=0)
+    write_pandas_table(str(table), frame, partition_by=["date"])
+    lengths = frame["text"].str.len()
+    return {
+        "rows": rows,
+        "mean_chars": round(float(lengths.mean()), 1),
+        "max_chars": int(lengths.max()),
+        "write_s": round(time.monotonic() - started, 3),
+    }
+
+
+# -- path 1 -----------------------------------------------------------------------------------
+
+
+def run_plain_torch(args, table: Path, work: Path, check_ids: list[int]) -> dict[str, Any]:
+    out = work / "plain_torch.json"
+    threads = os.cpu_count() or 1
+    cmd = [
+        sys.executable, "-m", "benchmarks.plain_torch",
+        "--input", str(table),
+        "--model", MODEL,
+        "--model-options", json.dumps({"torch_threads": threads}),
+        "--batch-size", str(args.batch_size),
+        "--check-ids", ",".join(map(str, check_ids)),
+        "--out", str(out),
+    ]  # fmt: skip
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with TreeSampler(lambda: [(proc.pid, "python")]) as sampler:
+            output, _ = proc.communicate(timeout=3600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"plain torch path failed:\n{output.decode(errors='replace')[-3000:]}")
+    result = json.loads(out.read_text())
+    result.update(sampler.peak(started, time.time()) or {})
+    result["cpu_s_timed"] = sampler.cpu_seconds(result["timed_start_epoch"], result["timed_end_epoch"])
+    return result
+
+
+# -- paths 2 and 3 ----------------------------------------------------------------------------
+
+
+def node_roots(hook, cluster_id: str):
+    """Worker JVMs (their executors and Python workers below them) and this cluster's Triton servers."""
+    cluster = hook.get_cluster(cluster_id) or {}
+    state_dir = hook.state_dir_for_servers(cluster_id)
+
+    def roots():
+        found = [(int(w["pid"]), None) for w in cluster.get("workers", [])]
+        for pid_file in state_dir.glob("*.pid"):
+            with contextlib.suppress(ValueError, OSError, psutil.Error):
+                pid = int(pid_file.read_text().strip())
+                found.append((pid, "triton"))
+                if pid not in seen_env:
+                    seen_env[pid] = psutil.Process(pid).environ().get("OMP_NUM_THREADS", "unset")
+        return found
+
+    roots.server_omp_threads = seen_env = {}  # type: ignore[attr-defined]
+
+    return roots
+
+
+def run_spark_path(hook, cluster_id: str, path: str, args, table: Path, work: Path, check_ids) -> dict:
+    from airflow_spark_triton.hooks.base import RunLifecycle
+
+    out = work / f"{path}.json"
+    config = {
+        "path": path,
+        "input_table": str(table),
+        "date": DATE,
+        "model": MODEL,
+        "model_options": json.loads(args.server_options) if path == "triton_udf" else {},
+        "batch_size": args.batch_size,
+        "partitions": args.partitions,
+        "executors": args.workers,
+        "check_ids": check_ids,
+        "run_id": f"bench-{path}-{os.getpid()}-{int(time.time())}",
+        "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
+        "out": str(out),
+    }
+    script = REPO / "benchmarks" / "spark_paths.py"
+    submitted = time.time()
+    token = f"{config['run_id']}"
+    roots = node_roots(hook, cluster_id)
+    with TreeSampler(roots) as sampler:
+        run_id = hook._submit_script(cluster_id, script, ["--config", json.dumps(config)], token)
+        while True:
+            status = hook.get_run_status(run_id)
+            if status.state.is_terminal:
+                break
+            time.sleep(0.5)
+        ended = time.time()
+    if status.state != RunLifecycle.SUCCESS or not out.exists():
+        raise RuntimeError(
+            f"{path} run {run_id} {status.state}: {status.message}\n{hook.driver_log_tail(run_id, 60)}"
+        )
+    result = json.loads(out.read_text())
+    stamps = result["stamps"]
+    result["app_start_s"] = round(stamps["session_ready"] - submitted, 3)
+    result["submit_to_end_s"] = round(ended - submitted, 3)
+    result.update(sampler.peak(submitted, ended) or {})
+    result["cpu_s_timed"] = sampler.cpu_seconds(stamps["timed_start"], stamps["timed_end"])
+    result["spark_run_id"] = run_id
+    if path == "triton_udf":
+        result["server_count"] = len(result.get("servers", []))
+        result["server_omp_num_threads"] = sorted(set(roots.server_omp_threads.values()))
+    return result
+
+
+# -- cleanup check ----------------------------------------------------------------------------
+
+
+def leftovers(work: Path) -> list[str]:
+    """Our Spark/Triton processes still alive: command line or environment points into ``work``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if proc.pid == os.getpid():
+                continue
+            if str(work) in cmdline or any(str(work) in v for v in proc.environ().values()):
+                found.append(f"{proc.pid}: {cmdline[:150]}")
+    return found
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def cosine_check(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    base = results.get("plain_torch", {}).get("check")
+    out = {}
+    for path, result in results.items():
+        check = result.get("check")
+        if not base or not check or path == "plain_torch":
+            continue
+        worst = 1.0
+        for key, vector in base.items():
+            a, b = np.asarray(vector), np.asarray(check[key])
+            worst = min(worst, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+        out[path] = round(worst, 6)
+    return out
+
+
+def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, float], extra: dict) -> dict:
+    rps = {p: r.get("rows_per_s") for p, r in results.items()}
+
+    def ratio(a: str, b: str) -> float | None:
+        return round(rps[a] / rps[b], 3) if rps.get(a) and rps.get(b) else None
+
+    triton = results.get("triton_udf", {})
+    local_overhead = None
+    if triton and overhead:
+        local_overhead = round(
+            overhead["cluster_up_s"]
+            + triton["servers_ready_s"]
+            + triton["servers_stop_s"]
+            + overhead["delete_s"],
+            3,
+        )
+    summary = {
+        "model": MODEL_NAME,
+        "model_ref": MODEL,
+        "rows": args.rows,
+        "cores": os.cpu_count(),
+        "device": "cpu",
+        "gpu": None,
+        "machine": machine_name(),
+        "date": dt.date.today().isoformat(),
+        "command": "python -m benchmarks.bench " + " ".join(sys.argv[1:]),
+        "rows_per_s": rps,
+        "triton_vs_inprocess_udf": ratio("triton_udf", "inprocess_udf"),
+        "triton_vs_plain_torch": ratio("triton_udf", "plain_torch"),
+        "inprocess_udf_vs_plain_torch": ratio("inprocess_udf", "plain_torch"),
+        "local_overhead_s": local_overhead,
+        "local_overhead_breakdown_s": {
+            **overhead,
+            "servers_ready_s": triton.get("servers_ready_s"),
+            "servers_stop_s": triton.get("servers_stop_s"),
+        },
+        "app_start_s": {p: r.get("app_start_s") for p, r in results.items() if "app_start_s" in r},
+        "time_to_first_row_s": {p: r.get("time_to_first_row_s") for p, r in results.items()},
+        "peak_rss_mb": {p: r.get("peak_rss_mb") for p, r in results.items()},
+        "peak_pss_mb": {p: r.get("peak_pss_mb") for p, r in results.items()},
+        "peak_rss_by_category_mb": {p: r.get("peak_rss_by_category_mb") for p, r in results.items()},
+        "cpu_ms_per_row": {
+            p: round(1000 * r["cpu_s_timed"] / r["rows"], 3) if r.get("cpu_s_timed") else None
+            for p, r in results.items()
+        },
+        "infer_s": {p: r.get("infer_s") for p, r in results.items()},
+        "delta_read_s": {p: r.get("delta_read_s") for p, r in results.items()},
+        "min_cosine_vs_plain_torch": cosine_check(results),
+        "settings": {
+            "batch_size": args.batch_size,
+            "partitions": args.partitions,
+            "workers": args.workers,
+            "executor_cores": 1,
+            "server_model_options": json.loads(args.server_options),
+            "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
+            "plain_torch_threads": results.get("plain_torch", {}).get("torch_threads"),
+        },
+        "load_average": extra.get("load_average"),
+        "input": extra.get("input"),
+        "leftover_processes": extra.get("leftovers"),
+        "targets": {},
+    }
+    t = summary["targets"]
+    if summary["triton_vs_inprocess_udf"] is not None:
+        t["triton_vs_inprocess_udf>=0.8"] = summary["triton_vs_inprocess_udf"] >= 0.8
+    if summary["triton_vs_plain_torch"] is not None:
+        t["triton_vs_plain_torch>=0.6"] = summary["triton_vs_plain_torch"] >= 0.6
+    if local_overhead is not None:
+        t["local_overhead_s<=30"] = local_overhead <= 30
+    peaks = summary["peak_rss_mb"]
+    if peaks.get("triton_udf") and peaks.get("inprocess_udf"):
+        t["triton_peak_rss<inprocess_udf"] = peaks["triton_udf"] < peaks["inprocess_udf"]
+    summary["details"] = {p: {k: v for k, v in r.items() if k != "check"} for p, r in results.items()}
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    rows = [("path", "rows/s", "infer s", "1st row s", "peak RSS MB", "peak PSS MB", "CPU ms/row")]
+    for path in PATHS:
+        if summary["rows_per_s"].get(path) is None:
+            continue
+
+        def fmt(key: str, path: str = path) -> str:
+            value = summary[key].get(path)
+            return "-" if value is None else f"{value:g}"
+
+        rows.append(
+            (LABELS[path], fmt("rows_per_s"), fmt("infer_s"), fmt("time_to_first_row_s"), fmt("peak_rss_mb"),
+             fmt("peak_pss_mb"), fmt("cpu_ms_per_row"))
+        )  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    o = summary["local_overhead_breakdown_s"]
+    lines += [
+        "",
+        f"model {summary['model']}, {summary['rows']} documents, {summary['cores']} cores, device {summary['device']}",
+        f"path 3 / path 2 = {summary['triton_vs_inprocess_udf']}   (target >= 0.8)",
+        f"path 3 / path 1 = {summary['triton_vs_plain_torch']}   (target >= 0.6)",
+        f"local fixed overhead = {summary['local_overhead_s']} s   (target <= 30): "
+        + ", ".join(f"{k} {v}" for k, v in o.items()),
+        f"Spark app start (submit -> session) = {summary['app_start_s']}",
+        f"min cosine vs plain torch = {summary['min_cosine_vs_plain_torch']}",
+        "targets: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in summary["targets"].items()),
+    ]
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = [p for p in args.paths.split(",") if p]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = RESULTS / "tmp" / f"run-{stamp}-{os.getpid()}"
+    work.mkdir(parents=True)
+    # Everything this run starts lives under `work`: Airflow's home, the cluster home, the data.
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(work / "airflow"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_SPARK_TRITON_HOME": str(work / "spark_triton"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
+        }
+    )
+    os.environ.pop("OMP_NUM_THREADS", None)
+    table_path = work / "data" / "documents"
+    log(f"writing {args.rows} documents to {table_path}")
+    extra: dict[str, Any] = {"input": make_input(table_path, args.rows), "load_average": {}}
+    check_ids = [1, 2, 3, args.rows // 2, args.rows]
+    results: dict[str, dict[str, Any]] = {}
+    overhead: dict[str, float] = {}
+
+    if "plain_torch" in paths:
+        log("path 1: plain torch, one process")
+        extra["load_average"]["plain_torch"] = round(os.getloadavg()[0], 2)
+        results["plain_torch"] = run_plain_torch(args, table_path, work, check_ids)
+        log(f"path 1: {results['plain_torch']['rows_per_s']} rows/s")
+
+    spark_paths = [p for p in ("inprocess_udf", "triton_udf") if p in paths]
+    if spark_paths:
+        from airflow_spark_triton.cluster_spec import GpuClusterSpec
+        from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+
+        hook = LocalSparkHook(spark_triton_conn_id=None, home=str(work / "spark_triton"))
+        spec = GpuClusterSpec(num_workers=args.workers, executor_cores=1, worker_memory="2g")
+        cluster_id = None
+        started = time.monotonic()
+        try:
+            log(f"creating a local Spark cluster: {args.workers} workers x 1 core")
+            cluster_id = hook.create_cluster(spec, {"purpose": "bench"})
+            overhead["create_s"] = round(time.monotonic() - started, 3)
+            hook.wait_for_cluster(cluster_id, 300)
+            overhead["cluster_up_s"] = round(time.monotonic() - started, 3)
+            log(f"cluster {cluster_id} up in {overhead['cluster_up_s']} s")
+            for path in spark_paths:
+                log(f"path {PATHS.index(path) + 1}: {path}")
+                extra["load_average"][path] = round(os.getloadavg()[0], 2)
+                results[path] = run_spark_path(hook, cluster_id, path, args, table_path, work, check_ids)
+                log(f"path {PATHS.index(path) + 1}: {results[path]['rows_per_s']} rows/s")
+        finally:
+            if cluster_id:
+                started = time.monotonic()
+                hook.delete_cluster(cluster_id)
+                overhead["delete_s"] = round(time.monotonic() - started, 3)
+                log(f"cluster {cluster_id} deleted in {overhead['delete_s']} s")
+    deadline = time.monotonic() + 20
+    left = leftovers(work)
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = leftovers(work)
+    extra["leftovers"] = left
+    if left:
+        log("WARNING: processes left running:\n" + "\n".join(left))
+
+    summary = summarize(args, results, overhead, extra)
+    default_dir = RESULTS / "tmp" if args.quick else RESULTS
+    out = Path(args.out) if args.out else default_dir / f"{summary['date']}-{summary['machine']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    print()
+    print(table(summary))
+    print(f"\nresults: {out}")
+    if not args.no_chart:
+        from benchmarks.chart import write_chart
+
+        png = write_chart(summary, out.with_suffix(".png"))
+        print(f"chart:   {png}")
+    shutil.rmtree(work / "data", ignore_errors=True)
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Paths 2 and 3 as one Spark application each, submitted to the local cluster by :mod:`benchmarks.bench`.
+
+``--config '<json>'`` picks the path:
+
+* ``inprocess_udf``: ``predict_batch_udf`` whose ``make_predict_fn`` loads the model in every Spark
+  Python worker (what users do without Triton);
+* ``triton_udf``: this project's path, unchanged: ``spark_jobs.triton_fleet.start_servers`` (one
+  PyTriton server per node), ``spark_jobs.inference.triton_predict_udf``, ``stop_servers`` in ``finally``.
+
+Both read the same Delta snapshot with the project's ``delta_io`` and cache it first (the read is
+timed separately); inference is timed on a ``noop`` sink, so no output write is in the number.
+Phases are stamped with wall-clock epochs so the parent can line them up with its memory samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+
+def inprocess_predict_udf(model_ref: str, options: dict[str, Any], batch_size: int):
+    """The usual no-Triton pattern: the model lives in each Python worker (cached across batches)."""
+    import numpy as np
+    from pyspark.ml.functions import predict_batch_udf
+
+    from spark_jobs.inference import return_type
+    from spark_jobs.models.base import resolve_model
+
+    model = resolve_model(model_ref)
+
+    def make_predict_fn():
+        infer = model.load(options)  # the same infer function the Triton server runs
+        name = model.output.name
+
+        def predict(text: np.ndarray) -> np.ndarray:
+            encoded = np.array([t.encode("utf-8") for t in text], dtype=np.object_).reshape(-1, 1)
+            return infer(encoded)[name]
+
+        return predict
+
+    return predict_batch_udf(make_predict_fn, return_type=return_type(model), batch_size=batch_size)
+
+
+def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
+    from pyspark.sql import functions as F
+
+    from spark_jobs.delta_io import delta_io_for
+    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.models.base import resolve_model
+
+    stamps = result["stamps"]
+    io = delta_io_for(spark)
+    started = time.monotonic()
+    read = io.read_date(cfg["input_table"], "date", cfg["date"], ["id", "text"])
+    docs = read.df.repartition(int(cfg["partitions"])).cache()
+    result["rows"] = docs.count()
+    result["delta_read_s"] = round(time.monotonic() - started, 3)
+    first = spark.createDataFrame(docs.orderBy("id").limit(1).collect(), docs.schema)
+    warm = spark.createDataFrame(
+        docs.orderBy("id").limit(2 * int(cfg["batch_size"])).collect(), docs.schema
+    ).repartition(2)  # one partition per executor: every worker pays its warm-up before the clock starts
+    check_ids = [int(i) for i in cfg.get("check_ids", [])]
+
+    model = resolve_model(cfg["model"])
+    job = InferenceJobConfig(
+        input_table=cfg["input_table"],
+        output_table=cfg["input_table"] + "_unused_out",
+        model=cfg["model"],
+        logical_date=cfg["date"],
+        model_options=cfg.get("model_options", {}),
+        batch_size=int(cfg["batch_size"]),
+        expected_executors=int(cfg["executors"]),
+        run_id=cfg["run_id"],
+    )
+    path_start = time.monotonic()
+    stamps["path_start"] = time.time()
+    try:
+        if cfg["path"] == "triton_udf":
+            from spark_jobs.inference import triton_predict_udf
+            from spark_jobs.triton_fleet import server_request, start_servers
+
+            servers = start_servers(spark, job)
+            result["servers_ready_s"] = round(time.monotonic() - path_start, 3)
+            result["servers"] = servers
+            stamps["servers_ready"] = time.time()
+            predict = triton_predict_udf(
+                model, server_request(spark, job), job.batch_size, job.inference_timeout_s
+            )
+        else:
+            predict = inprocess_predict_udf(cfg["model"], job.model_options, job.batch_size)
+
+        first.select(predict("text").alias("e")).collect()
+        result["time_to_first_row_s"] = round(time.monotonic() - path_start, 3)
+        stamps["first_row"] = time.time()
+        started = time.monotonic()
+        warm.select(predict("text").alias("e")).write.format("noop").mode("overwrite").save()
+        result["warmup_s"] = round(time.monotonic() - started, 3)
+
+        stamps["timed_start"] = time.time()
+        started = time.monotonic()
+        scored = docs.select("id", predict("text").alias("embedding"))
+        scored.write.format("noop").mode("overwrite").save()
+        result["infer_s"] = round(time.monotonic() - started, 3)
+        stamps["timed_end"] = time.time()
+        result["rows_per_s"] = round(result["rows"] / result["infer_s"], 1)
+
+        rows = docs.where(F.col("id").isin(check_ids)).select("id", predict("text").alias("e")).collect()
+        result["check"] = {str(r.id): list(r.e) for r in rows}
+    finally:
+        if cfg["path"] == "triton_udf":
+            from spark_jobs.triton_fleet import stop_servers
+
+            started = time.monotonic()
+            result["servers_stopped"] = stop_servers(spark, job)
+            result["servers_stop_s"] = round(time.monotonic() - started, 3)
+        stamps["path_end"] = time.time()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True)
+    cfg = json.loads(parser.parse_args().config)
+    result: dict[str, Any] = {"path": cfg["path"], "stamps": {"driver_start": time.time()}}
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    for key, value in (cfg.get("session_conf") or {}).items():
+        spark.conf.set(key, value)
+    result["stamps"]["session_ready"] = time.time()
+    try:
+        run(spark, cfg, result)
+        result["status"] = "ok"
+    except BaseException as exc:
+        result["status"] = "failed"
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        with open(cfg["out"], "w") as handle:
+            json.dump(result, handle, default=str)
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""A server that dies, hangs or outlives its job is replaced or stopped; the job never hangs on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sysconfig
+
+import numpy as np
+import pytest
+
+from spark_jobs import node_state
+from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.models.base import resolve_model
+from spark_jobs.models.hashing_embedder import embed
+from tests.conftest import stop_spark
+
+pytestmark = pytest.mark.slow
+
+TINY = "spark_jobs.models.hashing_embedder:MODEL"
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local-cluster[2,1,1024]")
+        .appName("test-triton-recovery")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.executorEnv.SPARK_TRITON_STATE_DIR", os.environ["SPARK_TRITON_STATE_DIR"])
+        .config("spark.executorEnv.LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR"))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    yield session
+    stop_spark(session)
+
+
+def job(run_id: str, **overrides) -> InferenceJobConfig:
+    return InferenceJobConfig(
+        input_table="/unused/in",
+        output_table="/unused/out",
+        model=TINY,
+        logical_date="2026-11-24",
+        expected_executors=2,
+        run_id=run_id,
+        **overrides,
+    )
+
+
+def score(spark, config: InferenceJobConfig, texts: list[str]) -> np.ndarray:
+    from spark_jobs.inference import triton_predict_udf
+    from spark_jobs.triton_fleet import server_request
+
+    df = spark.createDataFrame(list(enumerate(texts)), "id long, text string").repartition(2)
+    udf = triton_predict_udf(
+        resolve_model(TINY), server_request(spark, config), 8, config.inference_timeout_s
+    )
+    rows = sorted(df.select("id", udf("text").alias("e")).collect())
+    return np.array([r.e for r in rows], dtype=np.float32)
+
+
+@pytest.mark.parametrize("fault", ["kill -9", "hang"])
+def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(spark, fault):
+    from spark_jobs.triton_fleet import start_servers, stop_servers
+
+    config = job(f"recover-{fault.split()[0]}", inference_timeout_s=5)
+    texts = [f"row {i} of the recovery test" for i in range(24)]
+    (first,) = start_servers(spark, config)
+    try:
+        os.killpg(first["pgid"], signal.SIGKILL if fault == "kill -9" else signal.SIGSTOP)
+        got = score(spark, config, texts)
+        np.testing.assert_allclose(got, embed(texts), rtol=1e-5, atol=1e-6)
+        current = node_state.read_record(node_state.record_path(node_state.state_dir(), config.run_id))
+        assert current["pid"] != first["pid"], "a new server must have replaced the broken one"
+        assert not node_state.process_matches(first)
+    finally:
+        stop_servers(spark, config)
+        node_state.kill_group(first, grace_s=1)
+
+
+def test_a_server_left_by_a_dead_driver_is_stopped_by_the_next_start(spark):
+    from spark_jobs.triton_fleet import start_servers, stop_servers
+
+    directory = node_state.state_dir()
+    orphan_config = job("orphaned")
+    (orphan,) = start_servers(spark, orphan_config)
+    # Pretend its driver is gone: point the record at a port nothing listens on.
+    record = node_state.record_path(directory, "orphaned")
+    node_state.write_record(
+        record, {**node_state.read_record(record), "driver": f"127.0.0.1:{node_state.free_port()}"}
+    )
+    try:
+        start_servers(spark, job("next-run"))
+        assert not node_state.process_matches(orphan)
+        assert not record.exists()
+    finally:
+        stop_servers(spark, job("next-run"))
+        stop_servers(spark, orphan_config)
