@@ -11,16 +11,15 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.json_files import driver_path, write_json_atomic
 
 log = logging.getLogger("spark_jobs.batch_inference")
 ERROR_PREFIX = "SPARK_TRITON_ERROR:"
@@ -178,11 +177,7 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
 
 
 def write_report(path: str, report: dict[str, Any]) -> None:
-    target = Path(path.removeprefix("dbfs:").replace("/dbfs/dbfs/", "/dbfs/"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, target)
+    write_json_atomic(driver_path(path), report)
     with contextlib.suppress(Exception):  # the summary is a convenience; the JSON report is the record
         from spark_jobs.progress import write_summary
 

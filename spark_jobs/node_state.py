@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
 import socket
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from spark_jobs.json_files import read_json
 
 STATE_DIR_ENV = "SPARK_TRITON_STATE_DIR"
 
@@ -42,22 +43,9 @@ def record_path(directory: Path, run_id: str) -> Path:
     return directory / f"{run_id}.json"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, sort_keys=True))
-    os.replace(tmp, path)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def iter_records(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in sorted(directory.glob("*.json")):
-        record = read_record(path)
+        record = read_json(path)
         if record is not None:
             yield path, record
 
@@ -122,6 +110,7 @@ def _wait_gone(pgid: int, timeout_s: float) -> None:
 
 
 def free_port() -> int:
+    """A port free right now on 127.0.0.1; callers retry if someone takes it before they bind."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -12,12 +12,12 @@ Summary: ``<report>.md``, a Markdown table of the report, written by the job wit
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from spark_jobs.json_files import driver_path, write_json_atomic
 
 REPORT_FILE = "report.json"
 PROGRESS_SUFFIX = ".progress.json"
@@ -26,21 +26,9 @@ PROGRESS_FILE = "report" + PROGRESS_SUFFIX  # next to the local backend's report
 SUMMARY_FILE = "report" + SUMMARY_SUFFIX
 
 
-def local_path(path: str) -> Path:
-    """A report path as the driver sees it: ``dbfs:/x`` is ``/dbfs/x`` on Databricks."""
-    return Path(path.removeprefix("dbfs:").replace("/dbfs/dbfs/", "/dbfs/"))
-
-
 def sibling(report_path: str, suffix: str) -> Path:
-    target = local_path(report_path)
+    target = driver_path(report_path)
     return target.with_name(target.name.removesuffix(".json") + suffix)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 class ProgressReporter:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from spark_jobs import node_state
+from spark_jobs.json_files import read_json
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -112,7 +113,7 @@ def _start_process(request: ServerRequest, directory: Path, record: Path) -> int
 def _wait_ready(pid: int, record: Path, timeout_s: float) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        data = node_state.read_record(record)
+        data = read_json(record)
         if data and data.get("state") == "READY" and data.get("pid") == pid:
             return data
         if not _alive(pid):
@@ -179,7 +180,7 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
     record = node_state.record_path(directory, request.run_id)
     host = socket.gethostname()
     with node_state.node_lock(directory):
-        existing = node_state.read_record(record)
+        existing = read_json(record)
         if existing and server_healthy(existing):
             return {**existing, "started_here": False}
         if existing:
@@ -217,7 +218,7 @@ def stop_local_server(run_id: str) -> dict[str, Any]:
     record_file = node_state.record_path(directory, run_id)
     host = socket.gethostname()
     with node_state.node_lock(directory):
-        record = node_state.read_record(record_file)
+        record = read_json(record_file)
         if record is None:
             return {"host": host, "stopped": False, "running": False}
         started = time.monotonic()

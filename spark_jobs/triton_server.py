@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from spark_jobs.json_files import write_json_atomic
 from spark_jobs.models.base import ServedModel, resolve_model
-from spark_jobs.node_state import write_record
 
 log = logging.getLogger("spark_jobs.triton_server")
 
@@ -74,7 +74,7 @@ def serve(args: argparse.Namespace) -> int:
         )
         triton.run()
         me = psutil.Process()
-        write_record(
+        write_json_atomic(
             Path(args.record),
             {
                 "run_id": args.run_id,

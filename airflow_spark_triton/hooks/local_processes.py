@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -206,13 +204,6 @@ def stop_groups(records: Sequence[ProcessRecord], grace_s: float = 15.0, kill_wa
     return all_gone()
 
 
-def free_port() -> int:
-    """A port free right now on 127.0.0.1; callers retry if someone takes it before they bind."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def read_tail(path: Path, max_bytes: int = 1 << 20) -> str:
     """The last ``max_bytes`` of a log: driver logs of long runs grow to many megabytes."""
     with open(path, "rb") as handle:
@@ -227,20 +218,6 @@ def log_tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Readers in other processes see the old or the new file, never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 @contextlib.contextmanager

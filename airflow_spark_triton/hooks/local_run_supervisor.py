@@ -30,13 +30,12 @@ from airflow_spark_triton.hooks.local_processes import (
     group_members,
     is_alive,
     iter_descendants,
-    read_json,
     read_tail,
     start_detached,
     stop_groups,
     wait_child,
-    write_json_atomic,
 )
+from spark_jobs.json_files import read_json, write_json_atomic
 
 log = logging.getLogger("airflow_spark_triton.local_run_supervisor")
 

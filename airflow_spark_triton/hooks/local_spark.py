@@ -53,6 +53,8 @@ from airflow_spark_triton.hooks.local_run_supervisor import (
     STATUS_FILE,
 )
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.json_files import read_json, write_json_atomic
+from spark_jobs.node_state import free_port
 from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
 HOME_ENV = "AIRFLOW_SPARK_TRITON_HOME"
@@ -252,21 +254,21 @@ class LocalSparkHook(BaseHook):
 
     def get_cluster(self, cluster_id: str) -> dict[str, Any] | None:
         """The cluster's record (``cluster.json``), or None for an unknown id."""
-        return procs.read_json(self.cluster_dir(cluster_id) / "cluster.json")
+        return read_json(self.cluster_dir(cluster_id) / "cluster.json")
 
     def _update_cluster(self, _cluster_id: str, /, **changes: Any) -> dict[str, Any]:
         cdir = self.cluster_dir(_cluster_id)
         with procs.file_lock(cdir / ".lock"):
-            record = procs.read_json(cdir / "cluster.json") or {}
+            record = read_json(cdir / "cluster.json") or {}
             record.update(changes, updated_at=_now())
-            procs.write_json_atomic(cdir / "cluster.json", record)
+            write_json_atomic(cdir / "cluster.json", record)
         return record
 
     def _iter_clusters(self) -> Iterator[dict[str, Any]]:
         """Newest first, so a retried create reuses the cluster it made last."""
         records = []
         for path in self.clusters_dir.glob("local-*/cluster.json"):
-            record = procs.read_json(path)
+            record = read_json(path)
             if record and "cluster_id" in record:
                 records.append(record)
         yield from sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)
@@ -387,7 +389,7 @@ class LocalSparkHook(BaseHook):
     def _start_master(self, cluster_id: str, attempt: int) -> None:
         cluster = self.get_cluster(cluster_id) or {}
         cdir = self.cluster_dir(cluster_id)
-        port, webui_port = procs.free_port(), procs.free_port()
+        port, webui_port = free_port(), free_port()
         env = self._base_env(cluster)
         # Fail instead of silently moving to port+1: the URL we recorded must be the real one.
         # The REST submission server would otherwise take port 6066 and clash between clusters.
@@ -506,7 +508,7 @@ class LocalSparkHook(BaseHook):
         # for an application that forgets spark.executorEnv.LD_LIBRARY_PATH.
         env = self._base_env(cluster)
         env.update({"SPARK_WORKER_DIR": str(work_dir), "SPARK_LOCAL_DIRS": str(local_dir)})
-        webui_port = procs.free_port()
+        webui_port = free_port()
         argv = [
             self._spark_bin(cluster, "spark-class"),
             "org.apache.spark.deploy.worker.Worker",
@@ -679,7 +681,7 @@ class LocalSparkHook(BaseHook):
         directory = self.state_dir_for_servers(cluster_id)
         records: dict[int, ProcessRecord] = {}
         for path in sorted(directory.glob("*.json")):
-            data = procs.read_json(path)
+            data = read_json(path)
             with contextlib.suppress(KeyError, TypeError, ValueError):
                 if data and data.get("pid") and data.get("create_time") is not None:
                     record = ProcessRecord.from_dict(data)
@@ -743,13 +745,11 @@ class LocalSparkHook(BaseHook):
                 "created_at": _now(),
                 "created_epoch": time.time(),
             }
-            procs.write_json_atomic(run_dir / "run.json", run)
-            procs.write_json_atomic(
+            write_json_atomic(run_dir / "run.json", run)
+            write_json_atomic(
                 run_dir / COMMAND_FILE, {"run_id": run_id, "argv": argv, "env": env, "script": str(script)}
             )
-            procs.write_json_atomic(
-                run_dir / STATUS_FILE, {"run_id": run_id, "state": RunLifecycle.PENDING.value}
-            )
+            write_json_atomic(run_dir / STATUS_FILE, {"run_id": run_id, "state": RunLifecycle.PENDING.value})
             supervisor = procs.start_detached(
                 [
                     sys.executable,
@@ -762,7 +762,7 @@ class LocalSparkHook(BaseHook):
                 log_path=run_dir / "supervisor.log",
                 cwd=run_dir,
             )
-            procs.write_json_atomic(run_dir / "run.json", {**run, "supervisor": supervisor.to_dict()})
+            write_json_atomic(run_dir / "run.json", {**run, "supervisor": supervisor.to_dict()})
         self.log.info("Submitted run %s to %s (supervisor pid %s); driver log %s", run_id, cluster_id,
                       supervisor.pid, run_dir / DRIVER_LOG)  # fmt: skip
         return run_id
@@ -808,7 +808,7 @@ class LocalSparkHook(BaseHook):
 
     def _iter_runs(self, cluster_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
         for path in sorted((self.cluster_dir(cluster_id) / "runs").glob("*/run.json")):
-            run = procs.read_json(path)
+            run = read_json(path)
             if run:
                 yield path.parent, run
 
@@ -821,17 +821,17 @@ class LocalSparkHook(BaseHook):
     def _active_runs(self, cluster_id: str) -> list[str]:
         active = []
         for run_dir, run in self._iter_runs(cluster_id):
-            status = procs.read_json(run_dir / STATUS_FILE) or {}
+            status = read_json(run_dir / STATUS_FILE) or {}
             if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
                 active.append(run["run_id"])
         return active
 
     def _load_run(self, run_id: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
         run_dir = self.run_dir(run_id)
-        run = procs.read_json(run_dir / "run.json")
+        run = read_json(run_dir / "run.json")
         if run is None:
             raise RunError(f"unknown local run {run_id} (no {run_dir / 'run.json'})")
-        return run_dir, run, procs.read_json(run_dir / STATUS_FILE) or {"state": RunLifecycle.PENDING.value}
+        return run_dir, run, read_json(run_dir / STATUS_FILE) or {"state": RunLifecycle.PENDING.value}
 
     def _supervisor(self, run: dict[str, Any], status: dict[str, Any]) -> ProcessRecord | None:
         return self._record(status.get("supervisor")) or self._record(run.get("supervisor"))
@@ -864,9 +864,9 @@ class LocalSparkHook(BaseHook):
 
     def _mark_run(self, run_dir: Path, state: RunLifecycle, message: str) -> dict[str, Any]:
         with procs.file_lock(run_dir / ".status.lock"):
-            status = procs.read_json(run_dir / STATUS_FILE) or {}
+            status = read_json(run_dir / STATUS_FILE) or {}
             status.update(state=state.value, message=message, finished_at=_now())
-            procs.write_json_atomic(run_dir / STATUS_FILE, status)
+            write_json_atomic(run_dir / STATUS_FILE, status)
         return status
 
     def cancel_run(self, run_id: str) -> None:
@@ -905,7 +905,7 @@ class LocalSparkHook(BaseHook):
 
     def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
         """The job's latest ``progress.json`` (rows done/total, rows/s), or None before it writes one."""
-        return procs.read_json(self.run_dir(run_id) / PROGRESS_FILE)
+        return read_json(self.run_dir(run_id) / PROGRESS_FILE)
 
     def run_summary_uri(self, run_id: str) -> str:
         """Where the job writes the Markdown summary of its report (exists once the run ends)."""

@@ -22,6 +22,7 @@ from airflow_spark_triton.hooks.local_processes import ProcessRecord
 from airflow_spark_triton.hooks.local_run_supervisor import driver_error_message
 from airflow_spark_triton.hooks.local_spark import HOME_ENV, LocalSparkHook, memory_mb
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.json_files import write_json_atomic
 
 # The fixture (tests/hooks/conftest.py) fails a test that leaves any process it started running.
 pytestmark = pytest.mark.usefixtures("no_process_left_behind")
@@ -258,7 +259,7 @@ def fake_cluster(hook: LocalSparkHook, cluster_id: str = "local-0123456789ab", s
     (cdir / "runs").mkdir(parents=True)
     (cdir / "triton").mkdir()
     me = ProcessRecord.of(os.getpid())
-    procs.write_json_atomic(
+    write_json_atomic(
         cdir / "cluster.json",
         {
             "cluster_id": cluster_id,
@@ -322,12 +323,8 @@ def test_a_run_whose_supervisor_died_is_failed(hook):
     dead = subprocess.Popen(["true"])
     dead.wait()
     gone = {"pid": dead.pid, "create_time": 1.0, "pgid": dead.pid}
-    procs.write_json_atomic(
-        run_dir / "run.json", {"run_id": run_id, "idempotency_token": "t", "supervisor": gone}
-    )
-    procs.write_json_atomic(
-        run_dir / "status.json", {"run_id": run_id, "state": "RUNNING", "supervisor": gone}
-    )
+    write_json_atomic(run_dir / "run.json", {"run_id": run_id, "idempotency_token": "t", "supervisor": gone})
+    write_json_atomic(run_dir / "status.json", {"run_id": run_id, "state": "RUNNING", "supervisor": gone})
     status = hook.get_run_status(run_id)
     assert status.state == RunLifecycle.FAILED
     assert "supervisor died" in status.message
@@ -443,7 +440,7 @@ def test_delete_cancels_the_active_run_and_stops_recorded_triton_servers(hook, t
         time.sleep(0.5)
         record = ProcessRecord.of(server.pid)
         child = psutil.Process(server.pid).children()[0]
-        procs.write_json_atomic(triton_dir / "x.json", record.to_dict())
+        write_json_atomic(triton_dir / "x.json", record.to_dict())
     finally:
         hook.delete_cluster(cluster_id)
 

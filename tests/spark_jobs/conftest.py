@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sysconfig
+
 import pytest
 
 from tests.conftest import stop_spark
@@ -24,6 +27,28 @@ def spark():
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    yield session
+    stop_spark(session)
+
+
+@pytest.fixture(scope="module")
+def cluster_spark():
+    """Two executors in their own JVMs on this machine: the smallest cluster with more than one executor.
+
+    Executors get the state dir and the interpreter's libpython first on LD_LIBRARY_PATH, as the
+    backends give them, so Triton servers started from tasks behave as on a real cluster.
+    """
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local-cluster[2,1,1024]")
+        .appName("spark-jobs-cluster-tests")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.executorEnv.SPARK_TRITON_STATE_DIR", os.environ["SPARK_TRITON_STATE_DIR"])
+        .config("spark.executorEnv.LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR"))
+        .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
     yield session

@@ -15,29 +15,10 @@ from spark_jobs import node_state
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
-from tests.conftest import stop_spark
 
 pytestmark = pytest.mark.slow
 
 TINY = "spark_jobs.models.hashing_embedder:MODEL"
-
-
-@pytest.fixture(scope="module")
-def cluster_spark():
-    from pyspark.sql import SparkSession
-
-    state = os.environ["SPARK_TRITON_STATE_DIR"]
-    spark = (
-        SparkSession.builder.master("local-cluster[2,1,1024]")
-        .appName("test-triton-fleet")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.executorEnv.SPARK_TRITON_STATE_DIR", state)
-        .config("spark.executorEnv.LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR"))
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    yield spark
-    stop_spark(spark)
 
 
 def job(run_id: str, **overrides) -> InferenceJobConfig:

@@ -4,37 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import sysconfig
 
 import numpy as np
 import pytest
 
 from spark_jobs import node_state
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
-from tests.conftest import stop_spark
 
 pytestmark = pytest.mark.slow
 
 TINY = "spark_jobs.models.hashing_embedder:MODEL"
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-
-    session = (
-        SparkSession.builder.master("local-cluster[2,1,1024]")
-        .appName("test-triton-recovery")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.executorEnv.SPARK_TRITON_STATE_DIR", os.environ["SPARK_TRITON_STATE_DIR"])
-        .config("spark.executorEnv.LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR"))
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    yield session
-    stop_spark(session)
 
 
 def job(run_id: str, **overrides) -> InferenceJobConfig:
@@ -62,39 +44,37 @@ def score(spark, config: InferenceJobConfig, texts: list[str]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fault", ["kill -9", "hang"])
-def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(spark, fault):
+def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(cluster_spark, fault):
     from spark_jobs.triton_fleet import start_servers, stop_servers
 
     config = job(f"recover-{fault.split()[0]}", inference_timeout_s=5)
     texts = [f"row {i} of the recovery test" for i in range(24)]
-    (first,) = start_servers(spark, config)
+    (first,) = start_servers(cluster_spark, config)
     try:
         os.killpg(first["pgid"], signal.SIGKILL if fault == "kill -9" else signal.SIGSTOP)
-        got = score(spark, config, texts)
+        got = score(cluster_spark, config, texts)
         np.testing.assert_allclose(got, embed(texts), rtol=1e-5, atol=1e-6)
-        current = node_state.read_record(node_state.record_path(node_state.state_dir(), config.run_id))
+        current = read_json(node_state.record_path(node_state.state_dir(), config.run_id))
         assert current["pid"] != first["pid"], "a new server must have replaced the broken one"
         assert not node_state.process_matches(first)
     finally:
-        stop_servers(spark, config)
+        stop_servers(cluster_spark, config)
         node_state.kill_group(first, grace_s=1)
 
 
-def test_a_server_left_by_a_dead_driver_is_stopped_by_the_next_start(spark):
+def test_a_server_left_by_a_dead_driver_is_stopped_by_the_next_start(cluster_spark):
     from spark_jobs.triton_fleet import start_servers, stop_servers
 
     directory = node_state.state_dir()
     orphan_config = job("orphaned")
-    (orphan,) = start_servers(spark, orphan_config)
+    (orphan,) = start_servers(cluster_spark, orphan_config)
     # Pretend its driver is gone: point the record at a port nothing listens on.
     record = node_state.record_path(directory, "orphaned")
-    node_state.write_record(
-        record, {**node_state.read_record(record), "driver": f"127.0.0.1:{node_state.free_port()}"}
-    )
+    write_json_atomic(record, {**read_json(record), "driver": f"127.0.0.1:{node_state.free_port()}"})
     try:
-        start_servers(spark, job("next-run"))
+        start_servers(cluster_spark, job("next-run"))
         assert not node_state.process_matches(orphan)
         assert not record.exists()
     finally:
-        stop_servers(spark, job("next-run"))
-        stop_servers(spark, orphan_config)
+        stop_servers(cluster_spark, job("next-run"))
+        stop_servers(cluster_spark, orphan_config)
