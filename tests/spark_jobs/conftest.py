@@ -7,6 +7,7 @@ import sysconfig
 
 import pytest
 
+from spark_jobs.job_config import InferenceJobConfig
 from tests.conftest import stop_spark
 
 
@@ -53,3 +54,21 @@ def cluster_spark():
     )
     yield session
     stop_spark(session)
+
+
+TINY_MODEL = "spark_jobs.models.hashing_embedder:MODEL"
+
+
+def fleet_job(run_id: str, **overrides) -> InferenceJobConfig:
+    """A job for the fleet tests on ``cluster_spark``: they start servers and score, never read tables."""
+    values = {
+        "input_table": "/unused/in",
+        "output_table": "/unused/out",
+        "model": TINY_MODEL,
+        "logical_date": "2026-11-24",
+        "expected_executors": 2,
+        "run_id": run_id,
+        "server_ready_timeout_s": 120,
+        **overrides,
+    }
+    return InferenceJobConfig(**values)

@@ -12,33 +12,18 @@ import numpy as np
 import pytest
 
 from spark_jobs import node_state
-from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from tests.spark_jobs.conftest import TINY_MODEL, fleet_job
 
 pytestmark = pytest.mark.slow
-
-TINY = "spark_jobs.models.hashing_embedder:MODEL"
-
-
-def job(run_id: str, **overrides) -> InferenceJobConfig:
-    return InferenceJobConfig(
-        input_table="/unused/in",
-        output_table="/unused/out",
-        model=overrides.pop("model", TINY),
-        logical_date="2026-11-24",
-        expected_executors=2,
-        run_id=run_id,
-        server_ready_timeout_s=overrides.pop("server_ready_timeout_s", 120),
-        **overrides,
-    )
 
 
 def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
     from spark_jobs.inference import triton_predict_udf
     from spark_jobs.triton_fleet import start_servers, stop_servers
 
-    config = job("fleet-ok")
+    config = fleet_job("fleet-ok")
     servers = start_servers(cluster_spark, config)
     try:
         assert len(servers) == 1, "two executors on one host must share one server"
@@ -51,7 +36,7 @@ def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
         from spark_jobs.triton_fleet import server_request
 
         predict = triton_predict_udf(
-            resolve_model(TINY), server_request(cluster_spark, config), 8, timeout_s=60
+            resolve_model(TINY_MODEL), server_request(cluster_spark, config), 8, timeout_s=60
         )
         rows = sorted(df.select("id", predict("text").alias("e")).collect())
         got = np.array([r.e for r in rows], dtype=np.float32)
@@ -66,7 +51,7 @@ def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
 def test_server_that_cannot_load_its_model_fails_the_start_naming_the_host(cluster_spark):
     from spark_jobs.triton_fleet import stop_servers
 
-    config = job("fleet-bad", model="spark_jobs.models.does_not_exist:MODEL", server_ready_timeout_s=60)
+    config = fleet_job("fleet-bad", model="spark_jobs.models.does_not_exist:MODEL", server_ready_timeout_s=60)
     with pytest.raises(Exception, match=r"on host .*exited before ready"):
         from spark_jobs.triton_fleet import start_servers
 
@@ -81,7 +66,7 @@ def test_server_stops_itself_when_the_process_it_watches_is_gone(tmp_path):
     env = {**os.environ, "LD_LIBRARY_PATH": sysconfig.get_config_var("LIBDIR")}
     ports = [str(node_state.free_port()) for _ in range(3)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "spark_jobs.triton_server", "--model", TINY, "--run-id", "w",
+        [sys.executable, "-m", "spark_jobs.triton_server", "--model", TINY_MODEL, "--run-id", "w",
          "--record", str(record), "--http-port", ports[0], "--grpc-port", ports[1], "--metrics-port", ports[2],
          "--watch-pid", str(watched.pid), "--watch-interval-s", "0.5"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

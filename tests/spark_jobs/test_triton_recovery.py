@@ -13,22 +13,9 @@ from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from tests.spark_jobs.conftest import TINY_MODEL, fleet_job
 
 pytestmark = pytest.mark.slow
-
-TINY = "spark_jobs.models.hashing_embedder:MODEL"
-
-
-def job(run_id: str, **overrides) -> InferenceJobConfig:
-    return InferenceJobConfig(
-        input_table="/unused/in",
-        output_table="/unused/out",
-        model=TINY,
-        logical_date="2026-11-24",
-        expected_executors=2,
-        run_id=run_id,
-        **overrides,
-    )
 
 
 def score(spark, config: InferenceJobConfig, texts: list[str]) -> np.ndarray:
@@ -37,7 +24,7 @@ def score(spark, config: InferenceJobConfig, texts: list[str]) -> np.ndarray:
 
     df = spark.createDataFrame(list(enumerate(texts)), "id long, text string").repartition(2)
     udf = triton_predict_udf(
-        resolve_model(TINY), server_request(spark, config), 8, config.inference_timeout_s
+        resolve_model(TINY_MODEL), server_request(spark, config), 8, config.inference_timeout_s
     )
     rows = sorted(df.select("id", udf("text").alias("e")).collect())
     return np.array([r.e for r in rows], dtype=np.float32)
@@ -47,7 +34,7 @@ def score(spark, config: InferenceJobConfig, texts: list[str]) -> np.ndarray:
 def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(cluster_spark, fault):
     from spark_jobs.triton_fleet import start_servers, stop_servers
 
-    config = job(f"recover-{fault.split()[0]}", inference_timeout_s=5)
+    config = fleet_job(f"recover-{fault.split()[0]}", inference_timeout_s=5)
     texts = [f"row {i} of the recovery test" for i in range(24)]
     (first,) = start_servers(cluster_spark, config)
     try:
@@ -66,15 +53,15 @@ def test_a_server_left_by_a_dead_driver_is_stopped_by_the_next_start(cluster_spa
     from spark_jobs.triton_fleet import start_servers, stop_servers
 
     directory = node_state.state_dir()
-    orphan_config = job("orphaned")
+    orphan_config = fleet_job("orphaned")
     (orphan,) = start_servers(cluster_spark, orphan_config)
     # Pretend its driver is gone: point the record at a port nothing listens on.
     record = node_state.record_path(directory, "orphaned")
     write_json_atomic(record, {**read_json(record), "driver": f"127.0.0.1:{node_state.free_port()}"})
     try:
-        start_servers(cluster_spark, job("next-run"))
+        start_servers(cluster_spark, fleet_job("next-run"))
         assert not node_state.process_matches(orphan)
         assert not record.exists()
     finally:
-        stop_servers(cluster_spark, job("next-run"))
+        stop_servers(cluster_spark, fleet_job("next-run"))
         stop_servers(cluster_spark, orphan_config)
