@@ -41,10 +41,10 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: install java lint
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 test-fast: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
 # `make bench`: MiniLM three ways (plain torch, in-process UDF, Triton UDF) on 20k documents;
 # BENCH_ARGS=--quick for a 1.5k-document smoke run. Results land in benchmarks/results/.

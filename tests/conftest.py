@@ -29,6 +29,9 @@ os.environ.update(
         "SPARK_TRITON_DATA_DIR": str(ROOT / "data"),
         "SPARK_TRITON_STATE_DIR": str(ROOT / "triton_state"),
         "HF_HUB_OFFLINE": "1",
+        # Spark's Python workers run `python3` from PATH unless told otherwise; CI has no venv on PATH.
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
     }
 )
 
