@@ -15,28 +15,23 @@ def json_output(stdout: str):
     return json.loads([line for line in stdout.splitlines() if line.startswith("[")][-1])
 
 
-def test_airflow_dags_list_import_errors_is_empty(airflow_db):
+def airflow_json(*args: str):
+    """Run the ``airflow`` CLI on the project's dags folder and parse its JSON output."""
     env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags")}
     result = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "list-import-errors", "--local", "-o", "json"],
+        [sys.executable, "-m", "airflow", *args, "-o", "json"],
         capture_output=True,
         text=True,
         env=env,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    errors = json_output(result.stdout)
-    assert errors == []
+    return json_output(result.stdout)
 
-    listed = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "list", "--local", "-o", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert listed.returncode == 0, listed.stderr[-3000:]
-    dag_ids = {d["dag_id"] for d in json_output(listed.stdout)}
+
+def test_airflow_dags_list_import_errors_is_empty(airflow_db):
+    assert airflow_json("dags", "list-import-errors", "--local") == []
+    dag_ids = {d["dag_id"] for d in airflow_json("dags", "list", "--local")}
     assert {"nightly_embeddings", "nightly_digits", "embeddings_consumer"} <= dag_ids
 
 
