@@ -46,6 +46,14 @@ test: install java lint
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
+# `make faults`: issue #5's fault suite (tests/faults) on the local backend and the Databricks
+# emulator; prints the fault table and saves it to var/faults.json. `make test` runs the same tests.
+.PHONY: faults
+faults: install java
+	mkdir -p $(VAR)
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 FAULTS_REPORT=$(VAR)/faults.json \
+		$(BIN)/python -m pytest -ra -m faults --durations=0
+
 # `make bench`: MiniLM three ways (plain torch, in-process UDF, Triton UDF) on 20k documents;
 # BENCH_ARGS=--quick for a 1.5k-document smoke run. Results land in benchmarks/results/.
 .PHONY: bench

@@ -42,11 +42,14 @@ def run_dag(
     logical_date: dt.date,
     conf: dict[str, Any] | None = None,
     retries: int | None = None,
+    task_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> DagRunResult:
     """Run the DAG once for ``logical_date``; returns task states and each task's return value.
 
     ``retries`` overrides every task's retries, e.g. 0 to see a failure at once instead of after
-    the DAG's retry delay (``dag.test()`` honours retry delays in real time).
+    the DAG's retry delay (``dag.test()`` honours retry delays in real time). ``task_overrides``
+    sets operator attributes that are no DAG params, per task id, e.g.
+    ``{"embed_documents": {"execution_timeout": timedelta(seconds=60)}}``.
     """
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -55,6 +58,12 @@ def run_dag(
     if retries is not None:
         for task in dag.tasks:
             task.retries = retries
+    for task_id, attributes in (task_overrides or {}).items():
+        task = dag.get_task(task_id)
+        for name, value in attributes.items():
+            if not hasattr(task, name):
+                raise AttributeError(f"task {task_id!r} has no attribute {name!r} to override")
+            setattr(task, name, value)
     when = dt.datetime(logical_date.year, logical_date.month, logical_date.day, tzinfo=dt.UTC)
     dag_run = dag.test(logical_date=when, run_conf=conf)
     with create_session() as session:

@@ -44,6 +44,7 @@ def provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_spark_triton.hooks.local_spark",
                     "airflow_spark_triton.hooks.databricks_gpu",
+                    "airflow_spark_triton.hooks.spark_submit",
                     "airflow_spark_triton.hooks.backend",
                 ],
             }

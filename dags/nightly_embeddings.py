@@ -45,6 +45,11 @@ with DAG(
         "model_options": Param({}, type="object", description="passed to the model loader on each node"),
         "num_workers": Param(2, type="integer", minimum=1),
         "executor_cores": Param(1, type="integer", minimum=1),
+        "spark_conf": Param(
+            {},
+            type="object",
+            description="extra Spark settings of the cluster, e.g. spark.sql.shuffle.partitions",
+        ),
         "batch_size": Param(64, type="integer", minimum=1),
         "conn_id": Param("spark_triton_default", type="string"),
     },
@@ -56,6 +61,7 @@ with DAG(
         cluster_spec={
             "num_workers": "{{ params.num_workers }}",
             "executor_cores": "{{ params.executor_cores }}",
+            "spark_conf": "{{ params.spark_conf }}",
             "autotermination_minutes": 60,
         },
         tags={"pipeline": "nightly_embeddings"},

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -24,10 +25,105 @@ from spark_jobs.json_files import driver_path, write_json_atomic
 log = logging.getLogger("spark_jobs.batch_inference")
 ERROR_PREFIX = "SPARK_TRITON_ERROR:"
 REJECT_PREVIEW_CHARS = 1000
+ERROR_PART_CHARS = 600
+# "pkg.module.SomeError: message" at the start of a line: one exception of a (nested) traceback.
+_EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Timeout)\b:?.*"
+)
+# Exceptions that only carry another one across a boundary (JVM, Python worker, Triton backend).
+_WRAPPER_PREFIXES = ("Py4J", "PyTritonClient")
+_WRAPPERS = ("PythonException", "SparkException", "TritonModelException")
+_JVM_PACKAGES = ("org.apache.", "java.", "scala.")
+
+
+def error_summary(exc: BaseException) -> str:
+    """One line that says what went wrong, for the ``SPARK_TRITON_ERROR:`` line operators show.
+
+    An error raised on an executor reaches the driver wrapped (Py4JJavaError around a
+    PythonException around, say, the model's RuntimeError inside a Triton backend error), with
+    the real cause many lines down. The line names the first and the innermost exceptions that
+    are not mere wrappers, e.g. ``RuntimeError: model failed on row 7`` or
+    ``TritonStartError: ... on host h exited before ready ... <- ValueError: bad option``.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    first = text.splitlines()[0].strip()
+    found = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
+    causes = list(dict.fromkeys(line for line in found if not _is_wrapper(line)))
+    if not causes:
+        return _one_line(first)
+    if causes == [first]:  # not a wrapped error: its whole message is the summary
+        return _one_line(text)
+    parts = causes[:1] + causes[-1:] if len(causes) > 1 else causes
+    return " <- ".join(_one_line(_unqualified(part)) for part in parts)
+
+
+def _unqualified(line: str) -> str:
+    """``spark_jobs.triton_fleet.TritonStartError: x`` -> ``TritonStartError: x``."""
+    name, sep, message = line.partition(":")
+    return name.rsplit(".", 1)[-1] + sep + message
+
+
+def _is_wrapper(line: str) -> bool:
+    qualified = line.split(":", 1)[0]
+    name = qualified.rsplit(".", 1)[-1]
+    return qualified.startswith(_JVM_PACKAGES) or name.startswith(_WRAPPER_PREFIXES) or name in _WRAPPERS
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_PART_CHARS else text[: ERROR_PART_CHARS - 3] + "..."
+
+
+class RunCanceled(SystemExit):
+    """The run was asked to stop (SIGTERM from the backend's cancel); cleanup still runs."""
+
+
+# Set by the SIGTERM handler; checked before each step that starts servers or commits output.
+CANCEL_REQUESTED = threading.Event()
+# Set (under the lock) once the run's cleanup starts: its stop stage must not be canceled too.
+_CLEANING_UP = threading.Event()
+_CANCEL_LOCK = threading.Lock()
+
+
+def raise_if_canceled() -> None:
+    if CANCEL_REQUESTED.is_set():
+        raise RunCanceled("received SIGTERM: run canceled")
+
+
+def begin_cleanup() -> None:
+    with _CANCEL_LOCK:
+        _CLEANING_UP.set()
+
+
+def cancel_on_sigterm(spark) -> None:
+    """SIGTERM cancels the run's Spark jobs from another thread; the main thread's Spark call then
+    fails cleanly. Raising inside the handler instead would interrupt a py4j call halfway and
+    desynchronise the gateway, and the ``finally`` could no longer stop the Triton servers.
+
+    The canceling thread repeats until cleanup begins, because a job the main thread submits just
+    after one ``cancelAllJobs`` would otherwise run to the end. A second SIGTERM (the backend's
+    escalation) stops at once."""
+
+    def cancel_until_cleanup() -> None:
+        while True:
+            with _CANCEL_LOCK:
+                if _CLEANING_UP.is_set():
+                    return
+                spark.sparkContext.cancelAllJobs()
+            _CLEANING_UP.wait(0.5)
+
+    def handle(signum: int, _frame: Any) -> None:
+        if CANCEL_REQUESTED.is_set():
+            raise RunCanceled(f"received signal {signum} again: stopping now")
+        CANCEL_REQUESTED.set()
+        log.warning("received signal %s: canceling the run's Spark jobs", signum)
+        threading.Thread(target=cancel_until_cleanup, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handle)
 
 
 def _raise_on_sigterm(signum: int, _frame: Any) -> None:
-    raise SystemExit(f"received signal {signum}: run canceled")
+    raise RunCanceled(f"received signal {signum}: run canceled")
 
 
 def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=None) -> None:
@@ -59,6 +155,7 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
             progress.inference_started(to_score)
 
         if to_score:
+            raise_if_canceled()
             started = time.monotonic()
             report["servers"] = start_servers(spark, job)
             report["timings_s"]["servers_ready"] = round(time.monotonic() - started, 3)
@@ -83,6 +180,7 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
             F.current_timestamp().alias("rejected_at"),
         )
         started = time.monotonic()
+        raise_if_canceled()
         report["output_version"] = io.replace_date(
             scored, job.output_table, job.date_column, job.logical_date, job.run_id
         )
@@ -160,10 +258,16 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
             score_date(spark, job, report, progress)
         report["status"] = "SUCCESS"
     except BaseException as exc:
-        report["status"] = "FAILED"
+        canceled = isinstance(exc, RunCanceled) or CANCEL_REQUESTED.is_set()
+        report["status"] = "CANCELED" if canceled else "FAILED"
+        if canceled and not isinstance(exc, RunCanceled):
+            # The canceled Spark job's own error is noise next to why it was canceled.
+            report["error"] = "RunCanceled: received SIGTERM: run canceled"
+            raise RunCanceled("received SIGTERM: run canceled") from exc
         report["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        begin_cleanup()
         stop_started = time.monotonic()
         try:
             report["servers_stopped"] = stop_servers(spark, job)
@@ -193,16 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job = InferenceJobConfig.from_json(args.job)
     except Exception as exc:
-        print(f"{ERROR_PREFIX} {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"{ERROR_PREFIX} {error_summary(exc)}", file=sys.stderr, flush=True)
         return 2
 
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.appName(f"spark-triton-{job.run_id}").getOrCreate()
+    cancel_on_sigterm(spark)
     try:
         report = run(spark, job)
     except BaseException as exc:
-        print(f"{ERROR_PREFIX} {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"{ERROR_PREFIX} {error_summary(exc)}", file=sys.stderr, flush=True)
         return 1
     finally:
         with contextlib.suppress(Exception):

@@ -1,4 +1,5 @@
-"""Pick the backend from the Airflow connection, so one DAG runs on Databricks or locally unchanged."""
+"""Pick the backend from the Airflow connection, so one DAG runs unchanged on Databricks, an existing
+Spark cluster (spark-submit) or the embedded local cluster."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def get_backend(conn_id: str = DEFAULT_CONN_ID) -> GpuSparkBackend:
         from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 
         return LocalSparkHook(spark_triton_conn_id=conn_id)
+    if kind == "spark":
+        from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
+
+        return SparkSubmitGpuHook(spark_conn_id=conn_id)
     raise ValueError(
-        f"connection {conn_id!r} has type {kind!r}; airflow-spark-triton supports 'databricks' "
-        f"and {LOCAL_CONN_TYPE!r}"
+        f"connection {conn_id!r} has type {kind!r}; airflow-spark-triton supports 'databricks', "
+        f"'spark' (spark-submit to an existing cluster) and {LOCAL_CONN_TYPE!r}"
     )

@@ -70,6 +70,9 @@ def driver_error_message(log_text: str, returncode: int | None) -> str:
     marked = [line for line in lines if line.startswith(ERROR_PREFIX)]
     if marked:
         return _clip(marked[-1][len(ERROR_PREFIX) :].strip() + suffix)
+    killed = _killed_by(returncode)
+    if killed:  # whatever the log says last is a symptom of the kill, not the cause
+        return _clip(f"the driver was killed by {killed} before the job reported an error{suffix}")
     exception = _final_exception(lines)
     if exception:
         return _clip(exception + suffix)
@@ -78,6 +81,20 @@ def driver_error_message(log_text: str, returncode: int | None) -> str:
         return _clip("\n".join(errors[-3:]) + suffix)
     tail = [line for line in lines if line.strip()][-5:]
     return _clip(("\n".join(tail) if tail else "no driver output") + suffix)
+
+
+def _killed_by(returncode: int | None) -> str | None:
+    """The signal that ended spark-submit: a negative Popen code, or 128+N from the shell wrapper.
+    SIGTERM is left out: it is how a cancel or a deadline ends a run, and those say so themselves."""
+    if returncode is None:
+        return None
+    number = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 160 else 0
+    if number in (0, signal.SIGTERM):
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _final_exception(lines: list[str]) -> str | None:
@@ -202,7 +219,9 @@ class Supervisor:
         found = []
         for proc in iter_descendants(self.driver):
             try:
-                if script and script in proc.cmdline():
+                cmdline = proc.cmdline()
+                # The SparkSubmit JVM names the script too; it must get SIGTERM only after the grace.
+                if script and script in cmdline and Path(cmdline[0]).name.startswith("python"):
                     found.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue

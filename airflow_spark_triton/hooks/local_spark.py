@@ -14,12 +14,13 @@ Cluster directory ``<home>/clusters/<cluster_id>/``::
     work/worker-<i>/        SPARK_WORKER_DIR: executor stdout/stderr per application
     local/                  SPARK_LOCAL_DIRS of workers and drivers (removed on delete)
     triton/                 Triton server records the job writes (SPARK_TRITON_STATE_DIR)
-    runs/<run_id>/          run.json, command.json, status.json, driver.log, supervisor.log,
-                            report.json, local/ (driver scratch, removed on delete)
+    runs/<run_id>/          one supervised spark-submit (see hooks.supervised_runs), plus
+                            local/ (driver scratch, removed on delete)
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
@@ -44,18 +45,12 @@ from airflow.sdk import BaseHook
 
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks import local_processes as procs
-from airflow_spark_triton.hooks.base import ClusterError, RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.hooks.base import ClusterError, RunError
 from airflow_spark_triton.hooks.local_processes import ProcessRecord
-from airflow_spark_triton.hooks.local_run_supervisor import (
-    COMMAND_FILE,
-    DRIVER_LOG,
-    KILL_AFTER_S,
-    STATUS_FILE,
-)
+from airflow_spark_triton.hooks.supervised_runs import STOP_GRACE_S, SupervisedRuns, process_record
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.node_state import free_port
-from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
 HOME_ENV = "AIRFLOW_SPARK_TRITON_HOME"
 DEFAULT_HOME = "~/.airflow_spark_triton"
@@ -65,9 +60,6 @@ LOCALHOST = "127.0.0.1"
 MASTER_START_TIMEOUT_S = 120.0
 MASTER_BIND_ATTEMPTS = 4
 INIT_SCRIPT_TIMEOUT_S = 600.0
-STOP_GRACE_S = 15.0
-CANCEL_TIMEOUT_S = KILL_AFTER_S + 15.0  # the supervisor's own escalation, plus slack
-SUPERVISOR_START_GRACE_S = 120.0
 MASTER_JSON_TIMEOUT_S = 3.0
 
 _CLUSTER_ID = re.compile(r"^local-[0-9a-f]{12}$")
@@ -163,7 +155,7 @@ def batch_inference_script() -> Path:
     return Path(spark_jobs.__file__).resolve().parent / "batch_inference.py"
 
 
-class LocalSparkHook(BaseHook):
+class LocalSparkHook(SupervisedRuns, BaseHook):
     """:class:`~airflow_spark_triton.hooks.base.GpuSparkBackend` on a local Spark standalone cluster.
 
     :param spark_triton_conn_id: optional connection of type ``spark_triton_local``; its extras
@@ -273,13 +265,9 @@ class LocalSparkHook(BaseHook):
                 records.append(record)
         yield from sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)
 
-    @staticmethod
-    def _record(data: dict[str, Any] | None) -> ProcessRecord | None:
-        return ProcessRecord.from_dict(data) if data and data.get("pid") else None
-
     def _cluster_processes(self, cluster: dict[str, Any]) -> list[tuple[str, ProcessRecord]]:
-        named = [(f"worker {w['index']}", self._record(w)) for w in cluster.get("workers", [])]
-        named.append(("master", self._record(cluster.get("master"))))
+        named = [(f"worker {w['index']}", process_record(w)) for w in cluster.get("workers", [])]
+        named.append(("master", process_record(cluster.get("master"))))
         return [(name, record) for name, record in named if record is not None]
 
     # -- create -----------------------------------------------------------------------------
@@ -332,12 +320,23 @@ class LocalSparkHook(BaseHook):
         return cluster_id
 
     def _start_cluster_processes(self, cluster_id: str, spec: GpuClusterSpec) -> None:
-        """Master first, then init script + worker per worker; the master boots during init 0."""
+        """Master first; every node's init script runs while it boots (all at once, as on
+        Databricks); then the workers. An init-script failure fails the create, naming the node."""
         self._start_master(cluster_id, attempt=1)
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=spec.num_workers) as pool:
+            checks = [
+                pool.submit(self._run_init_script, cluster_id, spec, index)
+                for index in range(spec.num_workers)
+            ]
+            for check in checks:  # in node order, so the first failing node is the one named
+                check.result()
+        timings = (self.get_cluster(cluster_id) or {}).get("timings_s", {})
+        self._update_cluster(
+            cluster_id, timings_s={**timings, "init_scripts": round(time.monotonic() - started, 3)}
+        )
+        self._await_master(cluster_id)
         for index in range(spec.num_workers):
-            self._run_init_script(cluster_id, spec, index)
-            if index == 0:
-                self._await_master(cluster_id)
             self._ensure_not_deleted(cluster_id)
             self._start_worker(cluster_id, spec, index)
 
@@ -427,8 +426,9 @@ class LocalSparkHook(BaseHook):
                 interval_s=0.25,
             )
             if up and procs.is_alive(record):
+                timings = (self.get_cluster(cluster_id) or {}).get("timings_s", {})
                 self._update_cluster(
-                    cluster_id, timings_s={"master_up": round(time.monotonic() - started, 3)}
+                    cluster_id, timings_s={**timings, "master_up": round(time.monotonic() - started, 3)}
                 )
                 return
             log_path = Path(master["log"])
@@ -601,7 +601,7 @@ class LocalSparkHook(BaseHook):
                 continue
             if any(cluster.get("tags", {}).get(k) != v for k, v in wanted.items()):
                 continue
-            if procs.is_alive(self._record(cluster.get("master"))):
+            if procs.is_alive(process_record(cluster.get("master"))):
                 return cluster["cluster_id"]
         return None
 
@@ -615,7 +615,7 @@ class LocalSparkHook(BaseHook):
         state = cluster.get("state")
         if state not in {s.value for s in LIVE_STATES}:
             raise ClusterError(f"cannot submit to cluster {cluster_id}: it is {state}")
-        if not procs.is_alive(self._record(cluster.get("master"))):
+        if not procs.is_alive(process_record(cluster.get("master"))):
             raise ClusterError(f"cannot submit to cluster {cluster_id}: its Spark master is not running")
 
     # -- delete -----------------------------------------------------------------------------
@@ -635,7 +635,7 @@ class LocalSparkHook(BaseHook):
             return
         started = time.monotonic()
         self._update_cluster(cluster_id, state=ClusterState.DELETING.value)
-        for run_id in self._active_runs(cluster_id):
+        for run_id in self.active_runs(self.cluster_dir(cluster_id)):
             self.log.info("Canceling run %s of cluster %s", run_id, cluster_id)
             try:
                 self.cancel_run(run_id)
@@ -721,51 +721,22 @@ class LocalSparkHook(BaseHook):
 
         Public ``submit_job`` uses this with the batch-inference job; tests use tiny scripts.
         """
-        cluster = self._require_cluster(cluster_id)
-        cdir = self.cluster_dir(cluster_id)
-        with procs.file_lock(cdir / ".runs.lock"):
-            existing = self._run_for_token(cluster_id, idempotency_token)
-            if existing:
-                self.log.info("Run %s exists for token %r: not submitting again", existing, idempotency_token)
-                return existing
-            cluster = self._require_cluster(cluster_id)
-            self._require_usable(cluster_id, cluster)
-            run_id = f"{cluster_id}-run-{secrets.token_hex(4)}"
-            run_dir = self.run_dir(run_id)
-            (run_dir / "local").mkdir(parents=True)
+        self._require_cluster(cluster_id)
+
+        def build(run_id: str, run_dir: Path) -> tuple[list[str], dict[str, str], str]:
             script_args = list(args(run_id, run_dir) if callable(args) else args)
+            cluster = self._require_cluster(cluster_id)
             argv, env = self._spark_submit_command(
                 cluster, run_id, run_dir, Path(script), script_args, extra_conf
             )
-            run = {
-                "run_id": run_id,
-                "cluster_id": cluster_id,
-                "idempotency_token": idempotency_token,
-                "script": str(script),
-                "created_at": _now(),
-                "created_epoch": time.time(),
-            }
-            write_json_atomic(run_dir / "run.json", run)
-            write_json_atomic(
-                run_dir / COMMAND_FILE, {"run_id": run_id, "argv": argv, "env": env, "script": str(script)}
-            )
-            write_json_atomic(run_dir / STATUS_FILE, {"run_id": run_id, "state": RunLifecycle.PENDING.value})
-            supervisor = procs.start_detached(
-                [
-                    sys.executable,
-                    "-m",
-                    "airflow_spark_triton.hooks.local_run_supervisor",
-                    "--run-dir",
-                    str(run_dir),
-                ],
-                env=dict(os.environ),
-                log_path=run_dir / "supervisor.log",
-                cwd=run_dir,
-            )
-            write_json_atomic(run_dir / "run.json", {**run, "supervisor": supervisor.to_dict()})
-        self.log.info("Submitted run %s to %s (supervisor pid %s); driver log %s", run_id, cluster_id,
-                      supervisor.pid, run_dir / DRIVER_LOG)  # fmt: skip
-        return run_id
+            return argv, env, str(script)
+
+        def check_usable() -> None:
+            self._require_usable(cluster_id, self._require_cluster(cluster_id))
+
+        return self.start_supervised_run(
+            cluster_id, self.cluster_dir(cluster_id), idempotency_token, build, check_usable
+        )
 
     def _spark_submit_command(
         self,
@@ -805,112 +776,3 @@ class LocalSparkHook(BaseHook):
             argv += ["--conf", f"{key}={value}"]
         argv += [str(script), *script_args]
         return argv, env
-
-    def _iter_runs(self, cluster_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-        for path in sorted((self.cluster_dir(cluster_id) / "runs").glob("*/run.json")):
-            run = read_json(path)
-            if run:
-                yield path.parent, run
-
-    def _run_for_token(self, cluster_id: str, token: str) -> str | None:
-        for _, run in self._iter_runs(cluster_id):
-            if run.get("idempotency_token") == token:
-                return run["run_id"]
-        return None
-
-    def _active_runs(self, cluster_id: str) -> list[str]:
-        active = []
-        for run_dir, run in self._iter_runs(cluster_id):
-            status = read_json(run_dir / STATUS_FILE) or {}
-            if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
-                active.append(run["run_id"])
-        return active
-
-    def _load_run(self, run_id: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-        run_dir = self.run_dir(run_id)
-        run = read_json(run_dir / "run.json")
-        if run is None:
-            raise RunError(f"unknown local run {run_id} (no {run_dir / 'run.json'})")
-        return run_dir, run, read_json(run_dir / STATUS_FILE) or {"state": RunLifecycle.PENDING.value}
-
-    def _supervisor(self, run: dict[str, Any], status: dict[str, Any]) -> ProcessRecord | None:
-        return self._record(status.get("supervisor")) or self._record(run.get("supervisor"))
-
-    def get_run_status(self, run_id: str) -> RunStatus:
-        run_dir, run, status = self._load_run(run_id)
-        url = (run_dir / DRIVER_LOG).as_uri()
-        state = RunLifecycle(status.get("state", RunLifecycle.PENDING.value))
-        if not state.is_terminal:
-            lost = self._lost_supervisor_reason(run, status)
-            if lost:
-                # Read again: the supervisor may have written its outcome just before exiting.
-                _, _, status = self._load_run(run_id)
-                state = RunLifecycle(status.get("state", RunLifecycle.PENDING.value))
-                if not state.is_terminal:
-                    status = self._mark_run(run_dir, RunLifecycle.FAILED, lost)
-                    state = RunLifecycle.FAILED
-        return RunStatus(run_id, state, status.get("message", ""), url)
-
-    def _lost_supervisor_reason(self, run: dict[str, Any], status: dict[str, Any]) -> str | None:
-        supervisor = self._supervisor(run, status)
-        if supervisor is None:
-            age = time.time() - float(run.get("created_epoch", time.time()))
-            return "supervisor never started" if age > SUPERVISOR_START_GRACE_S else None
-        if procs.is_alive(supervisor):
-            return None
-        driver = self._record(status.get("driver"))
-        detail = f"; spark-submit pid {driver.pid} is still running" if procs.is_alive(driver) else ""
-        return f"supervisor died (pid {supervisor.pid}) before recording the outcome{detail}"
-
-    def _mark_run(self, run_dir: Path, state: RunLifecycle, message: str) -> dict[str, Any]:
-        with procs.file_lock(run_dir / ".status.lock"):
-            status = read_json(run_dir / STATUS_FILE) or {}
-            status.update(state=state.value, message=message, finished_at=_now())
-            write_json_atomic(run_dir / STATUS_FILE, status)
-        return status
-
-    def cancel_run(self, run_id: str) -> None:
-        """SIGTERM the supervisor (it stops the driver gracefully) and wait until both are gone."""
-        run_dir, run, status = self._load_run(run_id)
-        if RunLifecycle(status.get("state", "PENDING")).is_terminal:
-            self.log.info("Run %s already finished (%s): nothing to cancel", run_id, status["state"])
-            return
-        supervisor = self._supervisor(run, status)
-        if supervisor is not None and procs.is_alive(supervisor):
-            self.log.info("Canceling run %s: SIGTERM to supervisor pid %s", run_id, supervisor.pid)
-            with contextlib.suppress(psutil.NoSuchProcess):
-                psutil.Process(supervisor.pid).terminate()
-            if not procs.wait_until(lambda: not procs.is_alive(supervisor), CANCEL_TIMEOUT_S):
-                self.log.warning(
-                    "Supervisor of %s did not exit in %.0fs: killing it", run_id, CANCEL_TIMEOUT_S
-                )
-                procs.stop_groups([supervisor], grace_s=0)
-        _, _, status = self._load_run(run_id)
-        driver = self._record(status.get("driver"))
-        if driver is not None and procs.group_members(driver):
-            self.log.warning("Driver of %s outlived its supervisor: stopping it", run_id)
-            procs.stop_groups([driver], grace_s=STOP_GRACE_S)
-        if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
-            self._mark_run(run_dir, RunLifecycle.CANCELED, "canceled; the supervisor recorded no outcome")
-        self.log.info("Run %s canceled", run_id)
-
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
-        path = self.run_dir(run_id) / "report.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise RunError(f"run {run_id} wrote no report: {path} does not exist") from exc
-        except json.JSONDecodeError as exc:
-            raise RunError(f"run {run_id} wrote an unreadable report {path}: {exc}") from exc
-
-    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
-        """The job's latest ``progress.json`` (rows done/total, rows/s), or None before it writes one."""
-        return read_json(self.run_dir(run_id) / PROGRESS_FILE)
-
-    def run_summary_uri(self, run_id: str) -> str:
-        """Where the job writes the Markdown summary of its report (exists once the run ends)."""
-        return (self.run_dir(run_id) / SUMMARY_FILE).as_uri()
-
-    def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
-        """The end of the driver's output, for operators to show in the task log on failure."""
-        return procs.log_tail(self.run_dir(run_id) / DRIVER_LOG, lines)

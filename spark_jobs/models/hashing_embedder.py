@@ -2,10 +2,15 @@
 
 It is a real torch model served through Triton like MiniLM, but loads in milliseconds, so tests
 exercise the whole path (Spark -> Triton client -> server -> torch) without the 90 MB weights.
+
+Options (``model_options``): ``fail_on_text`` makes a batch containing that exact text fail, as a
+model that raises on an input would; ``seconds_per_batch`` makes every batch take at least that
+long, as a large model on a busy GPU would, so a test can act while inference is under way.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -40,12 +45,18 @@ def embed(texts: list[str]) -> np.ndarray:
 
 def _load(options: Mapping[str, Any]) -> InferFn:
     fail = options.get("fail_on_text")
+    seconds_per_batch = float(options.get("seconds_per_batch") or 0)
+    if seconds_per_batch < 0:
+        raise ValueError(f"hashing_embedder option 'seconds_per_batch' must be >= 0, got {seconds_per_batch}")
 
     def infer(text: np.ndarray) -> dict[str, np.ndarray]:
+        started = time.monotonic()
         sentences = [value.decode("utf-8") for value in text.reshape(-1)]
         if fail is not None and fail in sentences:
             raise RuntimeError(f"hashing_embedder asked to fail on text {fail!r}")
-        return {"embedding": embed(sentences)}
+        vectors = embed(sentences)
+        time.sleep(max(0.0, seconds_per_batch - (time.monotonic() - started)))
+        return {"embedding": vectors}
 
     return infer
 

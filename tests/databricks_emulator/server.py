@@ -95,6 +95,8 @@ class DatabricksEmulator:
         self.local_spark = local_spark
         self.requests: list[RecordedRequest] = []
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
+        self._storm: tuple[int, tuple[Fault, ...]] | None = None
+        self._storm_counts: dict[tuple[str, str], int] = defaultdict(int)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -161,6 +163,22 @@ class DatabricksEmulator:
         with self._lock:
             self._faults[(method, endpoint.strip("/"))].extend(faults)
 
+    def start_storm(
+        self, period: int = 4, burst: tuple[Fault, ...] = (Fault.rate_limited("0"), Fault(503))
+    ) -> None:
+        """From now on every endpoint answers in bursts of errors: of each ``period`` requests to one
+        method and path, the first ``len(burst)`` get the burst's faults, in order (after any
+        :meth:`inject` ed ones). Keep bursts shorter than the client's attempts per call."""
+        if len(burst) >= period:
+            raise ValueError("a storm needs at least one answered request per period")
+        with self._lock:
+            self._storm = (period, tuple(burst))
+            self._storm_counts.clear()
+
+    def stop_storm(self) -> None:
+        with self._lock:
+            self._storm = None
+
     def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
         with self.workspace.lock:  # type: ignore[union-attr]
             self.workspace.init_failures.append(stderr)  # type: ignore[union-attr]
@@ -183,6 +201,12 @@ class DatabricksEmulator:
             for (m, prefix), queue in self._faults.items():
                 if m == method and queue and (endpoint == prefix or endpoint.startswith(prefix + "/")):
                     return queue.popleft()
+            if self._storm is not None:
+                period, burst = self._storm
+                n = self._storm_counts[(method, endpoint)] % period
+                self._storm_counts[(method, endpoint)] += 1
+                if n < len(burst):
+                    return burst[n]
         return None
 
     def _record(self, request: RecordedRequest) -> None:

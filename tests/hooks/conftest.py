@@ -14,6 +14,7 @@ import pytest
 from tenacity import stop_after_attempt, wait_fixed
 
 from tests.databricks_emulator import DatabricksEmulator, Settings
+from tests.processes import describe, processes_under
 
 # Looks like a real PAT so that any leak is easy to grep for.
 TOKEN = "dapi0123456789abcdef0123456789abcdef"
@@ -79,32 +80,14 @@ def _process_snapshot() -> set[tuple[int, float]]:
     return {(p.info["pid"], p.info["create_time"]) for p in psutil.process_iter(["pid", "create_time"])}
 
 
-def _points_into(proc: psutil.Process, root: str) -> bool:
-    with contextlib.suppress(psutil.Error):
-        if root in " ".join(proc.cmdline()) or proc.cwd().startswith(root):
-            return True
-        return any(root in value for value in proc.environ().values())
-    return False
-
-
 def processes_started_under(root: Path, before: set[tuple[int, float]]) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["pid", "create_time", "status"]):
-        if (proc.info["pid"], proc.info["create_time"]) in before or proc.info[
-            "status"
-        ] == psutil.STATUS_ZOMBIE:
-            continue
-        if _points_into(proc, str(root)):
-            found.append(proc)
-    return found
+    return [p for p in processes_under(root) if (p.pid, _create_time(p)) not in before]
 
 
-def _describe(procs: list[psutil.Process]) -> str:
-    lines = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            lines.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
-    return "\n".join(lines)
+def _create_time(proc: psutil.Process) -> float | None:
+    with contextlib.suppress(psutil.Error):
+        return proc.create_time()
+    return None
 
 
 @pytest.fixture
@@ -118,7 +101,7 @@ def no_process_left_behind(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         time.sleep(0.5)
         left = processes_started_under(root, before)
     if left:
-        report = _describe(left)
+        report = describe(left)
         for proc in left:
             with contextlib.suppress(psutil.Error):
                 proc.kill()

@@ -1,0 +1,111 @@
+"""Tuning sweep of path 3 (predict_batch_udf -> PyTriton per node): one knob at a time, side by side.
+
+Every variant runs on the *same* local cluster and the same documents, one after another, so the
+ratios to the baseline are comparable; CPU ms per row (CPU of the node's process trees while timed)
+is printed too, because wall-clock rows/s also moves with anything else the machine runs. The
+in-process UDF (path 2) runs at the baseline's settings as the reference.
+
+Usage::
+
+    python -m benchmarks.sweep               # 2000 documents -> results/<date>-<machine>-sweep.json
+    python -m benchmarks.sweep --rows 500    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from benchmarks.bench import RESULTS, log, machine_name, make_input, parse_args, run_spark_path
+
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
+
+# name -> (path, overrides of bench's arguments). The first triton_udf variant is the baseline.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline (batch 64)": ("triton_udf", {}),
+    "batch 32": ("triton_udf", {"batch_size": 32}),
+    "batch 128": ("triton_udf", {"batch_size": 128}),
+    "batch 256": ("triton_udf", {"batch_size": 256}),
+    "arrow batch 256 rows": ("triton_udf", {"session_conf": [f"{ARROW_BATCH}=256"]}),
+    "server torch threads 1": ("triton_udf", {"server_options": json.dumps({"torch_threads": 1})}),
+    "partitions 2": ("triton_udf", {"partitions": 2}),
+    "in-process UDF (path 2), batch 64": ("inprocess_udf", {}),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    options = parser.parse_args(argv)
+    chosen = [v for v in VARIANTS if not options.only or v in options.only.split(",")]
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work = RESULTS / "tmp" / f"sweep-{stamp}-{os.getpid()}"
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(work / "airflow"),
+            "AIRFLOW_SPARK_TRITON_HOME": str(work / "spark_triton"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    os.environ.pop("OMP_NUM_THREADS", None)
+    table = work / "data" / "documents"
+    make_input(table, options.rows)
+    base = parse_args(["--rows", str(options.rows)])
+    check_ids = [1, options.rows]
+
+    from airflow_spark_triton.cluster_spec import GpuClusterSpec
+    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+
+    hook = LocalSparkHook(spark_triton_conn_id=None, home=str(work / "spark_triton"))
+    cluster_id = hook.create_cluster(GpuClusterSpec(num_workers=2, worker_memory="2g"), {"purpose": "sweep"})
+    rows: list[dict[str, Any]] = []
+    try:
+        hook.wait_for_cluster(cluster_id, 300)
+        for name in chosen:
+            path, overrides = VARIANTS[name]
+            args = argparse.Namespace(**{**vars(base), **overrides})
+            log(f"{name}: {path} {overrides or ''}")
+            result = run_spark_path(hook, cluster_id, path, args, table, work, check_ids)
+            rows.append(
+                {
+                    "variant": name,
+                    "path": path,
+                    "overrides": overrides,
+                    "rows_per_s": result["rows_per_s"],
+                    "cpu_ms_per_row": round(1000 * result["cpu_s_timed"] / result["rows"], 2)
+                    if result.get("cpu_s_timed")
+                    else None,
+                    "load_average": round(os.getloadavg()[0], 2),
+                }
+            )
+            log(f"{name}: {result['rows_per_s']} rows/s")
+    finally:
+        hook.delete_cluster(cluster_id)
+
+    baseline = next(r for r in rows if r["path"] == "triton_udf")["rows_per_s"] if rows else None
+    print(f"\n{'variant':<36} {'rows/s':>8} {'vs baseline':>12} {'CPU ms/row':>11} {'load':>6}")
+    for row in rows:
+        row["vs_baseline"] = round(row["rows_per_s"] / baseline, 3) if baseline else None
+        print(
+            f"{row['variant']:<36} {row['rows_per_s']:>8} {row['vs_baseline']:>12} "
+            f"{row['cpu_ms_per_row'] or '-':>11} {row['load_average']:>6}"
+        )
+    out = RESULTS / f"{time.strftime('%Y-%m-%d')}-{machine_name()}-sweep.json"
+    out.write_text(
+        json.dumps({"rows": options.rows, "machine": machine_name(), "variants": rows}, indent=2) + "\n"
+    )
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
