@@ -39,7 +39,7 @@ from airflow.sdk import BaseHook
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks import local_processes as procs
 from airflow_spark_triton.hooks.base import ClusterError, RunError
-from airflow_spark_triton.hooks.local_spark import DEFAULT_HOME, HOME_ENV, batch_inference_script, memory_mb
+from airflow_spark_triton.hooks.local_spark import DEFAULT_HOME, HOME_ENV, batch_inference_script
 from airflow_spark_triton.hooks.spark_submit_runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.hooks.supervised_runs import SupervisedRuns, now_iso, owner_of
 from spark_jobs.job_config import InferenceJobConfig
@@ -166,7 +166,6 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
 
     def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
         """Attach to the connection's cluster; nothing is started, so nothing can be left half-made."""
-        memory_mb(spec.worker_memory)
         attachment_id = f"{_ATTACHMENT_PREFIX}{secrets.token_hex(6)}"
         (self.attachment_dir(attachment_id) / "runs").mkdir(parents=True)
         self._update_attachment(
