@@ -47,9 +47,14 @@ from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks import local_processes as procs
 from airflow_spark_triton.hooks.base import ClusterError, RunError
 from airflow_spark_triton.hooks.local_processes import ProcessRecord
-from airflow_spark_triton.hooks.supervised_runs import STOP_GRACE_S, SupervisedRuns, process_record
+from airflow_spark_triton.hooks.supervised_runs import (
+    STOP_GRACE_S,
+    SupervisedRuns,
+    process_record,
+    update_record,
+)
 from spark_jobs.job_config import InferenceJobConfig
-from spark_jobs.json_files import read_json, write_json_atomic
+from spark_jobs.json_files import read_json
 from spark_jobs.node_state import free_port
 
 HOME_ENV = "AIRFLOW_SPARK_TRITON_HOME"
@@ -250,11 +255,7 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
 
     def _update_cluster(self, _cluster_id: str, /, **changes: Any) -> dict[str, Any]:
         cdir = self.cluster_dir(_cluster_id)
-        with procs.file_lock(cdir / ".lock"):
-            record = read_json(cdir / "cluster.json") or {}
-            record.update(changes, updated_at=_now())
-            write_json_atomic(cdir / "cluster.json", record)
-        return record
+        return update_record(cdir / "cluster.json", cdir / ".lock", **changes, updated_at=_now())
 
     def _iter_clusters(self) -> Iterator[dict[str, Any]]:
         """Newest first, so a retried create reuses the cluster it made last."""

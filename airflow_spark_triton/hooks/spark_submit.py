@@ -37,11 +37,10 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks import local_processes as procs
 from airflow_spark_triton.hooks.base import ClusterError, RunError
 from airflow_spark_triton.hooks.local_spark import DEFAULT_HOME, HOME_ENV, batch_inference_script
 from airflow_spark_triton.hooks.spark_submit_runner import CONNECTION_FILE, SUBMIT_FILE
-from airflow_spark_triton.hooks.supervised_runs import SupervisedRuns, now_iso, owner_of
+from airflow_spark_triton.hooks.supervised_runs import SupervisedRuns, now_iso, owner_of, update_record
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 
@@ -142,11 +141,7 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
 
     def _update_attachment(self, _attachment_id: str, /, **changes: Any) -> dict[str, Any]:
         adir = self.attachment_dir(_attachment_id)
-        with procs.file_lock(adir / ".lock"):
-            record = read_json(adir / "attachment.json") or {}
-            record.update(changes, updated_at=now_iso())
-            write_json_atomic(adir / "attachment.json", record)
-        return record
+        return update_record(adir / "attachment.json", adir / ".lock", **changes, updated_at=now_iso())
 
     def _iter_attachments(self) -> Iterator[dict[str, Any]]:
         records = [read_json(p) for p in self.attachments_dir.glob(f"{_ATTACHMENT_PREFIX}*/attachment.json")]

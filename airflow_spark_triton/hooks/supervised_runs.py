@@ -55,6 +55,15 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def update_record(path: Path, lock: Path, **changes: Any) -> dict[str, Any]:
+    """Read-modify-write of a JSON record under a file lock: tasks, triggerer and supervisors share it."""
+    with procs.file_lock(lock):
+        record = read_json(path) or {}
+        record.update(changes)
+        write_json_atomic(path, record)
+    return record
+
+
 def process_record(data: dict[str, Any] | None) -> ProcessRecord | None:
     return ProcessRecord.from_dict(data) if data and data.get("pid") else None
 
@@ -190,11 +199,13 @@ class SupervisedRuns:
 
     @staticmethod
     def _mark_run(run_dir: Path, state: RunLifecycle, message: str) -> dict[str, Any]:
-        with procs.file_lock(run_dir / ".status.lock"):
-            status = read_json(run_dir / STATUS_FILE) or {}
-            status.update(state=state.value, message=message, finished_at=now_iso())
-            write_json_atomic(run_dir / STATUS_FILE, status)
-        return status
+        return update_record(
+            run_dir / STATUS_FILE,
+            run_dir / ".status.lock",
+            state=state.value,
+            message=message,
+            finished_at=now_iso(),
+        )
 
     # -- cancel -----------------------------------------------------------------------------
 
