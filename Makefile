@@ -15,7 +15,7 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test test-fast lint clean java
+.PHONY: install demo test test-fast lint clean java airflow
 
 install: $(STAMP)
 
@@ -35,6 +35,14 @@ demo: install java
 	mkdir -p $(VAR)
 	$(DEMO_ENV) $(BIN)/airflow db migrate > $(VAR)/airflow-db-migrate.log 2>&1
 	$(DEMO_ENV) $(BIN)/python -m airflow_spark_triton.demo --date $(DEMO_DATE)
+
+# `make airflow`: the DAGs on a real Airflow (api-server, scheduler, dag-processor, triggerer;
+# LocalExecutor, SQLite) under var/airflow-stack, as the deployed tests run it; Ctrl-C stops it all.
+airflow: install java
+	mkdir -p $(VAR)
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
+		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,6 +15,7 @@ from pathlib import Path
 from airflow.sdk import DAG, Param
 
 from airflow_spark_triton.assets import delta_table_asset
+from airflow_spark_triton.schedules import nightly
 from airflow_spark_triton.task_group import gpu_batch_inference
 
 DATA_ROOT = os.environ.get("SPARK_TRITON_DATA_DIR", str(Path.home() / "spark_triton_data"))
@@ -23,7 +24,7 @@ PREDICTIONS = delta_table_asset(f"{DATA_ROOT}/digit_predictions", name="digit_pr
 with DAG(
     dag_id="nightly_digits",
     description="Classify the day's 8x8 digit images on a GPU Spark cluster with Triton",
-    schedule="@daily",
+    schedule=nightly(),  # each run scores the day that has just ended
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

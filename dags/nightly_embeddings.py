@@ -1,5 +1,10 @@
 """Nightly sentence embeddings: GPU cluster up, one Triton server per node, Delta in and out, cluster down.
 
+Dates: the run that fires at 00:00 UTC on day D scores day D-1, the last complete day (the schedule
+is a ``CronDataIntervalTimetable``; the operator scores the start of the data interval). A backfill
+``--from-date A --to-date B`` scores exactly the days A..B; a manual trigger scores yesterday. An
+empty date succeeds with a warning unless the ``min_rows`` param sets a floor.
+
 The teardown deletes the cluster on success, failure or skip of the inference task; the create task
 deletes a cluster that never became usable itself. Each run replaces its own date's partition of the
 output table, so reruns and backfills never duplicate rows.
@@ -24,6 +29,7 @@ from airflow.sdk import DAG, Param
 from airflow_spark_triton.assets import delta_table_asset
 from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
+from airflow_spark_triton.schedules import nightly
 
 DATA_ROOT = os.environ.get("SPARK_TRITON_DATA_DIR", str(Path.home() / "spark_triton_data"))
 EMBEDDINGS = delta_table_asset(f"{DATA_ROOT}/document_embeddings", name="document_embeddings")
@@ -31,7 +37,7 @@ EMBEDDINGS = delta_table_asset(f"{DATA_ROOT}/document_embeddings", name="documen
 with DAG(
     dag_id="nightly_embeddings",
     description="Embed the day's documents with all-MiniLM-L6-v2 on a GPU Spark cluster with Triton",
-    schedule="@daily",
+    schedule=nightly(),  # each run scores the day that has just ended
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -51,6 +57,9 @@ with DAG(
             description="extra Spark settings of the cluster, e.g. spark.sql.shuffle.partitions",
         ),
         "batch_size": Param(64, type="integer", minimum=1),
+        "min_rows": Param(
+            0, type="integer", minimum=0, description="fail when the date has fewer input rows"
+        ),
         "conn_id": Param("spark_triton_default", type="string"),
     },
     doc_md=__doc__,
@@ -77,6 +86,7 @@ with DAG(
         model="{{ params.model }}",
         model_options="{{ params.model_options }}",
         batch_size="{{ params.batch_size }}",
+        min_rows="{{ params.min_rows }}",
         execution_timeout=timedelta(hours=3),
     )
     delete_cluster = DeleteClusterOperator(

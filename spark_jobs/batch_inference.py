@@ -17,10 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.job_config import InferenceJobConfig
-from spark_jobs.json_files import driver_path, write_json_atomic
+from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("spark_jobs.batch_inference")
 ERROR_PREFIX = "SPARK_TRITON_ERROR:"
@@ -147,6 +150,10 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
     validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
     try:
         report["rows_read"] = validated.count()
+        if not report["rows_read"]:  # an empty date is news: say it where people look
+            warning = f"no input rows for {job.logical_date} in {job.input_table}"
+            log.warning(warning)
+            report.setdefault("warnings", []).append(warning)
         reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
         report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
         to_score = report["rows_read"] - sum(report["reject_reasons"].values())
@@ -179,6 +186,12 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
             F.lit(job.run_id).alias("run_id"),
             F.current_timestamp().alias("rejected_at"),
         )
+        # Two tables, two commits, each tagged with the run id: the order is the record. Output first:
+        # Spark scores lazily inside that write, so a run that fails while scoring commits nothing to
+        # either table. Rejects last: its commit is the run's final step, so the date's rejects coming
+        # from a run (``io.date_written_by``) means that run's output was committed too. A crash between
+        # the two leaves this run's output with an older run's rejects, and the tables disagree on the
+        # run id until the next run of the date (an Airflow retry, a rerun) replaces both.
         started = time.monotonic()
         raise_if_canceled()
         report["output_version"] = io.replace_date(
@@ -281,11 +294,24 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
 
 
 def write_report(path: str, report: dict[str, Any]) -> None:
-    write_json_atomic(driver_path(path), report)
+    write_json_atomic(driver_path(path), report, mode=READABLE_MODE)  # no secrets; read by people
     with contextlib.suppress(Exception):  # the summary is a convenience; the JSON report is the record
         from spark_jobs.progress import write_summary
 
         write_summary(path, report)
+
+
+# The validated input is cached after a shuffle (duplicate keys are found with a window by key).
+# Spark keeps a cached plan's partitioning (200 shuffle partitions) unless this is on, so a date of
+# a few thousand rows ran 200 near-empty tasks per stage: measured 34.9 s vs 1.5 s for 40 rows on
+# two cores. With it, adaptive execution coalesces them like any other shuffle.
+COALESCE_CACHED = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
+
+
+def let_adaptive_execution_coalesce_cached_shuffles(spark: SparkSession) -> None:
+    """Turn :data:`COALESCE_CACHED` on unless the cluster's or the user's Spark conf sets it."""
+    if not spark.sparkContext.getConf().contains(COALESCE_CACHED):
+        spark.conf.set(COALESCE_CACHED, "true")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.appName(f"spark-triton-{job.run_id}").getOrCreate()
+    let_adaptive_execution_coalesce_cached_shuffles(spark)
     cancel_on_sigterm(spark)
     try:
         report = run(spark, job)

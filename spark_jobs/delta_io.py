@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
+import random
 import re
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,7 +31,11 @@ if TYPE_CHECKING:
     import pandas
     from deltalake import DeltaTable
 
+log = logging.getLogger("spark_jobs.delta_io")
+
 DELTA_SPARK_CLASS = "io.delta.tables.DeltaTable"
+# Commits of one date that may lose to other writers (backfills run dates in parallel) before giving up.
+COMMIT_ATTEMPTS = 10
 # Reader features that change nothing about how a snapshot's Parquet files are read.
 RAW_READABLE_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
 _MISSING_TABLE_MARKERS = ("DELTA_MISSING_DELTA_TABLE", "DELTA_PATH_DOES_NOT_EXIST", "DELTA_TABLE_NOT_FOUND",
@@ -45,6 +52,10 @@ class DeltaSchemaError(ValueError):
 
 class DeltaFeatureNotSupported(ValueError):
     """The table uses a Delta feature that reading its raw Parquet files would silently get wrong."""
+
+
+class DeltaCommitConflict(RuntimeError):
+    """Other writers won every one of the ``COMMIT_ATTEMPTS`` commits of a date; the message names both."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,16 @@ class DeltaIO(Protocol):
     ) -> int: ...
 
     def table_version(self, table: str) -> int | None: ...
+
+    def date_written_by(self, table: str, logical_date: str) -> str | None:
+        """The run id of the replace that the date's rows come from, None if no tagged commit wrote it.
+
+        A run commits its output table, then its rejects table (``batch_inference.score_date``), so
+        both naming one run id means the date holds that run's whole result. Different run ids mean a
+        run stopped between its two commits (or two runs of the date overlapped); the next run of the
+        date replaces both.
+        """
+        ...
 
 
 def delta_io_for(spark: SparkSession, engine: str = "auto") -> DeltaIO:
@@ -105,9 +126,27 @@ def _check_columns(present: Sequence[str], needed: Sequence[str], table: str) ->
         raise DeltaSchemaError(f"Delta table {table} has no column {names} (it has: {', '.join(present)})")
 
 
-def _write_tag(run_id: str) -> str:
-    """Stored as the commit's userMetadata, so the version a write made is found even if others commit too."""
-    return f"spark-triton run_id={run_id} write={uuid.uuid4().hex[:8]}"
+def _write_tag(run_id: str, logical_date: str) -> str:
+    """Stored as the commit's userMetadata, so the version a write made is found even if others commit too,
+    and which run wrote a date's rows can be told from the history (``date_written_by``)."""
+    return f"spark-triton run_id={run_id} date={logical_date} write={uuid.uuid4().hex[:8]}"
+
+
+_TAG = re.compile(r"spark-triton run_id=(?P<run_id>.*) date=(?P<date>\S+) write=\w+")
+
+
+def _run_id_of_date(user_metadata: Iterable[str | None], logical_date: str) -> str | None:
+    """The run of the newest replace of ``logical_date`` among commit tags given newest first.
+
+    Every replace swaps all of a date's files and no other date's, so the newest commit tagged with
+    the date is the one whose rows the date holds (as far as this project's writers tell: a commit
+    by another tool carries no tag). None when no tagged commit wrote the date.
+    """
+    for text in user_metadata:
+        tag = _TAG.fullmatch(text or "")
+        if tag and tag["date"] == logical_date:
+            return tag["run_id"]
+    return None
 
 
 def _valid_date(logical_date: str) -> str:
@@ -139,6 +178,14 @@ class DeltaSparkIO:
             raise
         return int(row["version"]) if row else None
 
+    def date_written_by(self, table: str, logical_date: str) -> str | None:
+        """The run id whose commit the date's rows come from (see ``_run_id_of_date``); None if unknown."""
+        if self.table_version(table) is None:
+            return None
+        history = self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)}")
+        rows = history.where(F.col("userMetadata").startswith("spark-triton ")).orderBy(F.desc("version"))
+        return _run_id_of_date((r["userMetadata"] for r in rows.toLocalIterator()), _valid_date(logical_date))
+
     def read_date(
         self, table: str, date_column: str, logical_date: str, required_columns: Sequence[str]
     ) -> ReadResult:
@@ -156,7 +203,7 @@ class DeltaSparkIO:
     def replace_date(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
     ) -> int:
-        tag = _write_tag(run_id)
+        tag = _write_tag(run_id, _valid_date(logical_date))
         out = df.drop(date_column).withColumn(date_column, F.lit(_valid_date(logical_date)))
         writer = (
             out.write.format("delta")
@@ -183,14 +230,30 @@ def _nullable(node: Any) -> Any:
     return [_nullable(v) for v in node] if isinstance(node, list) else node
 
 
+_CONF_LOCK = threading.Lock()
+_CONF_HOLDERS: dict[tuple[int, str], tuple[int, str | None]] = {}  # (session, key) -> (holders, old value)
+
+
 @contextlib.contextmanager
 def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
-    old = spark.conf.get(key, None)
-    spark.conf.set(key, value)
+    """Set a session conf for a block. Threads writing through one session at once share the setting
+    (every caller sets the same value); the last one out restores the value from before the first."""
+    slot = (id(spark), key)
+    with _CONF_LOCK:
+        holders, old = _CONF_HOLDERS.get(slot, (0, None))
+        if not holders:
+            old = spark.conf.get(key, None)
+            spark.conf.set(key, value)
+        _CONF_HOLDERS[slot] = (holders + 1, old)
     try:
         yield
     finally:
-        spark.conf.unset(key) if old is None else spark.conf.set(key, old)
+        with _CONF_LOCK:
+            holders, old = _CONF_HOLDERS.pop(slot)
+            if holders > 1:
+                _CONF_HOLDERS[slot] = (holders - 1, old)
+            else:
+                spark.conf.unset(key) if old is None else spark.conf.set(key, old)
 
 
 class DeltaRsIO:
@@ -213,6 +276,14 @@ class DeltaRsIO:
             return self._open(table).version()
         except DeltaTableNotFound:
             return None
+
+    def date_written_by(self, table: str, logical_date: str) -> str | None:
+        """The run id whose commit the date's rows come from (see ``_run_id_of_date``); None if unknown."""
+        try:
+            history = self._open(table).history()  # newest first
+        except DeltaTableNotFound:
+            return None
+        return _run_id_of_date((h.get("userMetadata") for h in history), _valid_date(logical_date))
 
     @staticmethod
     def _refuse_unsupported(delta: DeltaTable, table: str) -> None:
@@ -296,9 +367,16 @@ class DeltaRsIO:
         version still references, and uncommitted files are invisible; the single overwrite transaction
         removes the date's old files and adds the new ones atomically, so no reader sees the date empty
         or doubled, and a failure at any point leaves the table as it was.
+
+        Runs of other dates (or the same date) may commit to the table meanwhile: delta-rs then refuses
+        ours (``CommitFailedError``), since it was built on an older snapshot. The staged files are still
+        valid, so the commit is rebuilt on a fresh snapshot and retried, up to ``COMMIT_ATTEMPTS`` times
+        with a short jittered backoff, after which ``DeltaCommitConflict`` names the table and the date.
+        Losing the race to create the table is the same case: the retry overwrites the date in it.
+        Whichever run of a date commits last wins; the date never holds two runs' rows.
         """
         from deltalake import Schema
-        from deltalake.exceptions import DeltaError
+        from deltalake.exceptions import CommitFailedError, DeltaError
         from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
         from pyarrow import fs as pafs
         from pyarrow import parquet as pq
@@ -310,7 +388,7 @@ class DeltaRsIO:
         filesystem, root = pafs.FileSystem.from_uri(spark_uri)
         run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)  # Hadoop paths choke on ':' in Airflow run ids
         staging = f"{date_column}={_valid_date(logical_date)}/run-{run}-{uuid.uuid4().hex[:8]}"
-        tag = _write_tag(run_id)
+        tag = _write_tag(run_id, logical_date)
         try:
             # Spark's default INT96 timestamps are legacy; Delta readers expect INT64 microseconds.
             with _session_conf(self.spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
@@ -327,22 +405,45 @@ class DeltaRsIO:
                     adds.append(
                         AddAction(path, info.size, {date_column: logical_date}, modified, True, stats)
                     )
-            target, schema = self._target(table, data.schema, date_column)  # fresh: the write took a while
-            common = {
-                "schema": Schema.from_json(json.dumps(_nullable(schema.jsonValue()))),
-                "partition_by": [date_column],
-                "commit_properties": CommitProperties(custom_metadata={"userMetadata": tag}),
-            }
-            try:
-                if target is None:
-                    create_table_with_add_actions(uri, add_actions=adds, mode="error", **common)
-            except DeltaError as exc:  # another run created the table meanwhile: replace our date in it
-                if "already exists" not in str(exc):
-                    raise
-                target, _ = self._target(table, data.schema, date_column)
-            if target is not None:
-                filters = [(date_column, "=", logical_date)]
-                target.create_write_transaction(adds, mode="overwrite", partition_filters=filters, **common)
+            attempts = COMMIT_ATTEMPTS
+            for attempt in range(1, attempts + 1):
+                target, schema = self._target(table, data.schema, date_column)  # a fresh snapshot each time
+                common = {
+                    "schema": Schema.from_json(json.dumps(_nullable(schema.jsonValue()))),
+                    "partition_by": [date_column],
+                    # No rebasing by delta-rs: it lands an overwrite (or a create) on top of a commit that
+                    # added files to the same date when ours removes none, and the date holds both runs'
+                    # rows. Every retry is ours, rebuilt on a snapshot that sees the other run's files.
+                    "commit_properties": CommitProperties(
+                        custom_metadata={"userMetadata": tag}, max_commit_retries=0
+                    ),
+                }
+                try:
+                    if target is None:
+                        create_table_with_add_actions(uri, add_actions=adds, mode="error", **common)
+                    else:
+                        filters = [(date_column, "=", logical_date)]
+                        target.create_write_transaction(
+                            adds, mode="overwrite", partition_filters=filters, **common
+                        )
+                    break
+                except DeltaError as exc:
+                    # CommitFailedError: another commit landed after our snapshot. "already exists":
+                    # another run created the table meanwhile. Either way: again, on the table as it is now.
+                    if not (isinstance(exc, CommitFailedError) or "already exists" in str(exc)):
+                        raise
+                    if attempt == attempts:
+                        raise DeltaCommitConflict(
+                            f"Delta table {table}: could not commit date {logical_date} in {attempts} "
+                            f"attempts, another writer committed first each time (last: {exc})"
+                        ) from exc
+                    pause = random.uniform(0.05, 0.1 * 2 ** min(attempt, 4))
+                    log.warning(
+                        "Delta table %s, date %s: commit attempt %d/%d lost to another writer (%s); "
+                        "retrying on a fresh snapshot in %.2f s",
+                        table, logical_date, attempt, attempts, str(exc).splitlines()[0], pause,
+                    )  # fmt: skip
+                    time.sleep(pause)
         except BaseException:
             if not self._references(table, staging):  # a commit whose post-commit hook failed still counts
                 with contextlib.suppress(FileNotFoundError):

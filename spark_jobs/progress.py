@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.json_files import driver_path, write_json_atomic
+from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
 
 REPORT_FILE = "report.json"
 PROGRESS_SUFFIX = ".progress.json"
@@ -101,7 +101,7 @@ class ProgressReporter:
         if self.path is None:
             return
         with contextlib.suppress(Exception):  # progress must never fail a run
-            write_json_atomic(self.path, self.snapshot())
+            write_json_atomic(self.path, self.snapshot(), mode=READABLE_MODE)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

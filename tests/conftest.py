@@ -41,6 +41,7 @@ LEAK_MARKERS = (
     "org.apache.spark.deploy",
     "SparkSubmit",
     "triton_server",
+    "airflow_spark_triton.hooks.local_reaper",  # each local cluster's reaper (see hooks.local_reaper)
 )
 
 

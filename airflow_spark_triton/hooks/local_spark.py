@@ -5,10 +5,18 @@ teardown) runs and is tested without Databricks. Every cluster and run lives in 
 the hook's home, and every process is started detached and recorded with its create time, so any
 later Airflow task (a retry, the teardown, the triggerer) can find, watch and stop it.
 
+No Airflow task has to survive for the cluster to go away: each cluster has a reaper
+(:mod:`~airflow_spark_triton.hooks.local_reaper`), a small detached process that deletes it when
+its creating task is killed (kill -9, OOM) while it is PENDING, when it has idled past the spec's
+``autotermination_minutes``, or when its master died; the teardown stops the reaper.
+
 Cluster directory ``<home>/clusters/<cluster_id>/``::
 
-    cluster.json            state, tags, spec, master URL and ports, pids + create times
+    cluster.json            state, tags, spec, master URL and ports, pids + create times; owners
+                            (creating process and, in an Airflow task, its supervisor) while
+                            PENDING; reaper; deleted_by (who deleted it and why)
     logs/master.log         master JVM output (failed bind attempts: master-attempt-<n>.log)
+    logs/reaper.log         the reaper's decisions
     logs/worker-<i>.log     worker JVM output
     logs/init-<i>.out|.err  the init script's output for worker i
     work/worker-<i>/        SPARK_WORKER_DIR: executor stdout/stderr per application
@@ -47,11 +55,14 @@ from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks import local_processes as procs
 from airflow_spark_triton.hooks.base import ClusterError, RunError
 from airflow_spark_triton.hooks.local_processes import ProcessRecord
+from airflow_spark_triton.hooks.local_reaper import REAPER_MODULE, gone_owners, owner_records
+from airflow_spark_triton.hooks.run_env import run_environment
 from airflow_spark_triton.hooks.supervised_runs import (
     STOP_GRACE_S,
     SupervisedRuns,
     process_record,
     update_record,
+    update_record_if,
 )
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json
@@ -257,6 +268,19 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
         cdir = self.cluster_dir(_cluster_id)
         return update_record(cdir / "cluster.json", cdir / ".lock", **changes, updated_at=_now())
 
+    def _update_cluster_if(
+        self, cluster_id: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
+        """Compare-and-set under the record's lock (shared with the reaper): ``decide`` sees the
+        current record and returns the changes to write, or None."""
+
+        def stamped(record: dict[str, Any]) -> dict[str, Any] | None:
+            changes = decide(record)
+            return {**changes, "updated_at": _now()} if changes else None
+
+        cdir = self.cluster_dir(cluster_id)
+        return update_record_if(cdir / "cluster.json", cdir / ".lock", stamped)
+
     def _iter_clusters(self) -> Iterator[dict[str, Any]]:
         """Newest first, so a retried create reuses the cluster it made last."""
         records = []
@@ -302,9 +326,13 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
             spark_version=_spark_version(),
             workers=[],
             timings_s={},
+            created_epoch=time.time(),
+            # Watched by the reaper while PENDING: if one is killed, nothing else would delete it.
+            owners=[owner.to_dict() for owner in owner_records()],
         )
         self.log.info("Creating local Spark cluster %s in %s", cluster_id, cdir)
         try:
+            self._start_reaper(cluster_id)  # before any JVM: from here on the cluster cannot leak
             self._update_cluster(cluster_id, python_libdir=_python_libdir(self.python))
             self._start_cluster_processes(cluster_id, spec)
         except BaseException as exc:
@@ -319,6 +347,26 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
             cluster_id, timings_s={**timings, "launch": round(time.monotonic() - started, 3)}
         )
         return cluster_id
+
+    def _start_reaper(self, cluster_id: str) -> None:
+        """The cluster's own net (see hooks.local_reaper); it imports Airflow only to delete."""
+        cdir = self.cluster_dir(cluster_id)
+        log_path = cdir / "logs" / "reaper.log"
+        record = procs.start_detached(
+            [sys.executable, "-m", REAPER_MODULE, "--cluster-dir", str(cdir)],
+            env=run_environment(airflow_config=True),
+            log_path=log_path,
+            cwd=cdir,
+        )
+        self._update_cluster(cluster_id, reaper={**record.to_dict(), "log": str(log_path)})
+        self.log.info("Started the reaper of %s: pid %s", cluster_id, record.pid)
+
+    def _stop_reaper(self, cluster: dict[str, Any]) -> None:
+        reaper = process_record(cluster.get("reaper"))
+        if reaper is None or reaper.pid == os.getpid():  # the reaper deleting: it exits by itself
+            return
+        if not procs.stop_groups([reaper], grace_s=5.0):
+            self.log.warning("The reaper of %s (pid %s) did not stop", cluster.get("cluster_id"), reaper.pid)
 
     def _start_cluster_processes(self, cluster_id: str, spec: GpuClusterSpec) -> None:
         """Master first; every node's init script runs while it boots (all at once, as on
@@ -351,21 +399,33 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
         """A create that fails cleans up after itself: no half-made cluster outlives the task."""
         cluster = self.get_cluster(cluster_id) or {}
         records = [record for _, record in self._cluster_processes(cluster)]
-        state = cluster.get("state")
         self.log.error(
             "Creating cluster %s failed (%s); stopping %d process(es)", cluster_id, exc, len(records)
         )
         procs.stop_groups(records, grace_s=STOP_GRACE_S)
-        if state in (ClusterState.DELETING, ClusterState.DELETED):  # a concurrent delete won
-            self._update_cluster(cluster_id, error=str(exc)[:4000])
+        error = str(exc)[:4000]
+
+        def terminate(record: dict[str, Any]) -> dict[str, Any]:
+            if record.get("state") in LIVE_STATES:
+                return {"state": ClusterState.TERMINATED.value, "error": error}
+            return {"error": error}  # a concurrent delete (the teardown, the reaper) won: it finishes
+
+        if self._update_cluster_if(cluster_id, terminate).get("state") == ClusterState.TERMINATED:
+            self._stop_reaper(cluster)  # nothing of the cluster runs any more
         else:
-            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=str(exc)[:4000])
+            self.log.info("Cluster %s is being deleted by another process, which finishes it", cluster_id)
 
     def _base_env(self, cluster: dict[str, Any]) -> dict[str, str]:
-        """Environment shared by every Spark process of the cluster (daemons, drivers, executors)."""
+        """Environment shared by every Spark process of the cluster (daemons, drivers, executors).
+
+        Built from :func:`~airflow_spark_triton.hooks.run_env.run_environment`, never from the whole
+        ``os.environ``: the Airflow worker's connections, variables and secret settings must not
+        reach a JVM, an executor or a Triton server (or a run's ``command.json``). The spec's
+        ``spark_env_vars`` are added as given: they are how a job gets a credential on purpose.
+        """
         spec = cluster["spec"]
         cdir = self.cluster_dir(cluster["cluster_id"])
-        env = dict(os.environ)
+        env = run_environment()
         env.update(
             {
                 "SPARK_HOME": cluster["spark_home"],
@@ -535,7 +595,11 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
     # -- wait / find ------------------------------------------------------------------------
 
     def wait_for_cluster(self, cluster_id: str, timeout_s: float) -> None:
-        """Block until every worker registered with the master; fail fast if a JVM died."""
+        """Block until every worker registered with the master; fail fast if a JVM died.
+
+        The cluster becomes RUNNING only while every owner it recorded at create lives; from then
+        on the DAG run's teardown owns it and the reaper no longer watches the owners.
+        """
         cluster = self._require_cluster(cluster_id)
         state = ClusterState(cluster["state"])
         if state not in LIVE_STATES:
@@ -548,6 +612,7 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
         started = time.monotonic()
 
         def ready() -> bool:
+            self._raise_if_not_live(cluster_id)
             self._raise_if_dead(cluster_id, cluster)
             info = _master_json(webui_port)
             if info is None:
@@ -558,7 +623,7 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
         try:
             ok = procs.wait_until(ready, timeout_s, interval_s=0.5)
         except ClusterError as exc:
-            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=str(exc)[:4000])
+            self._terminate(cluster_id, str(exc))
             raise
         if not ok:
             error = (
@@ -566,11 +631,62 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
                 f"{seen.get('status', 'unreachable')}, {seen.get('aliveworkers', 0)}/{expected} workers alive"
                 f"\n{self._logs_summary(cluster)}"
             )
-            self._update_cluster(cluster_id, state=ClusterState.TERMINATED.value, error=error[:4000])
+            self._terminate(cluster_id, error)
             raise ClusterError(error)
         timings = {**cluster.get("timings_s", {}), "ready_wait": round(time.monotonic() - started, 3)}
-        self._update_cluster(cluster_id, state=ClusterState.RUNNING.value, timings_s=timings)
+        self._mark_running(cluster_id, timings)
         self.log.info("Cluster %s is running: %s, %d workers", cluster_id, cluster["master"]["url"], expected)
+        reaper = process_record(cluster.get("reaper"))
+        if reaper is not None and not procs.is_alive(reaper):
+            self.log.warning(
+                "The reaper of %s (pid %s) is not running: nothing deletes the cluster if its "
+                "teardown never runs; see %s", cluster_id, reaper.pid, cluster["reaper"].get("log"),
+            )  # fmt: skip
+
+    def _mark_running(self, cluster_id: str, timings: dict[str, Any]) -> None:
+        """PENDING → RUNNING under the lock the reaper claims with: either the reaper saw a dead
+        owner first (and this fails), or the cluster is handed over to the teardown first."""
+        refused: list[str] = []
+
+        def decide(record: dict[str, Any]) -> dict[str, Any] | None:
+            state = record.get("state")
+            if state == ClusterState.RUNNING:  # waited for again, e.g. by a retried create task
+                return {"timings_s": timings}
+            if state != ClusterState.PENDING:
+                refused.append(f"it became {state} ({record.get('deleted_by') or record.get('error')})")
+                return None
+            gone = gone_owners(record)
+            if gone:
+                refused.append(f"its owner pid {gone[0]} is gone: its reaper deletes it")
+                return None
+            return {
+                "state": ClusterState.RUNNING.value,
+                "running_epoch": time.time(),
+                "timings_s": timings,
+                "owners": [],  # handed over: the DAG run's teardown (or idleness) ends it now
+                "created_by": record.get("owners", []),
+            }
+
+        self._update_cluster_if(cluster_id, decide)
+        if refused:
+            raise ClusterError(f"cluster {cluster_id} cannot become RUNNING: {refused[0]}")
+
+    def _terminate(self, cluster_id: str, error: str) -> None:
+        """Mark a live cluster unusable; a cluster a deleter already took keeps its state."""
+
+        def decide(record: dict[str, Any]) -> dict[str, Any]:
+            if record.get("state") in LIVE_STATES:
+                return {"state": ClusterState.TERMINATED.value, "error": error[:4000]}
+            return {"error": error[:4000]}
+
+        self._update_cluster_if(cluster_id, decide)
+
+    def _raise_if_not_live(self, cluster_id: str) -> None:
+        """A deleter (the reaper, a teardown) may take the cluster while it is waited for."""
+        cluster = self._require_cluster(cluster_id)
+        if cluster.get("state") not in LIVE_STATES:
+            reason = cluster.get("deleted_by") or cluster.get("error") or "not usable"
+            raise ClusterError(f"cluster {cluster_id} became {cluster.get('state')} while waiting: {reason}")
 
     def _raise_if_dead(self, cluster_id: str, cluster: dict[str, Any]) -> None:
         for name, record in self._cluster_processes(cluster):
@@ -602,6 +718,8 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
                 continue
             if any(cluster.get("tags", {}).get(k) != v for k, v in wanted.items()):
                 continue
+            if cluster.get("state") == ClusterState.PENDING and gone_owners(cluster):
+                continue  # its creating task was killed: its reaper deletes it, a retry makes a new one
             if procs.is_alive(process_record(cluster.get("master"))):
                 return cluster["cluster_id"]
         return None
@@ -621,11 +739,18 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
 
     # -- delete -----------------------------------------------------------------------------
 
-    def delete_cluster(self, cluster_id: str) -> None:
+    def delete_cluster(self, cluster_id: str, *, reason: str | None = None) -> None:
         """Stop runs, Triton servers, workers and master, in that order; then verify and mark DELETED.
 
+        Every recorded driver whose process group still has members is stopped too, whatever its
+        run's state: a supervisor killed with -9 leaves its spark-submit running. Last, the
+        cluster's reaper is stopped (unless it is the caller).
+
         Idempotent: an unknown or deleted cluster is a no-op, and a teardown that was killed half
-        way can simply run again (DELETING and TERMINATED clusters are stopped the same way).
+        way can simply run again (DELETING and TERMINATED clusters are stopped the same way; if
+        nobody does, the reaper finishes it).
+
+        :param reason: recorded as ``deleted_by`` (default: this process); the reaper says why.
         """
         cluster = self.get_cluster(cluster_id)
         if cluster is None:
@@ -635,13 +760,27 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
             self.log.info("Cluster %s was already deleted", cluster_id)
             return
         started = time.monotonic()
-        self._update_cluster(cluster_id, state=ClusterState.DELETING.value)
+        me = ProcessRecord.of(os.getpid())
+
+        def deleting(record: dict[str, Any]) -> dict[str, Any] | None:
+            if record.get("state") == ClusterState.DELETED:  # a concurrent deleter just finished
+                return None
+            by = reason or f"delete_cluster in pid {me.pid}"
+            if record.get("state") == ClusterState.DELETING and record.get("deleted_by") and not reason:
+                by = record["deleted_by"]  # taking over an unfinished delete: its reason stands
+            # deleting_by: the reaper finishes the delete if this process dies before it does.
+            return {"state": ClusterState.DELETING.value, "deleted_by": by, "deleting_by": me.to_dict()}
+
+        if self._update_cluster_if(cluster_id, deleting) is None:
+            self.log.info("Cluster %s was just deleted by another process", cluster_id)
+            return
         for run_id in self.active_runs(self.cluster_dir(cluster_id)):
             self.log.info("Canceling run %s of cluster %s", run_id, cluster_id)
             try:
                 self.cancel_run(run_id)
             except Exception:  # the driver dies with the workers anyway; keep tearing down
                 self.log.exception("Could not cancel run %s; continuing the teardown", run_id)
+        drivers_left = self.stop_leftover_drivers(self.cluster_dir(cluster_id))
         servers = self._triton_servers(cluster_id)
         if servers:
             self.log.info("Stopping %d Triton server(s) of %s", len(servers), cluster_id)
@@ -656,17 +795,20 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
             f"{name} pid {r.pid}" for name, r in self._cluster_processes(cluster) if procs.group_members(r)
         ]
         left += [f"Triton server pid {r.pid}" for r in servers if procs.group_members(r)]
+        left += drivers_left
         if left:
             raise ClusterError(f"could not stop every process of cluster {cluster_id}: {', '.join(left)}")
         self._remove_scratch(cluster_id)
         timings = {**cluster.get("timings_s", {}), "delete": round(time.monotonic() - started, 3)}
-        self._update_cluster(
+        cluster = self._update_cluster(
             cluster_id, state=ClusterState.DELETED.value, deleted_at=_now(), timings_s=timings
         )
+        self._stop_reaper(cluster)
         self.log.info(
-            "Cluster %s deleted in %.1fs; logs kept in %s",
+            "Cluster %s deleted in %.1fs (%s); logs kept in %s",
             cluster_id,
             timings["delete"],
+            cluster.get("deleted_by"),
             self.cluster_dir(cluster_id),
         )
 

@@ -39,6 +39,7 @@ from airflow.sdk import BaseHook
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks.base import ClusterError, RunError
 from airflow_spark_triton.hooks.local_spark import DEFAULT_HOME, HOME_ENV, batch_inference_script
+from airflow_spark_triton.hooks.run_env import run_environment
 from airflow_spark_triton.hooks.spark_submit_runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.hooks.supervised_runs import SupervisedRuns, now_iso, owner_of, update_record
 from spark_jobs.job_config import InferenceJobConfig
@@ -255,7 +256,9 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
                 "--run-dir",
                 str(run_dir),
             ]
-            return argv, dict(os.environ), application
+            # The runner imports Airflow (non-secret AIRFLOW__ options pass); the connection reaches
+            # it only through the 0600 file above, never through this environment or command.json.
+            return argv, run_environment(airflow_config=True), application
 
         return self.start_supervised_run(
             cluster_id, self.attachment_dir(cluster_id), idempotency_token, build, check_usable

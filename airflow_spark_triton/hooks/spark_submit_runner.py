@@ -9,7 +9,9 @@ the Airflow task can defer or die while the run goes on, and a cancel reaches th
 Usage: ``python -m airflow_spark_triton.hooks.spark_submit_runner --run-dir DIR``. ``DIR`` holds
 ``submit.json`` (the hook's keyword arguments and the application) and, readable only by this user,
 ``connection.json`` (the Airflow connection, handed over as ``AIRFLOW_CONN_<ID>`` and deleted once
-read, so a detached process resolves it without the task's API server).
+read, so a detached process resolves it without the task's API server). The variable is removed
+again as soon as ``SparkSubmitHook`` has resolved the connection, so spark-submit, the driver and
+everything they start never see it.
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             self._log = _raw_logger()  # LoggingMixin uses an instance's _log when set
             super().__init__(**kwargs)
 
-    hook = RawOutputSparkSubmitHook(**submit["hook"])
+    hook = RawOutputSparkSubmitHook(**submit["hook"])  # resolves the connection here, once
+    # spark-submit and the driver inherit this process's environment: the connection stays out of it.
+    os.environ.pop(connection_env_name(submit["hook"]["conn_id"]), None)
 
     def on_term(signum: int, _frame: Any) -> None:
         # The supervisor already gave the Python driver its SIGTERM and grace period; now the

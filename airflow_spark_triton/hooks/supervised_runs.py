@@ -8,10 +8,13 @@ Any later task (a retry, the teardown, the triggerer) finds the run from its id 
 Run directory ``<owner_dir>/runs/<run_id>/``::
 
     run.json        id, owner, idempotency token, supervisor pid + create time
-    command.json    argv and environment of the launched command (read by the supervisor)
+    command.json    argv and environment of the launched command (read by the supervisor); the
+                    environment comes from hooks.run_env (allow-listed, no secrets)
     status.json     PENDING → RUNNING → SUCCESS | FAILED | CANCELED, with the job's error message
     driver.log      the command's output; supervisor.log
     report.json, progress.json, summary.md   written by the job (spark_jobs.progress)
+
+The JSON records (run, command, status) are readable by this user only (mode 0600).
 """
 
 from __future__ import annotations
@@ -19,11 +22,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from airflow_spark_triton.hooks.local_run_supervisor import (
     KILL_AFTER_S,
     STATUS_FILE,
 )
+from airflow_spark_triton.hooks.run_env import run_environment
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
@@ -47,7 +51,8 @@ SUPERVISOR_START_GRACE_S = 120.0
 RUN_SEPARATOR = "-run-"
 
 # Builds the command of a new run from its id and directory: (argv, env, script). ``script`` is
-# the Python file the driver runs; the supervisor sends it SIGTERM first on cancel.
+# the Python file the driver runs; the supervisor sends it SIGTERM first on cancel. ``env`` must
+# come from hooks.run_env.run_environment: it is written to command.json and inherited by the run.
 CommandBuilder = Callable[[str, Path], tuple[list[str], dict[str, str], str]]
 
 
@@ -64,8 +69,79 @@ def update_record(path: Path, lock: Path, **changes: Any) -> dict[str, Any]:
     return record
 
 
+def update_record_if(
+    path: Path, lock: Path, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """Compare-and-set on a JSON record: ``decide`` sees the current record under the lock and
+    returns the changes to write, or None to leave it alone. Returns the changes written."""
+    with procs.file_lock(lock):
+        record = read_json(path) or {}
+        changes = decide(record)
+        if changes:
+            record.update(changes)
+            write_json_atomic(path, record)
+    return changes or None
+
+
 def process_record(data: dict[str, Any] | None) -> ProcessRecord | None:
     return ProcessRecord.from_dict(data) if data and data.get("pid") else None
+
+
+def iter_runs(owner_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(run_dir, run.json)`` of every run recorded under ``owner_dir``."""
+    for path in sorted((owner_dir / "runs").glob("*/run.json")):
+        run = read_json(path)
+        if run:
+            yield path.parent, run
+
+
+def supervisor_lost(run: dict[str, Any], status: dict[str, Any]) -> str | None:
+    """Why an unfinished run can no longer finish on its own (its supervisor is gone), or None."""
+    supervisor = process_record(status.get("supervisor")) or process_record(run.get("supervisor"))
+    if supervisor is None:
+        age = time.time() - float(run.get("created_epoch", time.time()))
+        return "supervisor never started" if age > SUPERVISOR_START_GRACE_S else None
+    if procs.is_alive(supervisor):
+        return None
+    driver = process_record(status.get("driver"))
+    detail = f"; spark-submit pid {driver.pid} is still running" if procs.is_alive(driver) else ""
+    return f"supervisor died (pid {supervisor.pid}) before recording the outcome{detail}"
+
+
+@dataclass(frozen=True)
+class RunActivity:
+    """What the runs of one cluster are doing, for the reaper's idle clock."""
+
+    live: tuple[str, ...]  # unfinished runs whose supervisor runs (or is still starting)
+    last_epoch: float | None  # latest submit or status change of any run
+
+
+def run_activity(owner_dir: Path) -> RunActivity:
+    """Runs that count as activity: unfinished with a live supervisor. A driver whose supervisor
+    died is an orphan, not activity: it must not keep an abandoned cluster alive."""
+    live: list[str] = []
+    last: float | None = None
+    for run_dir, run in iter_runs(owner_dir):
+        status = read_json(run_dir / STATUS_FILE) or {}
+        times = [float(run.get("created_epoch") or 0.0)]
+        with contextlib.suppress(OSError):
+            times.append((run_dir / STATUS_FILE).stat().st_mtime)
+        last = max([t for t in (last, *times) if t is not None])
+        state = RunLifecycle(status.get("state", RunLifecycle.PENDING.value))
+        if not state.is_terminal and supervisor_lost(run, status) is None:
+            live.append(run["run_id"])
+    return RunActivity(tuple(live), last)
+
+
+def leftover_drivers(owner_dir: Path) -> list[tuple[str, ProcessRecord]]:
+    """Recorded drivers whose process group still has members, whatever their run's state: a
+    supervisor killed with -9 leaves spark-submit running, and only its record finds it."""
+    left = []
+    for run_dir, run in iter_runs(owner_dir):
+        driver = process_record((read_json(run_dir / STATUS_FILE) or {}).get("driver"))
+        if driver is not None and procs.group_members(driver):
+            left.append((run["run_id"], driver))
+    return left
 
 
 def owner_of(run_id: str) -> str:
@@ -126,7 +202,7 @@ class SupervisedRuns:
                     "--run-dir",
                     str(run_dir),
                 ],
-                env=dict(os.environ),
+                env=run_environment(),  # never the task's own environment: it holds its secrets
                 log_path=run_dir / "supervisor.log",
                 cwd=run_dir,
             )
@@ -139,10 +215,7 @@ class SupervisedRuns:
 
     @staticmethod
     def _iter_runs(owner_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
-        for path in sorted((owner_dir / "runs").glob("*/run.json")):
-            run = read_json(path)
-            if run:
-                yield path.parent, run
+        return iter_runs(owner_dir)
 
     def _run_for_token(self, owner_dir: Path, token: str) -> str | None:
         for _, run in self._iter_runs(owner_dir):
@@ -151,6 +224,8 @@ class SupervisedRuns:
         return None
 
     def active_runs(self, owner_dir: Path) -> list[str]:
+        """Runs not recorded as finished, including those whose supervisor died: cancel settles
+        each one. (The reaper's idle clock counts only live ones: :func:`run_activity`.)"""
         active = []
         for run_dir, run in self._iter_runs(owner_dir):
             status = read_json(run_dir / STATUS_FILE) or {}
@@ -187,15 +262,7 @@ class SupervisedRuns:
         return RunStatus(run_id, state, status.get("message", ""), url)
 
     def _lost_supervisor_reason(self, run: dict[str, Any], status: dict[str, Any]) -> str | None:
-        supervisor = self._supervisor(run, status)
-        if supervisor is None:
-            age = time.time() - float(run.get("created_epoch", time.time()))
-            return "supervisor never started" if age > SUPERVISOR_START_GRACE_S else None
-        if procs.is_alive(supervisor):
-            return None
-        driver = process_record(status.get("driver"))
-        detail = f"; spark-submit pid {driver.pid} is still running" if procs.is_alive(driver) else ""
-        return f"supervisor died (pid {supervisor.pid}) before recording the outcome{detail}"
+        return supervisor_lost(run, status)
 
     @staticmethod
     def _mark_run(run_dir: Path, state: RunLifecycle, message: str) -> dict[str, Any]:
@@ -210,9 +277,21 @@ class SupervisedRuns:
     # -- cancel -----------------------------------------------------------------------------
 
     def cancel_run(self, run_id: str) -> None:
-        """SIGTERM the supervisor (it stops the driver gracefully) and wait until both are gone."""
+        """SIGTERM the supervisor (it stops the driver gracefully) and wait until both are gone.
+
+        Works without the supervisor too: a supervisor killed with -9 leaves spark-submit running,
+        and the run may already be recorded FAILED for it; its driver is then stopped by record.
+        """
         run_dir, run, status = self._load_run(run_id)
         if RunLifecycle(status.get("state", "PENDING")).is_terminal:
+            driver = process_record(status.get("driver"))
+            if driver is not None and procs.group_members(driver):
+                self.log.warning(
+                    "Run %s is %s but its driver (pid %s) still runs: its supervisor died. Stopping it",
+                    run_id, status["state"], driver.pid,
+                )  # fmt: skip
+                procs.stop_groups([driver], grace_s=STOP_GRACE_S)
+                return
             self.log.info("Run %s already finished (%s): nothing to cancel", run_id, status["state"])
             return
         supervisor = self._supervisor(run, status)
@@ -233,6 +312,23 @@ class SupervisedRuns:
         if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
             self._mark_run(run_dir, RunLifecycle.CANCELED, "canceled; the supervisor recorded no outcome")
         self.log.info("Run %s canceled", run_id)
+
+    def stop_leftover_drivers(self, owner_dir: Path) -> list[str]:
+        """Stop every recorded driver under ``owner_dir`` whose process group still has members,
+        whatever its run's recorded state; returns those that could not be stopped."""
+        left = leftover_drivers(owner_dir)
+        if not left:
+            return []
+        self.log.warning(
+            "Stopping %d driver(s) that outlived their supervisor: %s",
+            len(left), ", ".join(f"{run_id} (pid {driver.pid})" for run_id, driver in left),
+        )  # fmt: skip
+        procs.stop_groups([driver for _, driver in left], grace_s=STOP_GRACE_S)
+        for run_id, _ in left:
+            run_dir, _, status = self._load_run(run_id)
+            if not RunLifecycle(status.get("state", "PENDING")).is_terminal:
+                self._mark_run(run_dir, RunLifecycle.CANCELED, "canceled: its driver was stopped on delete")
+        return [f"driver of {run_id} pid {d.pid}" for run_id, d in left if procs.group_members(d)]
 
     # -- what the job wrote -----------------------------------------------------------------
 

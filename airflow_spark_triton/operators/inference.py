@@ -1,20 +1,29 @@
 """Run batch inference for one logical date on an existing GPU cluster.
 
-Resumable: the run id is kept in the task state store, so a retry after a worker crash reconnects
-to the run instead of starting a second one, and a retry after a finished run just collects its
-report. Whatever ends the wait (failure, ``execution_timeout``, a kill), the run is canceled, and
-the job itself stops its Triton servers.
+Resumable: the run id is kept in the task state store while the run is under way, so a retry after a
+worker crash (kill -9, OOM) reconnects to the run instead of starting a second one, and a retry after
+a run that finished while its task was dead just collects its report. Once the task has the report,
+the id is dropped from the store: a cleared or reprocessed task (``airflow tasks clear``,
+``backfill create --reprocess-behavior completed``) scores its date again. Whatever ends the wait
+(failure, ``execution_timeout``, a kill), the run is canceled, and the job itself stops its servers.
+
+Which date a run scores: ``logical_date`` defaults to the start of the DAG run's data interval. The
+project's nightly DAGs use a ``CronDataIntervalTimetable``: the run that fires at 00:00 on day D has
+the interval [D-1, D) and scores D-1, the last complete day; a backfill from A to B scores A..B.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
+from airflow.sdk.configuration import conf
 
 from airflow_spark_triton.assets import table_uri
 from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
@@ -26,6 +35,7 @@ from airflow_spark_triton.links import (
     InferenceReportLink,
     InferenceRunLink,
 )
+from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
 from spark_jobs.job_config import InferenceJobConfig
 
@@ -33,6 +43,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_spark_triton.hooks.base import GpuSparkBackend
+
+
+DATA_INTERVAL_DATE = "{{ data_interval_start | ds }}"
 
 
 def idempotency_token(context: Context) -> str:
@@ -51,7 +64,11 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
         ``<output_table>_rejects`` (templated).
     :param model: ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated).
-    :param logical_date: the date to score, ``YYYY-MM-DD``; defaults to the run's ``{{ ds }}``.
+    :param logical_date: the date to score, ``YYYY-MM-DD``; defaults to the start of the run's data
+        interval (``{{ data_interval_start | ds }}``): the day before the run's fire time under the
+        nightly DAGs' ``CronDataIntervalTimetable``, the named dates in a backfill.
+    :param min_rows: fail the task when the date has fewer input rows than this (default 0: an empty
+        date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
     :param key_column: unique row key, carried into output and rejects.
     :param input_columns: columns fed to the model's inputs, in order.
@@ -78,6 +95,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         "rejects_table",
         "model",
         "logical_date",
+        "min_rows",
         "model_options",
         "batch_size",
         "conn_id",
@@ -95,7 +113,8 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         output_table: str,
         model: str,
         rejects_table: str | None = None,
-        logical_date: str = "{{ ds }}",
+        logical_date: str = DATA_INTERVAL_DATE,
+        min_rows: int = 0,
         batch_size: int = 64,
         key_column: str = "id",
         input_columns: Sequence[str] = ("text",),
@@ -106,7 +125,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         inference_timeout_s: float = 300.0,
         job_timeout_s: float | None = None,
         conn_id: str = DEFAULT_CONN_ID,
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval_s: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -117,6 +136,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self.rejects_table = rejects_table
         self.model = model
         self.logical_date = logical_date
+        self.min_rows = min_rows
         self.batch_size = batch_size
         self.key_column = key_column
         self.input_columns = tuple(input_columns)
@@ -154,9 +174,45 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._warn_if_day_not_over(context)
         report = self.execute_resumable(context)
+        return self._complete(context, report)
+
+    def _complete(self, context: Context, report: dict[str, Any]) -> dict[str, Any]:
+        """The run is over and its report is in hand: check the floor, forget the run id, annotate."""
+        store = context.get("task_state_store")
+        if store is not None:
+            # A later try of this task instance is a clear or a reprocess: it must score again.
+            store.delete(self.external_id_key)
+        self._check_rows(report)
         self._annotate_outlets(context, report)
         return report
+
+    def _warn_if_day_not_over(self, context: Context) -> None:
+        """A zero-width data interval (``CronTriggerTimetable``) makes ``logical_date`` the day that
+        has just begun: say so, since such a run scores an incomplete (usually empty) day."""
+        try:
+            day = dt.date.fromisoformat(str(self.logical_date))
+        except ValueError:
+            return  # job_config() names the bad value
+        if day >= dt.datetime.now(dt.UTC).date():
+            self.log.warning(
+                "Scoring %s, a day that has not ended yet (data interval %s - %s). A schedule whose runs "
+                "fire at the start of the day they score (CronTriggerTimetable, e.g. schedule='@daily') "
+                "scores an incomplete day; use CronDataIntervalTimetable or set logical_date.",
+                day, context.get("data_interval_start"), context.get("data_interval_end"),
+            )  # fmt: skip
+
+    def _check_rows(self, report: dict[str, Any]) -> None:
+        """An empty input date is news: a warning always, a failure below ``min_rows``."""
+        rows_read = int(report.get("rows_read") or 0)
+        date, table = report.get("logical_date") or self.logical_date, self.input_table
+        if rows_read == 0:
+            self.log.warning("No input rows for %s in %s: nothing was scored", date, table)
+        if rows_read < int(self.min_rows):
+            raise AirflowException(
+                f"input table {table} has {rows_read} row(s) for {date}, below min_rows={self.min_rows}"
+            )
 
     def submit_job(self, context: Context) -> str:
         job = self.job_config()
@@ -198,9 +254,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         return self._finish(status)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        report = self._finish(RunStatus.from_dict(event))
-        self._annotate_outlets(context, report)
-        return report
+        return self._complete(context, self._finish(RunStatus.from_dict(event)))
 
     # -- links, progress, assets, lineage ------------------------------------------------------
 
@@ -305,17 +359,3 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
                 self.backend.cancel_run(self._run_id)
             except Exception:
                 self.log.exception("Could not cancel run %s", self._run_id)
-
-
-def format_progress(progress: dict[str, Any]) -> str:
-    """``120/480 rows (25%), 310.5 rows/s, tasks 3/12 [inference]`` from a progress dict."""
-    done, total = progress.get("rows_done"), progress.get("rows_total")
-    parts = []
-    if total:
-        pct = f" ({100 * (done or 0) / total:.0f}%)" if done is not None else ""
-        parts.append(f"{done if done is not None else '?'}/{total} rows{pct}")
-    if progress.get("rows_per_s"):
-        parts.append(f"{progress['rows_per_s']} rows/s")
-    if progress.get("tasks_total"):
-        parts.append(f"tasks {progress.get('tasks_done')}/{progress['tasks_total']}")
-    return ", ".join(parts or ["no rows yet"]) + f" [{progress.get('phase', '?')}]"

@@ -8,8 +8,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_spark_triton.hooks.backend import get_backend
-from airflow_spark_triton.hooks.base import RunStatus
+from airflow_spark_triton.hooks.backend import aget_backend
+from airflow_spark_triton.hooks.base import GpuSparkBackend, RunStatus
+from airflow_spark_triton.progress_format import format_progress
 
 
 class RunStatusTrigger(BaseTrigger):
@@ -17,6 +18,10 @@ class RunStatusTrigger(BaseTrigger):
 
     Airflow does not call a deferred operator's ``on_kill``; since 3.3 it calls the trigger's, so
     cancellation lives here too.
+
+    Nothing blocks the triggerer's event loop: the connection is fetched with the SDK's async API
+    (:func:`~airflow_spark_triton.hooks.backend.aget_backend`), and the backend's calls (HTTP for
+    Databricks, state files for the local and spark-submit backends) run in worker threads.
     """
 
     def __init__(self, conn_id: str, run_id: str, poll_interval_s: float = 10.0) -> None:
@@ -24,6 +29,7 @@ class RunStatusTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.run_id = run_id
         self.poll_interval_s = poll_interval_s
+        self._backend: GpuSparkBackend | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -31,8 +37,13 @@ class RunStatusTrigger(BaseTrigger):
             {"conn_id": self.conn_id, "run_id": self.run_id, "poll_interval_s": self.poll_interval_s},
         )
 
+    async def _get_backend(self) -> GpuSparkBackend:
+        if self._backend is None:
+            self._backend = await aget_backend(self.conn_id)
+        return self._backend
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        backend = get_backend(self.conn_id)
+        backend = await self._get_backend()
         while True:
             status: RunStatus = await asyncio.to_thread(backend.get_run_status, self.run_id)
             if status.state.is_terminal:
@@ -42,11 +53,10 @@ class RunStatusTrigger(BaseTrigger):
             getter = getattr(backend, "get_run_progress", None)
             progress = await asyncio.to_thread(getter, self.run_id) if callable(getter) else None
             if progress:
-                from airflow_spark_triton.operators.inference import format_progress
-
                 self.log.info("Run %s progress: %s", self.run_id, format_progress(progress))
             await asyncio.sleep(self.poll_interval_s)
 
     async def on_kill(self) -> None:
-        backend = get_backend(self.conn_id)
+        backend = await self._get_backend()
+        self.log.info("Task killed: canceling run %s", self.run_id)
         await asyncio.to_thread(backend.cancel_run, self.run_id)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_spark_triton.schedules import nightly as nightly_schedule
+
 DAGS = sorted((Path(__file__).resolve().parents[2] / "dags").glob("*.py"))
 
 PROBE = """
@@ -45,4 +47,26 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert [t.task_id for t in nightly.tasks] == ["create_cluster", "embed_documents", "delete_cluster"]
     assert nightly.get_task("delete_cluster").is_teardown
     assert nightly.get_task("create_cluster").is_setup
-    assert nightly.schedule == "@daily"
+    assert nightly.schedule == nightly_schedule()
+
+
+def test_the_nightly_run_scores_the_day_that_has_just_ended():
+    """The run fired at 00:00 on the 27th covers the 26th; a backfill's days are the named ones; the
+    operator's default date is the start of that interval."""
+    import pendulum
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from airflow_spark_triton.operators.inference import DATA_INTERVAL_DATE
+
+    timetable = coerce_to_core_timetable(nightly_schedule())
+    fired = pendulum.datetime(2026, 11, 27, tz="UTC")
+    last = DataInterval(pendulum.datetime(2026, 11, 25, tz="UTC"), pendulum.datetime(2026, 11, 26, tz="UTC"))
+    restriction = TimeRestriction(earliest=None, latest=None, catchup=True)
+    info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+    assert info.run_after == fired
+    assert info.data_interval.start == pendulum.datetime(2026, 11, 26, tz="UTC")
+    assert (
+        timetable.infer_manual_data_interval(run_after=fired.add(hours=9)).start == info.data_interval.start
+    )
+    assert DATA_INTERVAL_DATE == "{{ data_interval_start | ds }}"

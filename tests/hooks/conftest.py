@@ -67,6 +67,14 @@ def make_hook(conn_id: str, fake_wheel: Path) -> Callable[..., Any]:
     return make
 
 
+@pytest.fixture
+def hook(tmp_path: Path) -> Any:
+    """A local backend hook with its own home (test_spark_submit.py overrides it with its hook)."""
+    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+
+    return LocalSparkHook(spark_triton_conn_id=None, home=str(tmp_path / "home"))
+
+
 # -- Local backend: every test must leave no process behind ------------------------------------
 # A process counts as started by the test when it did not exist before the test and its command
 # line, working directory or environment points into pytest's temporary root (where each test's

@@ -125,11 +125,6 @@ def assert_nothing_left(hook: LocalSparkHook, cluster_id: str) -> None:
     assert not spark_daemons_under(hook.home)
 
 
-@pytest.fixture
-def hook(tmp_path: Path) -> LocalSparkHook:
-    return LocalSparkHook(spark_triton_conn_id=None, home=str(tmp_path / "home"))
-
-
 # -- fast: settings, parsing, records ---------------------------------------------------------
 
 

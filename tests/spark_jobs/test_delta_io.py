@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from spark_jobs import delta_io
 from spark_jobs.delta_io import (
+    DeltaCommitConflict,
     DeltaFeatureNotSupported,
     DeltaRsIO,
     DeltaSchemaError,
@@ -47,6 +50,32 @@ def table_rows(path: Path, day: str | None = None) -> list[dict]:
 
 def staging_dirs(path: Path) -> list[Path]:
     return sorted(path.glob("date=*/run-*"))
+
+
+def retries(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "lost to another writer" in r.getMessage()]
+
+
+def before_each_commit(monkeypatch, interpose) -> None:
+    """Run ``interpose()`` inside every delta-rs commit replace_date makes, after its snapshot was opened.
+
+    delta-rs checks a commit against the commits that landed since the snapshot it was built on, so a
+    commit landing here is exactly another run committing while this one was between read and commit.
+    """
+    import deltalake.transaction
+
+    commits = [
+        (DeltaTable, "create_write_transaction"),
+        (deltalake.transaction, "create_table_with_add_actions"),
+    ]
+    for owner, name in commits:
+        real = getattr(owner, name)
+
+        def commit(*args, _real=real, **kwargs):
+            interpose()
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, commit)
 
 
 def documents(days: dict[str, int]) -> pd.DataFrame:
@@ -320,3 +349,130 @@ def test_date_that_is_not_iso_is_refused(spark, io, tmp_path):
     with pytest.raises(ValueError):
         io.replace_date(scored(spark, [1]), str(tmp_path / "out"), "date", "2026-13-01", "run-1")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("seeded", "other_day"),
+    [([DAY1, DAY2], DAY1), ([DAY1, DAY2], DAY2), ([DAY2], DAY1), ([], DAY2), ([], DAY1)],
+    ids=["same-date", "other-date", "same-new-date", "table-created-meanwhile", "created-with-same-date"],
+)
+def test_commit_that_another_run_beats_is_retried_on_a_fresh_snapshot(
+    spark, io, tmp_path, monkeypatch, caplog, seeded, other_day
+):
+    out = tmp_path / "out"
+    seeds = {DAY1: 1, DAY2: 2}
+    for day in seeded:
+        io.replace_date(scored(spark, [seeds[day]]), str(out), "date", day, f"run-{seeds[day]}")
+    others = [lambda: io.replace_date(scored(spark, [3], "other"), str(out), "date", other_day, "run-other")]
+    before_each_commit(monkeypatch, lambda: others and others.pop()())
+
+    version = io.replace_date(scored(spark, [4], "mine"), str(out), "date", DAY1, "run-mine")
+
+    # The other run's commit landed on our snapshot first: delta-rs refused ours once, the retry landed.
+    [retry] = retries(caplog)
+    assert f"Delta table {out}, date {DAY1}: commit attempt 1/{delta_io.COMMIT_ATTEMPTS} lost" in retry
+    assert ("Failed to commit transaction" if seeded else "already exists") in retry
+    history = DeltaTable(str(out)).history()
+    assert version == history[0]["version"] == len(seeded) + 1
+    assert history[0]["userMetadata"].startswith(f"spark-triton run_id=run-mine date={DAY1} ")
+    assert history[1]["userMetadata"].startswith(f"spark-triton run_id=run-other date={other_day} ")
+    # The last commit of a date wins, whole: never both runs' rows.
+    day2 = [(3, "other3")] if other_day == DAY2 else [(2, "a2")] if DAY2 in seeded else []
+    assert {d: [(r["id"], r["text"]) for r in table_rows(out, d)] for d in (DAY1, DAY2)} == {
+        DAY1: [(4, "mine4")], DAY2: day2
+    }  # fmt: skip
+    assert io.date_written_by(str(out), DAY1) == "run-mine"
+
+
+def test_dates_committed_in_parallel_each_land_exactly_once(spark, io, tmp_path, monkeypatch, caplog):
+    from pyspark.sql import functions as F
+
+    out, days = tmp_path / "out", [DAY1, DAY2, "2026-11-25"]
+    conf = spark.conf.get("spark.sql.parquet.outputTimestampType")
+
+    def backfill(round_: int) -> dict[str, int]:
+        # Every run opens its snapshot, then waits for the others: all commit from the same snapshot.
+        barrier, waited = threading.Barrier(len(days), timeout=120), set()
+
+        def first_commit_together():
+            if threading.get_ident() not in waited:
+                waited.add(threading.get_ident())
+                barrier.wait()
+
+        def one_date(n: int, day: str) -> int:
+            run = f"backfill-{round_}-{day}"
+            df = scored(spark, [n * 10, n * 10 + 1], f"r{round_}-", run_id=F.lit(run))
+            return io.replace_date(df, str(out), "date", day, run)
+
+        before_each_commit(monkeypatch, first_commit_together)
+        caplog.clear()
+        with ThreadPoolExecutor(len(days)) as pool:
+            versions = dict(zip(days, pool.map(one_date, range(len(days)), days), strict=True))
+        monkeypatch.undo()
+        assert len(retries(caplog)) >= len(days) - 1  # only one of the same-snapshot commits can land
+        return versions
+
+    first = backfill(1)
+    assert sorted(first.values()) == [0, 1, 2]  # one run created the table, the others overwrote into it
+    second = backfill(2)
+
+    delta = DeltaTable(str(out))
+    assert sorted(second.values()) == [3, 4, 5] and delta.version() == 5
+    tags = {h["version"]: h["userMetadata"] for h in delta.history()}
+    for n, day in enumerate(days):
+        run = f"backfill-2-{day}"
+        assert [(r["id"], r["text"], r["run_id"]) for r in table_rows(out, day)] == [
+            (n * 10, f"r2-{n * 10}", run), (n * 10 + 1, f"r2-{n * 10 + 1}", run)
+        ]  # fmt: skip
+        assert tags[second[day]].startswith(f"spark-triton run_id={run} date={day} ")
+        assert io.date_written_by(str(out), day) == run
+        assert all(f"/run-{run}-" in u for u in delta.file_uris([("date", "=", day)]))
+    assert spark.conf.get("spark.sql.parquet.outputTimestampType") == conf
+
+
+def test_commit_that_always_loses_gives_up_after_the_bound_naming_table_and_date(
+    spark, io, tmp_path, monkeypatch, caplog
+):
+    out = tmp_path / "out"
+    io.replace_date(scored(spark, [1]), str(out), "date", DAY1, "run-1")
+    io.replace_date(scored(spark, [2]), str(out), "date", DAY2, "run-2")
+    before = (table_rows(out, DAY1), staging_dirs(out))
+    schema = pa.schema(DeltaTable(str(out)).schema().to_arrow())
+    row = pa.Table.from_pylist([{"id": 9, "text": "x", "embedding": [0.0], "date": DAY2}], schema=schema)
+
+    def another_writer_replaces_day2():
+        write_deltalake(str(out), row, mode="overwrite", predicate=f"date = '{DAY2}'")
+
+    before_each_commit(monkeypatch, another_writer_replaces_day2)
+    monkeypatch.setattr(delta_io, "COMMIT_ATTEMPTS", 3)
+    with pytest.raises(
+        DeltaCommitConflict, match=rf"Delta table {out}: could not commit date {DAY1} in 3 attempts"
+    ):
+        io.replace_date(scored(spark, [5], "lost"), str(out), "date", DAY1, "run-lost")
+
+    assert [m.split(": ", 1)[1][:21] for m in retries(caplog)] == [
+        "commit attempt 1/3 lo",
+        "commit attempt 2/3 lo",
+    ]
+    assert all(m.startswith(f"Delta table {out}, date {DAY1}: ") for m in retries(caplog))
+    assert DeltaTable(str(out)).version() == 4  # the other writer's three commits landed, ours none
+    assert (table_rows(out, DAY1), staging_dirs(out)) == before  # and our staged files are gone
+    assert io.date_written_by(str(out), DAY1) == "run-1"
+
+
+def test_date_written_by_tells_when_output_and_rejects_come_from_different_runs(spark, io, tmp_path):
+    output, rejects = str(tmp_path / "output"), str(tmp_path / "rejects")
+    airflow_run = "scheduled__2026-11-24T00:00:00+00:00"
+
+    def run(run_id: str, tables: list[str]) -> None:  # batch_inference commits output, then rejects
+        for table in tables:
+            io.replace_date(scored(spark, [1]), table, "date", DAY1, run_id)
+
+    assert io.date_written_by(output, DAY1) is None  # no table yet
+    run(airflow_run, [output, rejects])
+    assert (io.date_written_by(output, DAY1), io.date_written_by(rejects, DAY1)) == (airflow_run, airflow_run)
+    run("run-2", [output])  # stopped between its two commits
+    assert (io.date_written_by(output, DAY1), io.date_written_by(rejects, DAY1)) == ("run-2", airflow_run)
+    run("run-3", [output, rejects])  # the next run of the date repairs both
+    assert {io.date_written_by(t, DAY1) for t in (output, rejects)} == {"run-3"}
+    assert io.date_written_by(output, DAY2) is None  # a date no run wrote

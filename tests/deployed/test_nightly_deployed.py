@@ -1,0 +1,344 @@
+"""The nightly pipeline on a running Airflow, driven as users drive it.
+
+Scenarios share one deployment and run in file order: the scheduled run, a parallel backfill and its
+reprocess, a clear, kill -9 of the inference and of the create task, deferral (with a triggerer
+killed mid-run, and a timeout), and last the canary secret. Each checks the date's output exactly
+(every input id in output + rejects once, from one run) and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.deployed.conftest import PER_DAY, Deployment
+from tests.faults import ledger
+from tests.faults.nightly import TEST_SPARK_CONF, TINY, Tables
+from tests.processes import describe, processes_under
+
+pytestmark = pytest.mark.slow
+
+NIGHTLY = "nightly_embeddings"
+RUN_TIMEOUT_S = 600
+REAPER_BOUND_S = 60  # a cluster whose creating task died is gone within this (the reaper's poll + stop)
+
+
+def tiny_conf(tables: Tables, **params: Any) -> dict[str, Any]:
+    """Params of a cheap run of the nightly DAG: the hashing embedder on one worker."""
+    return {
+        "input_table": str(tables.input),
+        "output_table": str(tables.output),
+        "model": TINY,
+        "num_workers": 1,
+        "batch_size": 8,
+        "spark_conf": TEST_SPARK_CONF,
+        **params,
+    }
+
+
+def reused_conf(tables: Tables, **params: Any) -> dict[str, Any]:
+    return {"input_table": str(tables.input), "output_table": str(tables.output), "model": TINY, **params}
+
+
+def assert_date_exact(tables: Tables, day: dt.date) -> set[str]:
+    """Every input id of the day in output + rejects exactly once, all from one run; returns its id."""
+    lost, duplicated = ledger.rows_lost_and_duplicated(tables.input, tables.output, tables.rejects, [day])
+    assert (lost, duplicated) == (0, 0), f"{day}: {lost} rows lost, {duplicated} duplicated"
+    from tests.faults.nightly import run_ids_of
+
+    run_ids = run_ids_of(tables, day)
+    assert len(run_ids) == 1, f"{day} holds rows of several runs: {run_ids}"
+    return run_ids
+
+
+def assert_nothing_running(deployment: Deployment, timeout_s: float = 90) -> None:
+    """No process of any local cluster, and every cluster record DELETED."""
+    clusters = deployment.state_home / "clusters"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = processes_under(clusters) if clusters.exists() else []
+        records = ledger.local_clusters_left(deployment.state_home)
+        if not left and not records:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"left running:\n{describe(left)}\nclusters: {records}")
+        time.sleep(1)
+
+
+def trigger(deployment: Deployment, dag_id: str, day: dt.date, conf: dict[str, Any]) -> str:
+    """``airflow dags trigger`` for the day (its data interval starts that day); returns the run id."""
+    run_id = f"manual__{day.isoformat()}__{dag_id}"
+    deployment.stack.cli(
+        "dags", "trigger", dag_id, "--run-id", run_id,
+        "--logical-date", f"{day.isoformat()}T00:00:00+00:00", "--conf", json.dumps(conf),
+    )  # fmt: skip
+    return run_id
+
+
+def wait_for_run(deployment: Deployment, dag_id: str, run_id: str, timeout_s: float = RUN_TIMEOUT_S) -> str:
+    stack = deployment.stack
+
+    def state() -> str | None:
+        run = next((r for r in stack.dag_runs(dag_id) if r["dag_run_id"] == run_id), None)
+        return run["state"] if run and run["state"] in ("success", "failed") else None
+
+    return stack.wait_for(f"run {run_id} of {dag_id} to finish", state, timeout_s)
+
+
+def wait_for_task_state(
+    deployment: Deployment, dag_id: str, run_id: str, task_id: str, states: set[str], timeout_s: float = 300
+) -> dict[str, Any]:
+    def ti() -> dict[str, Any] | None:
+        found = deployment.stack.task_instances(dag_id, run_id).get(task_id)
+        return found if found and found["state"] in states else None
+
+    return deployment.stack.wait_for(f"{task_id} of {run_id} in {states}", ti, timeout_s, interval_s=1)
+
+
+def task_processes(ti_id: str) -> list[psutil.Process]:
+    """The processes of one task instance: the LocalExecutor titles them ``airflow worker -- <ti id>``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if ti_id in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill9_task(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> list[int]:
+    """kill -9 of a running task's processes, as the OOM killer would; returns their pids."""
+    ti = deployment.stack.task_instances(dag_id, run_id)[task_id]
+    procs = deployment.stack.wait_for(f"processes of {task_id}", lambda: task_processes(ti["id"]), 60, 0.5)
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)
+    return [p.pid for p in procs]
+
+
+def clusters_of(deployment: Deployment, run_id: str) -> list[Path]:
+    """The local clusters a DAG run's create task made (their records carry the run id as a tag)."""
+    found = []
+    for path in sorted((deployment.state_home / "clusters").glob("*/cluster.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        if record.get("tags", {}).get("airflow_run_id") == run_id:
+            found.append(path.parent)
+    return found
+
+
+def report_of(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    return deployment.stack.xcom(dag_id, run_id, task_id)
+
+
+# -- the nightly schedule -------------------------------------------------------------------------
+
+
+def test_scheduled_run_scores_the_last_complete_day(deployment: Deployment) -> None:
+    """Unpausing the real nightly DAG runs it for the interval that has ended: yesterday's rows."""
+    stack = deployment.stack
+    stack.cli("dags", "unpause", NIGHTLY)
+    (run,) = stack.wait_for_runs(NIGHTLY, 1, RUN_TIMEOUT_S)
+    assert run["run_type"] == "scheduled"
+    assert run["state"] == "success", stack.task_instances(NIGHTLY, run["dag_run_id"])
+    assert run["data_interval_start"].startswith(deployment.yesterday.isoformat())
+    report = report_of(deployment, NIGHTLY, run["dag_run_id"], "embed_documents")
+    assert report["logical_date"] == deployment.yesterday.isoformat()
+    assert report["rows_read"] == PER_DAY
+    assert report["rows_scored"] + report["rows_rejected"] == PER_DAY
+    assert_date_exact(deployment.tables, deployment.yesterday)
+    assert_nothing_running(deployment)
+
+
+# -- backfill, reprocess, clear -------------------------------------------------------------------
+
+
+def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
+    """``airflow backfill create`` over ``days``; waits until the scheduler completes the backfill."""
+    stack = deployment.stack
+    args = [
+        "backfill", "create", "--dag-id", NIGHTLY,
+        "--from-date", days[0].isoformat(), "--to-date", days[-1].isoformat(),
+        "--max-active-runs", str(len(days)), "--dag-run-conf", json.dumps(tiny_conf(deployment.tables)),
+        *extra,
+    ]  # fmt: skip
+    before = {b["id"] for b in stack.api("GET", f"/api/v2/backfills?dag_id={NIGHTLY}")["backfills"]}
+    stack.cli(*args)
+    new = [b for b in stack.api("GET", f"/api/v2/backfills?dag_id={NIGHTLY}")["backfills"]
+           if b["id"] not in before]  # fmt: skip
+    assert len(new) == 1, new
+
+    def completed() -> bool:
+        backfill = stack.api("GET", f"/api/v2/backfills/{new[0]['id']}")
+        return bool(backfill.get("completed_at"))
+
+    stack.wait_for(f"backfill {new[0]['id']}", completed, RUN_TIMEOUT_S * 2)
+
+
+def backfill_runs(deployment: Deployment, days: list[dt.date]) -> dict[dt.date, dict[str, Any]]:
+    runs = {}
+    for run in deployment.stack.dag_runs(NIGHTLY):
+        day = dt.date.fromisoformat(run["data_interval_start"][:10])
+        if run["run_type"] == "backfill" and day in days:
+            runs[day] = run
+    return runs
+
+
+def test_backfill_of_three_parallel_dates_then_reprocess_rescores(deployment: Deployment) -> None:
+    """3 dates at once (commits race on one table), then ``--reprocess-behavior completed``: each
+    date lands exactly once both times, and the reprocess really scores again (new run ids)."""
+    days = sorted(deployment.day(n) for n in (1, 2, 3))
+    versions = []
+    run_ids: list[dict[dt.date, set[str]]] = []
+    for extra in ((), ("--reprocess-behavior", "completed")):
+        backfill(deployment, days, *extra)
+        runs = backfill_runs(deployment, days)
+        assert sorted(runs) == days, runs
+        for day, run in runs.items():
+            assert run["state"] == "success", deployment.stack.task_instances(NIGHTLY, run["dag_run_id"])
+            report = report_of(deployment, NIGHTLY, run["dag_run_id"], "embed_documents")
+            assert report["logical_date"] == day.isoformat()
+        run_ids.append({day: assert_date_exact(deployment.tables, day) for day in days})
+        versions.append(ledger_version(deployment.tables.output))
+    for day in days:
+        assert run_ids[0][day] != run_ids[1][day], f"{day} was not scored again by the reprocess"
+    assert versions[1] >= versions[0] + len(days), versions
+    assert_nothing_running(deployment)
+
+
+def ledger_version(table: Path) -> int:
+    from tests.faults.nightly import table_version
+
+    version = table_version(table)
+    assert version is not None
+    return version
+
+
+def test_clear_of_one_date_scores_it_again(deployment: Deployment) -> None:
+    day = deployment.day(2)
+    (run,) = [r for d, r in backfill_runs(deployment, [day]).items()]
+    before = assert_date_exact(deployment.tables, day)
+    tries = deployment.stack.task_instances(NIGHTLY, run["dag_run_id"])["embed_documents"]["try_number"]
+    deployment.stack.cli("tasks", "clear", NIGHTLY, "-s", day.isoformat(), "-e", day.isoformat(), "-y")
+
+    def rescored() -> bool:
+        ti = deployment.stack.task_instances(NIGHTLY, run["dag_run_id"])["embed_documents"]
+        return ti["try_number"] > tries and ti["state"] in ("success", "failed")
+
+    deployment.stack.wait_for(f"clear of {day}", rescored, RUN_TIMEOUT_S)
+    assert wait_for_run(deployment, NIGHTLY, run["dag_run_id"]) == "success"
+    after = assert_date_exact(deployment.tables, day)
+    assert after != before
+    assert_nothing_running(deployment)
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------
+
+
+def test_kill9_of_the_inference_task_while_triton_serves(deployment: Deployment) -> None:
+    """The retry reconnects to the still-running run; the date is exact; the teardown cleans up."""
+    dag_id, day = "reused_sync", deployment.day(4)
+    deployment.stack.cli("dags", "unpause", dag_id)
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 0.5})
+    run_id = trigger(deployment, dag_id, day, conf)
+    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"running"})
+    runs = deployment.state_home / "clusters"
+    deployment.stack.wait_for(
+        "inference under way", lambda: any(runs.glob("*/runs/*/progress.json")), 300, interval_s=1
+    )
+    kill9_task(deployment, dag_id, run_id, "embed.infer")
+    assert wait_for_run(deployment, dag_id, run_id) == "success"
+    ti = deployment.stack.task_instances(dag_id, run_id)["embed.infer"]
+    assert ti["try_number"] == 2
+    log = deployment.stack.task_log(dag_id, run_id, "embed.infer", 2)
+    assert "Reconnecting" in log, log[-3000:]
+    assert_date_exact(deployment.tables, day)
+    assert_nothing_running(deployment)
+
+
+def test_kill9_of_the_create_task_on_its_last_try(deployment: Deployment) -> None:
+    """Airflow marks the teardown upstream_failed; the cluster deletes itself when its owner dies."""
+    dag_id, day = "reused_sync", deployment.day(5)
+    run_id = trigger(deployment, dag_id, day, reused_conf(deployment.tables))
+    wait_for_task_state(deployment, dag_id, run_id, "embed.create_cluster", {"running"})
+
+    def started_cluster() -> Path | None:
+        started = [d for d in clusters_of(deployment, run_id) if (d / "logs" / "master.log").exists()]
+        return started[0] if started else None
+
+    cluster_dir = deployment.stack.wait_for("a starting cluster", started_cluster, 120, interval_s=0.2)
+    kill9_task(deployment, dag_id, run_id, "embed.create_cluster")
+    assert wait_for_run(deployment, dag_id, run_id) == "failed"
+    tis = deployment.stack.task_instances(dag_id, run_id)
+    assert tis["embed.delete_cluster"]["state"] in ("upstream_failed", "skipped", "success"), tis
+    deadline = time.monotonic() + REAPER_BOUND_S
+    while processes_under(cluster_dir) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not processes_under(cluster_dir), describe(processes_under(cluster_dir))
+    record = json.loads((cluster_dir / "cluster.json").read_text())
+    assert record["state"] == "DELETED", record
+    assert_nothing_running(deployment)
+
+
+# -- deferrable ------------------------------------------------------------------------------------
+
+
+def test_deferred_run_survives_a_killed_triggerer(deployment: Deployment) -> None:
+    dag_id, day = "reused_deferrable", deployment.day(6)
+    deployment.stack.cli("dags", "unpause", dag_id)
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 0.3})
+    run_id = trigger(deployment, dag_id, day, conf)
+    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"deferred"})
+    deployment.stack.kill_component("triggerer")
+    time.sleep(5)
+    deployment.stack.restart_component("triggerer")
+    assert wait_for_run(deployment, dag_id, run_id) == "success"
+    assert_date_exact(deployment.tables, day)
+    assert_nothing_running(deployment)
+
+
+def test_deferred_run_is_canceled_on_execution_timeout(deployment: Deployment) -> None:
+    dag_id, day = "reused_deferrable_timeout", deployment.day(7)
+    deployment.stack.cli("dags", "unpause", dag_id)
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 5})
+    run_id = trigger(deployment, dag_id, day, conf)
+    assert wait_for_run(deployment, dag_id, run_id) == "failed"
+    tis = deployment.stack.task_instances(dag_id, run_id)
+    assert tis["embed.infer"]["state"] == "failed"
+    assert tis["embed.delete_cluster"]["state"] == "success", tis
+    (cluster_dir,) = clusters_of(deployment, run_id)
+    states = [json.loads(p.read_text())["state"] for p in cluster_dir.glob("runs/*/status.json")]
+    assert states and set(states) == {"CANCELED"}, states
+    assert_nothing_running(deployment)
+    from tests.faults.nightly import run_ids_of
+
+    assert not run_ids_of(deployment.tables, day), "a timed-out run committed output"
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+
+def test_canary_secret_reached_no_file(deployment: Deployment) -> None:
+    """After every scenario: the unrelated connection's password is in no data or state file."""
+    found = []
+    for root in (deployment.state_home, deployment.data_dir):
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    if deployment.canary.encode() in path.read_bytes():
+                        found.append(str(path))
+                except OSError:
+                    continue
+    assert not found, f"canary secret found in {found}"
+    for path in (deployment.state_home / "clusters").glob("*/runs/*/*.json"):
+        assert os.stat(path).st_mode & 0o077 == 0, f"{path} is readable by others"

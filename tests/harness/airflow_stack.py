@@ -1,0 +1,296 @@
+"""A real Airflow deployment for end-to-end tests: api-server, scheduler, dag-processor and triggerer.
+
+``dag.test()`` runs a DAG inside the test's own process; users run components that parse, schedule,
+defer and kill tasks on their own. This harness starts those four components with the LocalExecutor
+under a temporary ``AIRFLOW_HOME`` (SQLite, free ports), waits until the DAGs are parsed, and is driven
+only the way users drive Airflow: the ``airflow`` CLI (unpause, trigger, backfill, clear) and the REST
+API. :meth:`AirflowStack.stop` stops every process it started, by process group.
+
+People use it through ``make airflow`` (``python -m tests.harness.airflow_stack``): the same stack in
+the foreground, with the UI on the printed URL, until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from spark_jobs.node_state import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL_RUN_STATES = {"success", "failed"}
+LOCKED = "database is locked"  # SQLite has one writer: a CLI write can lose to the scheduler's
+STOP_GRACE_S = 30.0
+
+
+def _venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+class AirflowStack:
+    """One Airflow deployment rooted at ``home`` (AIRFLOW_HOME, logs, SQLite DB).
+
+    :param home: an empty directory for this deployment.
+    :param dags: DAG files to deploy (copied into ``home/dags``, as a deployment would ship them).
+    :param env: extra environment for every component and CLI call (data dirs, connections).
+    """
+
+    def __init__(self, home: Path, dags: Iterable[Path], env: Mapping[str, str] | None = None) -> None:
+        self.home = home
+        self.dags_folder = home / "dags"
+        self.logs = home / "component-logs"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+        self.dags_folder.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for dag in dags:
+            shutil.copy(dag, self.dags_folder / dag.name)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+        self.env: dict[str, str] = {
+            **base,
+            "PATH": f"{_venv_bin()}{os.pathsep}{base.get('PATH', '')}",
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            # A kill -9'd task stops heartbeating; users wait 300 s for Airflow to notice, tests 20 s.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            **(env or {}),
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 240.0) -> AirflowStack:
+        """Migrate the DB, start the four components, wait until the API answers and DAGs are parsed."""
+        self.cli("db", "migrate", timeout_s=300)
+        for component in COMPONENTS:
+            self._start(component)
+        deadline = time.monotonic() + timeout_s
+        while not self._api_up():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"api-server did not answer on {self.url}; see {self.logs}")
+            time.sleep(1)
+        expected = {p.stem for p in self.dags_folder.glob("*.py")}
+        while True:
+            self._check_alive()
+            files = {Path(d["fileloc"]).stem for d in self.api("GET", "/api/v2/dags?limit=100")["dags"]}
+            errors = self.api("GET", "/api/v2/importErrors")["import_errors"]
+            if errors:
+                raise RuntimeError(f"DAG import errors: {json.dumps(errors)[:3000]}")
+            if expected <= files:
+                return self
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DAG files {sorted(expected - files)} not parsed; see {self.logs}")
+            time.sleep(2)
+
+    def _start(self, component: str) -> None:
+        log = (self.logs / f"{component}.log").open("ab")
+        self.processes[component] = subprocess.Popen(
+            [str(_venv_bin() / "airflow"), *component.split()],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.home,
+            start_new_session=True,  # one process group per component: stop() signals the whole tree
+        )
+        log.close()
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}: {self.log_tail(name)}")
+
+    def log_tail(self, component: str, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return (self.logs / f"{component}.log").read_text(errors="replace")[-chars:]
+        return ""
+
+    def kill_component(self, component: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """What an OOM kill or a redeploy does to one component (its whole process group)."""
+        proc = self.processes.pop(component)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+
+    def restart_component(self, component: str) -> None:
+        self._start(component)
+
+    def stop(self) -> None:
+        """SIGTERM every component's group, SIGKILL what is left after the grace; by pid, never by name."""
+        for proc in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: task processes the executor forked
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.processes.clear()
+
+    def __enter__(self) -> AirflowStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the CLI, as users call it --------------------------------------------------------------
+
+    def cli(self, *args: str, timeout_s: float = 180, attempts: int = 5) -> str:
+        """Run ``airflow ARGS``; retried while SQLite reports "database is locked"."""
+        for attempt in range(1, attempts + 1):
+            result = subprocess.run(
+                [str(_venv_bin() / "airflow"), *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=self.home,
+                stdin=subprocess.DEVNULL,
+            )
+            if result.returncode == 0:
+                return result.stdout
+            if LOCKED in result.stdout + result.stderr and attempt < attempts:
+                time.sleep(2 * attempt)
+                continue
+            raise RuntimeError(
+                f"airflow {' '.join(args)} exited {result.returncode}:\n{result.stdout[-2000:]}\n"
+                f"{result.stderr[-4000:]}"
+            )
+        raise AssertionError("unreachable")
+
+    # -- the REST API ---------------------------------------------------------------------------
+
+    def _api_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def token(self) -> str:
+        """A JWT from the simple auth manager (all users are admins in this deployment)."""
+        if self._token is None:
+            with urllib.request.urlopen(f"{self.url}/auth/token", timeout=30) as response:
+                self._token = json.loads(response.read())["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token()}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:2000]!r}") from exc
+        return json.loads(raw) if raw else None
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&order_by=logical_date")["dag_runs"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        quoted = urllib.request.quote(run_id, safe="")
+        tis = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=100")
+        return {ti["task_id"]: ti for ti in tis["task_instances"]}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        quoted = urllib.request.quote(run_id, safe="")
+        entry = self.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/{key}"
+        )
+        return entry["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        quoted = urllib.request.quote(run_id, safe="")
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}"
+        content = self.api("GET", f"{path}?full_content=true").get("content", [])
+        return "\n".join(
+            str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content
+        )
+
+    def wait_for(
+        self, what: str, condition: Callable[[], Any], timeout_s: float, interval_s: float = 2.0
+    ) -> Any:
+        """Poll ``condition`` until it returns something truthy; fail naming ``what`` and the logs."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not reached in {timeout_s:.0f}s; scheduler log:\n"
+                                   f"{self.log_tail('scheduler')}")  # fmt: skip
+            time.sleep(interval_s)
+
+    def wait_for_runs(self, dag_id: str, count: int, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until ``dag_id`` has at least ``count`` runs, all finished; return them."""
+
+        def finished() -> list[dict[str, Any]] | None:
+            runs = self.dag_runs(dag_id)
+            done = [r for r in runs if r["state"] in TERMINAL_RUN_STATES]
+            return runs if len(runs) >= count and len(done) == len(runs) else None
+
+        return self.wait_for(f"{count} finished runs of {dag_id}", finished, timeout_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a local Airflow (LocalExecutor) with this repo's DAGs")
+    parser.add_argument("--home", help="AIRFLOW_HOME (default: a new temporary directory)")
+    args = parser.parse_args(argv)
+    home = Path(args.home or tempfile.mkdtemp(prefix="airflow-spark-triton-"))
+    home.mkdir(parents=True, exist_ok=True)
+    stack = AirflowStack(home, sorted((REPO / "dags").glob("*.py")))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        stack.start()
+        print(f"Airflow is up: {stack.url} (AIRFLOW_HOME={home}); component logs in {stack.logs}")
+        print("Ctrl-C stops every component.", flush=True)
+        while True:
+            stack._check_alive()
+            time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

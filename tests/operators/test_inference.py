@@ -1,0 +1,121 @@
+"""TritonInferenceOperator against a fake backend: what a retry, a clear and an empty date do."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_spark_triton.hooks.base import RunLifecycle, RunStatus
+from airflow_spark_triton.operators import inference
+from airflow_spark_triton.operators.inference import TritonInferenceOperator
+
+
+class FakeBackend:
+    """Runs finish at once with a report of ``rows_read`` rows; every call is recorded."""
+
+    def __init__(self, rows_read: int = 5) -> None:
+        self.rows_read = rows_read
+        self.submitted: list[str] = []
+        self.states: dict[str, RunLifecycle] = {}
+
+    def submit_job(self, cluster_id: str, job: Any, idempotency_token: str) -> str:
+        run_id = f"run-{len(self.submitted) + 1}"
+        self.submitted.append(run_id)
+        self.states[run_id] = RunLifecycle.SUCCESS
+        return run_id
+
+    def get_run_status(self, run_id: str) -> RunStatus:
+        return RunStatus(run_id, self.states[run_id])
+
+    def get_run_report(self, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, "logical_date": "2026-11-26", "rows_read": self.rows_read}
+
+    def cancel_run(self, run_id: str) -> None:
+        self.states[run_id] = RunLifecycle.CANCELED
+
+
+class Store(dict):
+    """The task state store's accessor: get/set/delete by key."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+@pytest.fixture
+def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
+    fake = FakeBackend()
+    monkeypatch.setattr(inference, "get_backend", lambda conn_id: fake)
+    return fake
+
+
+def operator(**kwargs: Any) -> TritonInferenceOperator:
+    settings = {"logical_date": "2026-11-26", "poll_interval_s": 0.01, **kwargs}
+    return TritonInferenceOperator(
+        task_id="infer", cluster_id="c1", input_table="/t/in", output_table="/t/out", model="m:M", **settings
+    )
+
+
+def context(store: Store) -> dict[str, Any]:
+    ti = SimpleNamespace(
+        dag_id="d",
+        task_id="infer",
+        run_id="r",
+        map_index=-1,
+        try_number=1,
+        stats_tags={},
+        xcom_push=lambda **kw: None,
+    )
+    return {"task_state_store": store, "ti": ti}
+
+
+def logged(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """Task logs go through structlog: to the captured output, or to caplog when it routes them."""
+    return caplog.text + capsys.readouterr().out
+
+
+def test_a_finished_run_is_forgotten_so_a_clear_scores_again(backend: FakeBackend) -> None:
+    store = Store()
+    assert operator().execute(context(store))["run_id"] == "run-1"
+    assert store == {}, "the run id must not outlive the task's success"
+    assert operator().execute(context(store))["run_id"] == "run-2"  # the cleared task's new try
+    assert backend.submitted == ["run-1", "run-2"]
+
+
+def test_a_retry_after_a_killed_worker_collects_the_run_it_left(backend: FakeBackend) -> None:
+    backend.states["run-0"] = RunLifecycle.SUCCESS  # finished while its task was dead
+    store = Store({"inference_run_id": "run-0"})
+    assert operator().execute(context(store))["run_id"] == "run-0"
+    assert backend.submitted == []
+
+
+def test_a_retry_reconnects_to_a_run_still_going(backend: FakeBackend, monkeypatch) -> None:
+    backend.states["run-0"] = RunLifecycle.RUNNING
+    polls = iter([RunLifecycle.RUNNING, RunLifecycle.SUCCESS])
+    monkeypatch.setattr(
+        backend, "get_run_status", lambda run_id: RunStatus(run_id, next(polls, RunLifecycle.SUCCESS))
+    )
+    store = Store({"inference_run_id": "run-0"})
+    assert operator().execute(context(store))["run_id"] == "run-0"
+    assert backend.submitted == []
+
+
+def test_an_empty_date_warns_and_min_rows_fails_naming_table_and_date(
+    backend: FakeBackend, caplog, capsys
+) -> None:
+    backend.rows_read = 0
+    assert operator().execute(context(Store()))["rows_read"] == 0
+    assert "No input rows for 2026-11-26 in /t/in" in logged(caplog, capsys)
+    with pytest.raises(Exception, match=r"/t/in has 0 row\(s\) for 2026-11-26, below min_rows=1"):
+        operator(min_rows=1).execute(context(Store()))
+
+
+def test_scoring_a_day_that_has_not_ended_warns(backend: FakeBackend, caplog, capsys) -> None:
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    operator(logical_date=today).execute(context(Store()))
+    assert "a day that has not ended yet" in logged(caplog, capsys)
