@@ -8,6 +8,7 @@ server or job driver that belongs to this session is still alive: the shutdown g
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,12 +36,27 @@ os.environ.update(
     }
 )
 
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """A SIGTERM'd test run (CI's timeout, a person's kill) still runs its fixtures' teardowns,
+    which stop the clusters, servers and Airflow components they started."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+signal.signal(signal.SIGTERM, _interrupt)
+
 LEAK_MARKERS = (
     "tritonserver",
     "triton_python_backend_stub",
     "org.apache.spark.deploy",
     "SparkSubmit",
     "triton_server",
+    # the deployed tests' Airflow components and the task processes of their LocalExecutor
+    "airflow api-server",
+    "airflow scheduler",
+    "airflow dag-processor",
+    "airflow triggerer",
+    "airflow worker",
     "airflow_spark_triton.hooks.local_reaper",  # each local cluster's reaper (see hooks.local_reaper)
 )
 

@@ -7,9 +7,10 @@ the id is dropped from the store: a cleared or reprocessed task (``airflow tasks
 ``backfill create --reprocess-behavior completed``) scores its date again. Whatever ends the wait
 (failure, ``execution_timeout``, a kill), the run is canceled, and the job itself stops its servers.
 
-Which date a run scores: ``logical_date`` defaults to the start of the DAG run's data interval. The
-project's nightly DAGs use a ``CronDataIntervalTimetable``: the run that fires at 00:00 on day D has
-the interval [D-1, D) and scores D-1, the last complete day; a backfill from A to B scores A..B.
+Which date a run scores: ``logical_date`` defaults to the DAG run's logical date, and for a run that
+has none (``airflow dags trigger`` without ``--logical-date``) to the day before the run was triggered.
+The project's nightly DAGs use a ``CronDataIntervalTimetable``, whose run that fires at 00:00 on day D
+has the logical date D-1, the last complete day; a backfill from A to B scores A..B.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
@@ -45,7 +47,15 @@ if TYPE_CHECKING:
     from airflow_spark_triton.hooks.base import GpuSparkBackend
 
 
-DATA_INTERVAL_DATE = "{{ data_interval_start | ds }}"
+def scored_date(context: Context) -> str:
+    """The run's logical date; for a run without one (a manual trigger without a date, which Airflow 3
+    gives neither ``ds`` nor a data interval), the last complete day before it was triggered."""
+    logical_date = context.get("logical_date")
+    if logical_date is not None:
+        return logical_date.strftime("%Y-%m-%d")
+    dag_run = context.get("dag_run")
+    run_after = getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
+    return (run_after.date() - dt.timedelta(days=1)).isoformat()
 
 
 def idempotency_token(context: Context) -> str:
@@ -64,9 +74,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
         ``<output_table>_rejects`` (templated).
     :param model: ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated).
-    :param logical_date: the date to score, ``YYYY-MM-DD``; defaults to the start of the run's data
-        interval (``{{ data_interval_start | ds }}``): the day before the run's fire time under the
-        nightly DAGs' ``CronDataIntervalTimetable``, the named dates in a backfill.
+    :param logical_date: the date to score, ``YYYY-MM-DD`` (templated); defaults to the run's logical
+        date (``{{ ds }}``: the day before the fire time under the nightly DAGs'
+        ``CronDataIntervalTimetable``, the named dates in a backfill), or for a run without one, the
+        day before it was triggered.
     :param min_rows: fail the task when the date has fewer input rows than this (default 0: an empty
         date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
@@ -113,7 +124,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         output_table: str,
         model: str,
         rejects_table: str | None = None,
-        logical_date: str = DATA_INTERVAL_DATE,
+        logical_date: str | None = None,
         min_rows: int = 0,
         batch_size: int = 64,
         key_column: str = "id",
@@ -174,6 +185,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self.logical_date = self.logical_date or scored_date(context)
         self._warn_if_day_not_over(context)
         report = self.execute_resumable(context)
         return self._complete(context, report)
@@ -238,6 +250,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             self.defer(
                 trigger=RunStatusTrigger(self.conn_id, self._run_id, self.poll_interval_s),
                 method_name="execute_complete",
+                timeout=self._time_left(context),
             )
         backend = self.backend
         try:
@@ -252,6 +265,25 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             self._cancel_quietly()
             raise
         return self._finish(status)
+
+    def _time_left(self, context: Context) -> dt.timedelta | None:
+        """What remains of ``execution_timeout``: Airflow applies no timeout to a deferral by itself
+        (measured: a deferred run outlived a 45 s execution_timeout and succeeded after 104 s)."""
+        if self.execution_timeout is None:
+            return None
+        started = getattr(context.get("ti"), "start_date", None)
+        elapsed = dt.datetime.now(dt.UTC) - started if started else dt.timedelta(0)
+        return max(self.execution_timeout - elapsed, dt.timedelta(seconds=1))
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """A deferral that ends in failure (its timeout, a trigger error) comes back as ``__fail__``
+        without calling this operator: cancel the run first, which the trigger does not do then."""
+        if next_method == TRIGGER_FAIL_REPR:
+            store = context.get("task_state_store")
+            self._run_id = self._run_id or (store.get(self.external_id_key) if store is not None else None)
+            self.log.warning("Waiting for run %s failed (%s): canceling it", self._run_id, next_kwargs)
+            self._cancel_quietly()
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         return self._complete(context, self._finish(RunStatus.from_dict(event)))

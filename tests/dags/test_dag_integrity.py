@@ -51,13 +51,11 @@ def test_dagbag_has_no_import_errors(airflow_db):
 
 
 def test_the_nightly_run_scores_the_day_that_has_just_ended():
-    """The run fired at 00:00 on the 27th covers the 26th; a backfill's days are the named ones; the
-    operator's default date is the start of that interval."""
+    """The run fired at 00:00 on the 27th has the logical date 26th (what the operator scores); a
+    manual trigger without a date gets the same interval."""
     import pendulum
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.timetables.base import DataInterval, TimeRestriction
-
-    from airflow_spark_triton.operators.inference import DATA_INTERVAL_DATE
 
     timetable = coerce_to_core_timetable(nightly_schedule())
     fired = pendulum.datetime(2026, 11, 27, tz="UTC")
@@ -69,4 +67,3 @@ def test_the_nightly_run_scores_the_day_that_has_just_ended():
     assert (
         timetable.infer_manual_data_interval(run_after=fired.add(hours=9)).start == info.data_interval.start
     )
-    assert DATA_INTERVAL_DATE == "{{ data_interval_start | ds }}"

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -249,19 +250,25 @@ def test_kill9_of_the_inference_task_while_triton_serves(deployment: Deployment)
     """The retry reconnects to the still-running run; the date is exact; the teardown cleans up."""
     dag_id, day = "reused_sync", deployment.day(4)
     deployment.stack.cli("dags", "unpause", dag_id)
-    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 0.5})
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 3})
     run_id = trigger(deployment, dag_id, day, conf)
     wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"running"})
-    runs = deployment.state_home / "clusters"
-    deployment.stack.wait_for(
-        "inference under way", lambda: any(runs.glob("*/runs/*/progress.json")), 300, interval_s=1
-    )
+
+    def serving() -> bool:
+        progress = [json.loads(p.read_text() or "{}") for d in clusters_of(deployment, run_id)
+                    for p in d.glob("runs/*/report.progress.json")]  # fmt: skip
+        return any(p.get("phase") == "inference" for p in progress)
+
+    deployment.stack.wait_for("inference under way", serving, 300, interval_s=0.5)
     kill9_task(deployment, dag_id, run_id, "embed.infer")
     assert wait_for_run(deployment, dag_id, run_id) == "success"
     ti = deployment.stack.task_instances(dag_id, run_id)["embed.infer"]
     assert ti["try_number"] == 2
     log = deployment.stack.task_log(dag_id, run_id, "embed.infer", 2)
-    assert "Reconnecting" in log, log[-3000:]
+    # The retry found the run going (or, if it finished meanwhile, done): it never submitted another.
+    assert "Reconnecting" in log or "already completed" in log, log[-3000:]
+    (cluster_dir,) = clusters_of(deployment, run_id)
+    assert len(list(cluster_dir.glob("runs/*/run.json"))) == 1
     assert_date_exact(deployment.tables, day)
     assert_nothing_running(deployment)
 
@@ -323,6 +330,25 @@ def test_deferred_run_is_canceled_on_execution_timeout(deployment: Deployment) -
     from tests.faults.nightly import run_ids_of
 
     assert not run_ids_of(deployment.tables, day), "a timed-out run committed output"
+
+
+def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment) -> None:
+    """A user marks the deferred task failed in the UI: the triggerer calls the trigger's on_kill."""
+    dag_id, day = "reused_deferrable", deployment.day(8)
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 5})
+    run_id = trigger(deployment, dag_id, day, conf)
+    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"deferred"})
+    quoted = urllib.request.quote(run_id, safe="")
+    deployment.stack.api(
+        "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/embed.infer", {"new_state": "failed"}
+    )
+    assert wait_for_run(deployment, dag_id, run_id) == "failed"
+    assert deployment.stack.task_instances(dag_id, run_id)["embed.delete_cluster"]["state"] == "success"
+    (cluster_dir,) = clusters_of(deployment, run_id)
+    states = [json.loads(p.read_text())["state"] for p in cluster_dir.glob("runs/*/status.json")]
+    assert states == ["CANCELED"], states
+    assert "on_kill" in deployment.stack.log_tail("triggerer", 200_000)
+    assert_nothing_running(deployment)
 
 
 # -- secrets ---------------------------------------------------------------------------------------

@@ -11,20 +11,15 @@ import datetime as dt
 import json
 import re
 import signal
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
 from tests.faults import ledger
 from tests.faults.nightly import (
     DAY,
     PREVIOUS,
     Probe,
     Strike,
-    Tables,
     assert_clean,
     input_rows,
     kill9,
@@ -42,7 +37,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 # Long enough for the run to reach inference on a slow CI machine; the model's 8 s per batch keeps
 # it there for minutes, so the timeout fires while the Triton servers serve.
 EXECUTION_TIMEOUT_S = 50
-BACKFILL_START = dt.date(2026, 11, 1)
 
 
 def run_report(probe: Probe) -> dict:
@@ -328,105 +322,6 @@ def test_mid_write_failure_then_rerun_writes_the_date_exactly_once(request, airf
     assert_clean(row)
 
 
-def date_check(tables: Tables, day: dt.date, result) -> dict:
-    """What one run of a date left: its outcome, report, and the date's rows (and every other's)."""
-    report = result.xcoms.get("embed_documents") or {}
-    return {
-        "day": day,
-        "state": result.state,
-        "infer": result.task_states.get("embed_documents"),
-        "report": report,
-        "lost_duplicated": ledger.rows_lost_and_duplicated(
-            tables.input, tables.output, tables.rejects, [day]
-        ),
-        "run_ids": run_ids_of(tables, day),
-    }
-
-
-def assert_date_replaced(check: dict) -> None:
-    """After a successful run the date holds exactly its rows, all written by that run."""
-    report = check["report"]
-    assert check["state"] == "success", check
-    assert report["logical_date"] == check["day"].isoformat()
-    assert (report["rows_read"], report["rows_scored"], report["rows_rejected"]) == (60, 57, 3)
-    assert check["lost_duplicated"] == (0, 0), check
-    assert check["run_ids"] == {report["run_id"]}, check
-
-
-@dataclass
-class Backfill:
-    home: Path
-    tables: Tables
-    days: list[dt.date]
-    checks: list[dict]  # one per run, in order
-    others_after_each_run: list[list[tuple[int, int]]]  # every date's (lost, duplicated) after each run
-    timeline: ledger.Timeline
-
-
-@pytest.fixture(scope="module")
-def backfill(airflow_db) -> Iterator[Backfill]:
-    """The nightly DAG for three dates, then the same three again, as two backfills of one range.
-
-    Shared by the backfill and rerun faults: the middle date's two runs are the first two of the
-    rerun fault's four. Dates start unscored, so a date's first run creates its rows."""
-    home = ROOT / "faults" / "backfill"
-    home.mkdir(parents=True)
-    days = [BACKFILL_START + dt.timedelta(days=i) for i in range(3)]
-    timeline = ledger.Timeline(home)
-    timeline.start()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AIRFLOW_SPARK_TRITON_HOME", str(home / "spark_triton"))
-        tables = make_tables(home, days)
-        checks, others = [], []
-        for _ in range(2):
-            for day in days:
-                checks.append(date_check(tables, day, run_nightly(tables, day)))
-                others.append(
-                    [
-                        ledger.rows_lost_and_duplicated(tables.input, tables.output, tables.rejects, [d])
-                        for d in days
-                    ]
-                )
-    yield Backfill(home, tables, days, checks, others, timeline)
-    timeline.stop()
-
-
-def test_backfill_of_three_dates_run_twice_leaves_each_date_exactly_once(request, backfill):
-    row = measure(
-        request, "backfill of 3 dates, run twice", "6 runs: infer " + ", ".join(sorted({c["infer"] for c in backfill.checks})),
-        backfill.home, backfill.tables, backfill.days, None, backfill.timeline,
-        output_versions=[(str(c["day"]), c["report"].get("output_version")) for c in backfill.checks],
-    )  # fmt: skip
-    for check in backfill.checks:
-        assert_date_replaced(check)
-    for i, after in enumerate(backfill.others_after_each_run):
-        scored = {c["day"] for c in backfill.checks[: i + 1]}
-        for day, (lost, duplicated) in zip(backfill.days, after, strict=True):
-            assert duplicated == 0, f"after run {i + 1}, {day} has duplicated rows"
-            assert lost == 0 or day not in scored, f"after run {i + 1}, {day} lost rows"
-    for day in backfill.days:
-        first, second = [c["report"]["output_version"] for c in backfill.checks if c["day"] == day]
-        assert second > first, f"the second backfill of {day} must commit a newer table version"
-    assert_clean(row)
-
-
-def test_three_reruns_of_one_date_leave_its_rows_exactly_once(request, backfill, monkeypatch):
-    """The middle date ran in both backfills (its first run and first rerun); two more reruns."""
-    monkeypatch.setenv("AIRFLOW_SPARK_TRITON_HOME", str(backfill.home / "spark_triton"))
-    day = backfill.days[1]
-    checks = [c for c in backfill.checks if c["day"] == day]
-    for _ in range(2):
-        checks.append(date_check(backfill.tables, day, run_nightly(backfill.tables, day)))
-
-    row = measure(
-        request, "three reruns of one date", f"4 runs: infer {', '.join(c['infer'] for c in checks)}",
-        backfill.home, backfill.tables, [day], None, backfill.timeline,
-        output_versions=[c["report"].get("output_version") for c in checks],
-    )  # fmt: skip
-    assert len(checks) == 4
-    for check in checks:
-        assert_date_replaced(check)
-    versions = [c["report"]["output_version"] for c in checks]
-    assert versions == sorted(set(versions)), f"every rerun commits a new version: {versions}"
-    assert len({c["report"]["run_id"] for c in checks}) == 4
-    assert_clean(row)
+# The backfill and rerun faults (3 dates run twice, reruns of one date) run on a real Airflow now:
+# tests/deployed/test_nightly_deployed.py backfills 3 dates in parallel, reprocesses them and clears
+# one, through the scheduler, as users do.

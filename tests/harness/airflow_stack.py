@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -35,10 +36,19 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL_RUN_STATES = {"success", "failed"}
 LOCKED = "database is locked"  # SQLite has one writer: a CLI write can lose to the scheduler's
 STOP_GRACE_S = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies, even by kill -9,
+    so a killed test run cannot leave an Airflow deployment running (Linux ``PR_SET_PDEATHSIG``)."""
+    os.setsid()  # one process group per component: stop() signals the whole tree
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class AirflowStack:
@@ -122,7 +132,7 @@ class AirflowStack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=self.home,
-            start_new_session=True,  # one process group per component: stop() signals the whole tree
+            preexec_fn=_die_with_parent,
         )
         log.close()
 

@@ -119,3 +119,27 @@ def test_scoring_a_day_that_has_not_ended_warns(backend: FakeBackend, caplog, ca
     today = dt.datetime.now(dt.UTC).date().isoformat()
     operator(logical_date=today).execute(context(Store()))
     assert "a day that has not ended yet" in logged(caplog, capsys)
+
+
+def test_the_scored_date_is_the_logical_date_or_for_a_run_without_one_the_day_before_it() -> None:
+    logical = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    assert inference.scored_date({"logical_date": logical}) == "2026-11-20"
+    run = SimpleNamespace(run_after=dt.datetime(2026, 11, 27, 9, 30, tzinfo=dt.UTC))
+    assert inference.scored_date({"dag_run": run}) == "2026-11-26"
+
+
+def test_a_deferral_that_times_out_cancels_the_run(backend: FakeBackend) -> None:
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+
+    backend.states["run-7"] = RunLifecycle.RUNNING
+    store = Store({"inference_run_id": "run-7"})
+    with pytest.raises(TaskDeferralTimeout):
+        operator().resume_execution("__fail__", {"error": "Trigger timeout"}, context(store))
+    assert backend.states["run-7"] is RunLifecycle.CANCELED
+
+
+def test_the_deferral_gets_what_is_left_of_execution_timeout() -> None:
+    ti = SimpleNamespace(start_date=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
+    left = operator(execution_timeout=dt.timedelta(seconds=100))._time_left({"ti": ti})
+    assert dt.timedelta(seconds=65) < left <= dt.timedelta(seconds=70)
+    assert operator()._time_left({"ti": ti}) is None

@@ -14,13 +14,13 @@ from airflow.sdk import DAG, Param
 from airflow_spark_triton.task_group import gpu_batch_inference
 
 VARIANTS = {
-    # dag_id: (deferrable, execution_timeout of the inference task)
-    "reused_sync": (False, timedelta(minutes=10)),
-    "reused_deferrable": (True, timedelta(minutes=10)),
-    "reused_deferrable_timeout": (True, timedelta(seconds=45)),
+    # dag_id: (deferrable, execution_timeout and retries of the inference task)
+    "reused_sync": (False, timedelta(minutes=10), 1),
+    "reused_deferrable": (True, timedelta(minutes=10), 1),
+    "reused_deferrable_timeout": (True, timedelta(seconds=45), 0),
 }
 
-for dag_id, (deferrable, timeout) in VARIANTS.items():
+for dag_id, (deferrable, timeout, retries) in VARIANTS.items():
     with DAG(
         dag_id=dag_id,
         schedule=None,  # triggered by the tests, with tables in the conf
@@ -51,6 +51,6 @@ for dag_id, (deferrable, timeout) in VARIANTS.items():
             poll_interval_s=1.0,
             deferrable=deferrable,
             execution_timeout=timeout,
-            retries=1,
+            retries=retries,
             retry_delay=timedelta(seconds=5),
         )
