@@ -20,6 +20,7 @@ from tests.faults.nightly import Tables, make_tables
 from tests.harness.airflow_stack import AirflowStack
 
 PER_DAY = 40
+REUSED_DAGS = ("reused_sync", "reused_deferrable", "reused_deferrable_timeout")  # tests/harness/dags
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def deployment() -> Iterator[Deployment]:
     stack = AirflowStack(root / "airflow", dags, env)
     try:
         stack.start()
+        for dag_id in REUSED_DAGS:  # unscheduled: unpausing them starts nothing until a test triggers
+            stack.cli("dags", "unpause", dag_id)
         yield Deployment(stack, tables, root / "spark_triton", root / "data", canary, yesterday)
     finally:
         stack.stop()

@@ -138,6 +138,17 @@ def clusters_of(deployment: Deployment, run_id: str) -> list[Path]:
     return found
 
 
+def start_slow_run(
+    deployment: Deployment, dag_id: str, day: dt.date, seconds_per_batch: float, infer_state: str
+) -> str:
+    """Trigger a run of a reused-operators DAG whose batches take a while; return once its inference
+    task is in ``infer_state`` (``running``, ``deferred``)."""
+    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": seconds_per_batch})
+    run_id = trigger(deployment, dag_id, day, conf)
+    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {infer_state})
+    return run_id
+
+
 def report_of(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
     return deployment.stack.xcom(dag_id, run_id, task_id)
 
@@ -249,10 +260,7 @@ def test_clear_of_one_date_scores_it_again(deployment: Deployment) -> None:
 def test_kill9_of_the_inference_task_while_triton_serves(deployment: Deployment) -> None:
     """The retry reconnects to the still-running run; the date is exact; the teardown cleans up."""
     dag_id, day = "reused_sync", deployment.day(4)
-    deployment.stack.cli("dags", "unpause", dag_id)
-    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 3})
-    run_id = trigger(deployment, dag_id, day, conf)
-    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"running"})
+    run_id = start_slow_run(deployment, dag_id, day, 3, "running")
 
     def serving() -> bool:
         progress = [json.loads(p.read_text() or "{}") for d in clusters_of(deployment, run_id)
@@ -302,10 +310,7 @@ def test_kill9_of_the_create_task_on_its_last_try(deployment: Deployment) -> Non
 
 def test_deferred_run_survives_a_killed_triggerer(deployment: Deployment) -> None:
     dag_id, day = "reused_deferrable", deployment.day(6)
-    deployment.stack.cli("dags", "unpause", dag_id)
-    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 0.3})
-    run_id = trigger(deployment, dag_id, day, conf)
-    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"deferred"})
+    run_id = start_slow_run(deployment, dag_id, day, 0.3, "deferred")
     deployment.stack.kill_component("triggerer")
     time.sleep(5)
     deployment.stack.restart_component("triggerer")
@@ -316,7 +321,6 @@ def test_deferred_run_survives_a_killed_triggerer(deployment: Deployment) -> Non
 
 def test_deferred_run_is_canceled_on_execution_timeout(deployment: Deployment) -> None:
     dag_id, day = "reused_deferrable_timeout", deployment.day(7)
-    deployment.stack.cli("dags", "unpause", dag_id)
     conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 5})
     run_id = trigger(deployment, dag_id, day, conf)
     assert wait_for_run(deployment, dag_id, run_id) == "failed"
@@ -335,9 +339,7 @@ def test_deferred_run_is_canceled_on_execution_timeout(deployment: Deployment) -
 def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment) -> None:
     """A user marks the deferred task failed in the UI: the triggerer calls the trigger's on_kill."""
     dag_id, day = "reused_deferrable", deployment.day(8)
-    conf = reused_conf(deployment.tables, model_options={"seconds_per_batch": 5})
-    run_id = trigger(deployment, dag_id, day, conf)
-    wait_for_task_state(deployment, dag_id, run_id, "embed.infer", {"deferred"})
+    run_id = start_slow_run(deployment, dag_id, day, 5, "deferred")
     quoted = urllib.request.quote(run_id, safe="")
     deployment.stack.api(
         "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/embed.infer", {"new_state": "failed"}
@@ -347,7 +349,11 @@ def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment
     (cluster_dir,) = clusters_of(deployment, run_id)
     states = [json.loads(p.read_text())["state"] for p in cluster_dir.glob("runs/*/status.json")]
     assert states == ["CANCELED"], states
-    assert "on_kill" in deployment.stack.log_tail("triggerer", 200_000)
+    task_logs = (
+        deployment.stack.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=embed.infer"
+    )
+    trigger_log = "".join(p.read_text() for p in task_logs.glob("*.trigger.*.log"))
+    assert "invoking on_kill" in trigger_log and "canceling run" in trigger_log, trigger_log[-3000:]
     assert_nothing_running(deployment)
 
 

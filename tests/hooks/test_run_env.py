@@ -149,16 +149,22 @@ def test_the_local_cluster_environment_has_no_worker_secret(canary, tmp_path):
     assert env["MODEL_API_KEY"] == "wanted", "the spec's own env vars are explicit: they pass"
 
 
-def test_a_local_run_writes_no_secret_and_only_private_records(canary, tmp_path, monkeypatch):
-    hook = LocalSparkHook(spark_triton_conn_id=None, home=str(tmp_path / "home"))
-    cluster_id = fake_cluster(hook)
-    started: list[dict[str, str]] = []
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
+    """The environment of every process a backend would start (none is started)."""
+    envs: list[dict[str, str]] = []
 
     def fake_start(argv, *, env, **_kwargs):
-        started.append(dict(env))
+        envs.append(dict(env))
         return ProcessRecord.of(os.getpid())
 
     monkeypatch.setattr(procs, "start_detached", fake_start)
+    return envs
+
+
+def test_a_local_run_writes_no_secret_and_only_private_records(canary, tmp_path, started):
+    hook = LocalSparkHook(spark_triton_conn_id=None, home=str(tmp_path / "home"))
+    cluster_id = fake_cluster(hook)
     job = InferenceJobConfig(
         input_table="/t/in", output_table="/t/out", model="m:M", logical_date="2026-11-24"
     )
@@ -178,7 +184,7 @@ def test_a_local_run_writes_no_secret_and_only_private_records(canary, tmp_path,
     assert stat.S_IMODE((hook.cluster_dir(cluster_id) / "cluster.json").stat().st_mode) == 0o600
 
 
-def test_the_spark_submit_runner_gets_no_secret_and_no_connection(canary, tmp_path, monkeypatch):
+def test_the_spark_submit_runner_gets_no_secret_and_no_connection(canary, tmp_path, monkeypatch, started):
     from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 
     connection = {"conn_type": "spark", "host": "127.0.0.1", "port": 7, "password": canary,
@@ -186,13 +192,6 @@ def test_the_spark_submit_runner_gets_no_secret_and_no_connection(canary, tmp_pa
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_CANARY", json.dumps(connection))
     hook = SparkSubmitGpuHook("spark_canary", home=str(tmp_path / "home"))
     attachment_id = hook.create_cluster(GpuClusterSpec(num_workers=1), {})
-    started: list[dict[str, str]] = []
-
-    def fake_start(argv, *, env, **_kwargs):
-        started.append(dict(env))
-        return ProcessRecord.of(os.getpid())
-
-    monkeypatch.setattr(procs, "start_detached", fake_start)
     job = InferenceJobConfig(
         input_table="/t/in", output_table="/t/out", model="m:M", logical_date="2026-11-24"
     )
