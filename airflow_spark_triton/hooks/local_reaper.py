@@ -49,6 +49,7 @@ from typing import Any
 import psutil
 
 from airflow_spark_triton.hooks import local_processes as procs
+from airflow_spark_triton.hooks.local_cluster_state import CLUSTER_FILE, LOCK_FILE, ClusterState
 from airflow_spark_triton.hooks.local_processes import ProcessRecord
 from airflow_spark_triton.hooks.supervised_runs import (
     RunActivity,
@@ -65,11 +66,7 @@ IDLE_OVERRIDE_ENV = "SPARK_TRITON_REAPER_IDLE_S"
 POLL_S = 2.0
 RETRY_S = 30.0  # between attempts when a reap's delete failed
 DEFAULT_AUTOTERMINATION_MINUTES = 60
-CLUSTER_FILE = "cluster.json"
-LOCK_FILE = ".lock"
-
-# The cluster states, as ``LocalSparkHook.ClusterState`` writes them (not imported: it needs Airflow).
-PENDING, RUNNING, DELETING, TERMINATED, DELETED = "PENDING", "RUNNING", "DELETING", "TERMINATED", "DELETED"
+PENDING, RUNNING, DELETING, TERMINATED, DELETED = ClusterState  # in reap_reason's rules, in this order
 
 _TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
 

@@ -44,7 +44,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from airflow.sdk import BaseHook
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks import local_processes as procs
 from airflow_spark_triton.hooks.base import ClusterError, RunError
+from airflow_spark_triton.hooks.local_cluster_state import CLUSTER_FILE, LIVE_STATES, LOCK_FILE, ClusterState
 from airflow_spark_triton.hooks.local_processes import ProcessRecord
 from airflow_spark_triton.hooks.local_reaper import REAPER_MODULE, gone_owners, owner_records
 from airflow_spark_triton.hooks.run_env import run_environment
@@ -82,19 +82,6 @@ _CLUSTER_ID = re.compile(r"^local-[0-9a-f]{12}$")
 _RUN_ID = re.compile(r"^(?P<cluster>local-[0-9a-f]{12})-run-[0-9a-f]{8}$")
 _MEMORY = re.compile(r"^\s*(?P<amount>\d+)\s*(?P<unit>[kmgt])b?\s*$", re.IGNORECASE)
 _BIND_FAILURE = ("BindException", "Address already in use", "could not bind")
-
-
-class ClusterState(StrEnum):
-    """States of a local cluster's record. DELETING blocks new runs while teardown is under way."""
-
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    DELETING = "DELETING"
-    TERMINATED = "TERMINATED"  # failed to come up or became unusable; processes may remain until delete
-    DELETED = "DELETED"
-
-
-LIVE_STATES = (ClusterState.PENDING, ClusterState.RUNNING)
 
 
 def _now() -> str:
@@ -262,11 +249,11 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
 
     def get_cluster(self, cluster_id: str) -> dict[str, Any] | None:
         """The cluster's record (``cluster.json``), or None for an unknown id."""
-        return read_json(self.cluster_dir(cluster_id) / "cluster.json")
+        return read_json(self.cluster_dir(cluster_id) / CLUSTER_FILE)
 
     def _update_cluster(self, _cluster_id: str, /, **changes: Any) -> dict[str, Any]:
         cdir = self.cluster_dir(_cluster_id)
-        return update_record(cdir / "cluster.json", cdir / ".lock", **changes, updated_at=_now())
+        return update_record(cdir / CLUSTER_FILE, cdir / LOCK_FILE, **changes, updated_at=_now())
 
     def _update_cluster_if(
         self, cluster_id: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -279,12 +266,12 @@ class LocalSparkHook(SupervisedRuns, BaseHook):
             return {**changes, "updated_at": _now()} if changes else None
 
         cdir = self.cluster_dir(cluster_id)
-        return update_record_if(cdir / "cluster.json", cdir / ".lock", stamped)
+        return update_record_if(cdir / CLUSTER_FILE, cdir / LOCK_FILE, stamped)
 
     def _iter_clusters(self) -> Iterator[dict[str, Any]]:
         """Newest first, so a retried create reuses the cluster it made last."""
         records = []
-        for path in self.clusters_dir.glob("local-*/cluster.json"):
+        for path in self.clusters_dir.glob(f"local-*/{CLUSTER_FILE}"):
             record = read_json(path)
             if record and "cluster_id" in record:
                 records.append(record)
