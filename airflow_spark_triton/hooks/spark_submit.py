@@ -215,6 +215,9 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
         for run_id in self.active_runs(self.attachment_dir(cluster_id)):
             self.log.info("Canceling run %s before detaching %s", run_id, cluster_id)
             self.cancel_run(run_id)
+        left = self.stop_leftover_drivers(self.attachment_dir(cluster_id))  # e.g. its supervisor was killed
+        if left:
+            raise ClusterError(f"could not stop every driver of {cluster_id}: {', '.join(left)}")
         self._update_attachment(cluster_id, state=AttachmentState.DETACHED.value, detached_at=now_iso())
         self.log.info("Detached %s; the Spark cluster at %s keeps running", cluster_id, attachment["master"])
 
