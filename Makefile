@@ -48,8 +48,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two test processes, each module whole on one of them (its fixtures and order kept): the deployed
+# Airflow scenarios mostly wait on the scheduler, so they run beside the rest. Each process has its
+# own session root, Airflow home and ports. TEST_ARGS= (empty) runs everything in one process.
+TEST_ARGS ?= -n 2 --dist loadscope
 test: install java lint
-	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra $(TEST_ARGS)
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
