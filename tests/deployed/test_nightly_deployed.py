@@ -22,7 +22,7 @@ import pytest
 
 from tests.deployed.conftest import PER_DAY, Deployment
 from tests.faults import ledger
-from tests.faults.nightly import TEST_SPARK_CONF, TINY, Tables
+from tests.faults.nightly import TINY, Tables, nightly_conf
 from tests.processes import describe, processes_under
 
 pytestmark = pytest.mark.slow
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.slow
 NIGHTLY = "nightly_embeddings"
 RUN_TIMEOUT_S = 600
 REAPER_BOUND_S = 60  # a cluster whose creating task died is gone within this (the reaper's poll + stop)
-
-
-def tiny_conf(tables: Tables, **params: Any) -> dict[str, Any]:
-    """Params of a cheap run of the nightly DAG: the hashing embedder on one worker."""
-    return {
-        "input_table": str(tables.input),
-        "output_table": str(tables.output),
-        "model": TINY,
-        "num_workers": 1,
-        "batch_size": 8,
-        "spark_conf": TEST_SPARK_CONF,
-        **params,
-    }
 
 
 def reused_conf(tables: Tables, **params: Any) -> dict[str, Any]:
@@ -181,7 +168,7 @@ def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
     args = [
         "backfill", "create", "--dag-id", NIGHTLY,
         "--from-date", days[0].isoformat(), "--to-date", days[-1].isoformat(),
-        "--max-active-runs", str(len(days)), "--dag-run-conf", json.dumps(tiny_conf(deployment.tables)),
+        "--max-active-runs", str(len(days)), "--dag-run-conf", json.dumps(nightly_conf(deployment.tables)),
         *extra,
     ]  # fmt: skip
     before = {b["id"] for b in stack.api("GET", f"/api/v2/backfills?dag_id={NIGHTLY}")["backfills"]}
