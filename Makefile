@@ -19,13 +19,17 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 
 install: $(STAMP)
 
+# The development install: Airflow-side package plus every extra the demo and the tests use (the
+# embedded local backend and job stack, spark-submit, the demo models, pytest). Airflow components
+# alone need only `pip install airflow-spark-triton` (README, Install).
 # torch==2.13.0 first: the local CPU wheel satisfies the project's range, so no CUDA build is fetched.
+EXTRAS := local,spark-submit,models,test
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 java:

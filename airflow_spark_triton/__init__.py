@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# The one place of the version: pyproject.toml reads it (setuptools dynamic, a literal, no import) and so
+# does the provider info. Keep this module free of imports: Airflow loads it to discover providers.
 __version__ = "0.1.0"
 
 
