@@ -99,12 +99,13 @@ class GpuClusterSpec:
         return conf
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GpuClusterSpec:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ClusterSpecError(f"unknown cluster setting(s): {', '.join(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: Any) -> GpuClusterSpec:
+        """The spec from its fields as given to an operator: rendered templates are coerced to each
+        field's type (``"2"`` -> 2), and the whole dict may have been rendered to text."""
+        from airflow_spark_triton.settings import coerce_fields, coerce_mapping
+
+        fields = coerce_mapping("cluster_spec", data, label="operator setting", error=ClusterSpecError)
+        return cls(**coerce_fields(cls, fields, label="cluster setting", error=ClusterSpecError))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -45,7 +45,6 @@ def provider_info() -> dict[str, Any]:
                     "airflow_spark_triton.hooks.local_spark",
                     "airflow_spark_triton.hooks.databricks_gpu",
                     "airflow_spark_triton.hooks.spark_submit",
-                    "airflow_spark_triton.hooks.backend",
                 ],
             }
         ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
 

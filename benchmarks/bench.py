@@ -5,7 +5,7 @@
 3. ``triton_udf``: this project's path, ``predict_batch_udf`` through one PyTriton server per node.
 
 Paths 2 and 3 run as separate Spark applications on the *same* local standalone cluster
-(LocalSparkHook: 2 workers x 1 core), submitted with the hook like the real job. Path 1 runs
+(LocalSparkBackend: 2 workers x 1 core), submitted with the hook like the real job. Path 1 runs
 alone with 2 torch threads. Memory is sampled per node (worker JVMs, executors, Python workers,
 Triton server tree); inference is timed apart from Delta I/O and warm-up.
 
@@ -164,7 +164,7 @@ def node_roots(hook, cluster_id: str):
 
 
 def run_spark_path(hook, cluster_id: str, path: str, args, table: Path, work: Path, check_ids) -> dict:
-    from airflow_spark_triton.hooks.base import RunLifecycle
+    from airflow_spark_triton.backends.base import RunLifecycle
 
     out = work / f"{path}.json"
     config = {
@@ -393,10 +393,10 @@ def main(argv: list[str] | None = None) -> int:
 
     spark_paths = [p for p in ("inprocess_udf", "triton_udf") if p in paths]
     if spark_paths:
+        from airflow_spark_triton.backends.local.backend import LocalSparkBackend
         from airflow_spark_triton.cluster_spec import GpuClusterSpec
-        from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 
-        hook = LocalSparkHook(spark_triton_conn_id=None, home=str(work / "spark_triton"))
+        hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(work / "spark_triton"))
         spec = GpuClusterSpec(num_workers=args.workers, executor_cores=1, worker_memory="2g")
         cluster_id = None
         started = time.monotonic()

@@ -62,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     base = parse_args(["--rows", str(options.rows)])
     check_ids = [1, options.rows]
 
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
-    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 
-    hook = LocalSparkHook(spark_triton_conn_id=None, home=str(work / "spark_triton"))
+    hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(work / "spark_triton"))
     cluster_id = hook.create_cluster(GpuClusterSpec(num_workers=2, worker_memory="2g"), {"purpose": "sweep"})
     rows: list[dict[str, Any]] = []
     try:

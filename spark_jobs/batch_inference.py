@@ -26,11 +26,12 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger("spark_jobs.batch_inference")
+# Shared with the Airflow side (the run supervisor and the Databricks backend read failures with them).
 ERROR_PREFIX = "SPARK_TRITON_ERROR:"
 REJECT_PREVIEW_CHARS = 1000
 ERROR_PART_CHARS = 600
 # "pkg.module.SomeError: message" at the start of a line: one exception of a (nested) traceback.
-_EXCEPTION_LINE = re.compile(
+EXCEPTION_LINE = re.compile(
     r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Timeout)\b:?.*"
 )
 # Exceptions that only carry another one across a boundary (JVM, Python worker, Triton backend).
@@ -50,7 +51,7 @@ def error_summary(exc: BaseException) -> str:
     """
     text = f"{type(exc).__name__}: {exc}"
     first = text.splitlines()[0].strip()
-    found = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
+    found = [line.strip() for line in text.splitlines() if EXCEPTION_LINE.match(line)]
     causes = list(dict.fromkeys(line for line in found if not _is_wrapper(line)))
     if not causes:
         return _one_line(first)

@@ -3,25 +3,26 @@
 Records are how every later actor finds a server without asking Spark: the inference client (which
 port on this host), the stop stage, the next job on the node (stale servers) and cluster teardown
 (kill by pid). A pid alone can be reused by the OS, so each record also keeps the process
-create_time and a kill only happens when both match.
+create_time and process group, and every check and kill goes through :mod:`spark_jobs.processes`:
+the recorded server itself, or a member of its group created after it, never a stranger.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import signal
 import socket
 import tempfile
-import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from spark_jobs.file_lock import file_lock
 from spark_jobs.json_files import read_json
+from spark_jobs.processes import ProcessRecord, group_members, is_alive, stop_groups
 
 STATE_DIR_ENV = "SPARK_TRITON_STATE_DIR"
 
@@ -53,60 +54,48 @@ def iter_records(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 @contextlib.contextmanager
 def node_lock(directory: Path) -> Iterator[None]:
     """Serialises server start/stop among the executors that share one node."""
-    with open(directory / ".lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(directory / ".lock"):
+        yield
 
 
-def process_matches(record: dict[str, Any]) -> bool:
-    """True while the recorded process is the one we started (same pid and same create_time)."""
+def server_process(record: Mapping[str, Any]) -> ProcessRecord | None:
+    """The identity of a server record (``pid``, ``create_time``, ``pgid``); None if it has none.
+
+    A bare ``{"pid", "pgid"}`` (a server stopped by its starter before it wrote its record) has no
+    create time. A live pid is taken as it is now. A gone one leaves only its group, whose members
+    then all count (create time 0): nothing dates them, and Linux does not reuse the number of a
+    group that still has members, so moments after the starter saw the pid the group is its own.
+    """
     try:
-        proc = psutil.Process(int(record["pid"]))
-        return abs(proc.create_time() - float(record["create_time"])) < 0.01 and proc.status() != "zombie"
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError, ValueError):
-        return False
+        if record.get("create_time") is not None:
+            return ProcessRecord.from_dict(record)
+        pid = int(record["pid"])
+        pgid = int(record.get("pgid") or pid)
+    except (KeyError, TypeError, ValueError):
+        return None
+    try:
+        return replace(ProcessRecord.of(pid), pgid=pgid)
+    except psutil.NoSuchProcess:
+        return ProcessRecord(pid, 0.0, pgid)
 
 
-def kill_group(record: dict[str, Any], grace_s: float = 15.0) -> bool:
+def process_matches(record: Mapping[str, Any]) -> bool:
+    """True while the recorded process is the one we started (same pid and same create_time)."""
+    return record.get("create_time") is not None and is_alive(server_process(record))
+
+
+def kill_group(record: Mapping[str, Any], grace_s: float = 15.0) -> bool:
     """SIGTERM the server's process group (server, tritonserver, stubs), SIGKILL after ``grace_s``.
 
     Returns True if something was running. The group is the server's own session, created at
-    start, so this reaches the tritonserver child even when the server process is already gone.
+    start, so this reaches the tritonserver child even when the server process is already gone;
+    a process that only shares the group's number (created before the server) is left alone.
     """
-    pgid = int(record.get("pgid") or record["pid"])
-    members = _group_members(pgid)
-    if process_matches(record):
-        members.add(int(record["pid"]))
-    if not members:
+    process = server_process(record)
+    if process is None or not group_members(process):
         return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_members(pgid):
-        time.sleep(0.2)
-    if _group_members(pgid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        _wait_gone(pgid, 10.0)
+    stop_groups([process], grace_s)
     return True
-
-
-def _group_members(pgid: int) -> set[int]:
-    members = set()
-    for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
-            if os.getpgid(proc.info["pid"]) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.add(proc.info["pid"])
-    return members
-
-
-def _wait_gone(pgid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and _group_members(pgid):
-        time.sleep(0.1)
 
 
 def free_port() -> int:

@@ -57,7 +57,7 @@ LEAK_MARKERS = (
     "airflow dag-processor",
     "airflow triggerer",
     "airflow worker",
-    "airflow_spark_triton.hooks.local_reaper",  # each local cluster's reaper (see hooks.local_reaper)
+    "airflow_spark_triton.backends.local.reaper",  # each local cluster's reaper (see that module)
 )
 
 

@@ -1,6 +1,6 @@
 """Finding the processes a test started, by where they point: command line, working dir, environment.
 
-Used by the per-test leak check (tests/hooks/conftest.py) and the fault ledger (tests/faults/ledger.py).
+Used by the per-test leak check (tests/backends/local/conftest.py) and the fault ledger (tests/faults/ledger.py).
 """
 
 from __future__ import annotations

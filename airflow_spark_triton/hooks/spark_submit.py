@@ -1,70 +1,35 @@
-"""The spark-submit backend: the same job on a Spark cluster that already exists (standalone, YARN, Kubernetes).
+"""The ``spark`` connection as the spark-submit backend reads it: this package's extras on top of the Spark provider's.
 
-For teams without Databricks. It composes apache-airflow-providers-apache-spark's
-``SparkSubmitHook``, which owns the ``spark`` connection (master URL, deploy mode, YARN queue,
-Kubernetes namespace, keytab), the spark-submit command line, standalone cluster mode's driver
-polling and each engine's kill. That hook blocks until the application ends, so it runs in a
-detached runner (:mod:`~airflow_spark_triton.hooks.spark_submit_runner`) under the same supervisor
-as local runs: the Airflow task can defer, retry or die while the run goes on.
-
-The cluster is not ours to create or delete. "Create" *attaches*: it records the connection, tags
-and spec (a retried create finds the attachment by its tags) and checks the master answers.
-"Delete" *detaches*: it cancels this attachment's runs and leaves the cluster running. The job's
-own ``finally`` stops the Triton servers, and each server's watchdog stops it if the driver dies.
-
-Attachment directory ``<home>/attachments/<attachment_id>/``: ``attachment.json`` and ``runs/``.
+A thin Airflow hook. The connection type is apache-airflow-providers-apache-spark's; its
+``SparkSubmitHook`` owns the master URL, deploy mode, queue, namespace, binary and keytab, and this
+hook only adds the extras this package reads. The runs are
+:class:`~airflow_spark_triton.backends.spark_submit.backend.SparkSubmitBackend`'s, which holds one of these.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import json
-import os
-import secrets
-import shutil
-import socket
-import sys
-import time
-import zipfile
-from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks.base import ClusterError, RunError
-from airflow_spark_triton.hooks.local_spark import DEFAULT_HOME, HOME_ENV, batch_inference_script
-from airflow_spark_triton.hooks.run_env import run_environment
-from airflow_spark_triton.hooks.spark_submit_runner import CONNECTION_FILE, SUBMIT_FILE
-from airflow_spark_triton.hooks.supervised_runs import SupervisedRuns, now_iso, owner_of, update_record
-from spark_jobs.job_config import InferenceJobConfig
-from spark_jobs.json_files import read_json, write_json_atomic
+from airflow_spark_triton.backends.base import BackendConfigError
+from airflow_spark_triton.runs.records import state_home
 
 CONN_TYPE = "spark"  # apache-airflow-providers-apache-spark's connection type
-MASTER_CONNECT_TIMEOUT_S = 5.0
-_ATTACHMENT_PREFIX = "submit-"
-
-
-class AttachmentState(StrEnum):
-    ATTACHED = "ATTACHED"
-    DETACHED = "DETACHED"
 
 
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() not in {"", "0", "false", "no", "off", "none"}
 
 
-class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
-    """:class:`~airflow_spark_triton.hooks.base.GpuSparkBackend` on an existing cluster via spark-submit.
+class SparkSubmitGpuHook(BaseHook):
+    """A ``spark`` connection's extras for the spark-submit backend.
 
-    :param spark_conn_id: a connection of type ``spark`` (apache-airflow-providers-apache-spark's).
-        Besides that provider's extras (``deploy-mode``, ``queue``, ``namespace``, ``spark-binary``,
-        ``principal``, ``keytab``), these extras are read:
+    :param spark_conn_id: a connection of type ``spark``. Besides that provider's extras
+        (``deploy-mode``, ``queue``, ``namespace``, ``spark-binary``, ``principal``, ``keytab``), these
+        are read:
 
         - ``python``: the interpreter on the cluster's nodes (``spark.pyspark.python``); it needs
           pyspark, nvidia-pytriton, deltalake and the model's libraries. Default: the cluster's.
@@ -73,7 +38,7 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
         - ``report_dir``: where the driver writes each run's report and progress, readable from the
           Airflow worker (default: the run's directory here, right for ``deploy-mode: client``;
           set a shared mount for cluster mode).
-        - ``home``: this backend's state directory (default ``$AIRFLOW_SPARK_TRITON_HOME``).
+        - ``home``: the backend's state directory (default ``$AIRFLOW_SPARK_TRITON_HOME``).
     """
 
     conn_name_attr = "spark_conn_id"
@@ -81,233 +46,55 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
     conn_type = CONN_TYPE
     hook_name = "Spark + Triton (spark-submit to an existing cluster)"
 
-    def __init__(self, spark_conn_id: str = default_conn_name, home: str | None = None) -> None:
+    def __init__(self, spark_conn_id: str = default_conn_name) -> None:
         super().__init__()
         self.spark_conn_id = spark_conn_id
-        self._home_arg = home
-
-    # -- settings ---------------------------------------------------------------------------
 
     @functools.cached_property
-    def _connection(self) -> Any:
+    def connection(self) -> Any:
         return self.get_connection(self.spark_conn_id)
 
     @functools.cached_property
-    def _extras(self) -> dict[str, Any]:
-        return dict(self._connection.extra_dejson or {})
-
-    @functools.cached_property
-    def home(self) -> Path:
-        configured = self._home_arg or self._extras.get("home") or os.environ.get(HOME_ENV) or DEFAULT_HOME
-        return Path(configured).expanduser().resolve()
+    def extras(self) -> dict[str, Any]:
+        return dict(self.connection.extra_dejson or {})
 
     @property
-    def attachments_dir(self) -> Path:
-        return self.home / "attachments"
+    def home(self) -> Path:
+        return state_home(self.extras.get("home"))
 
-    def attachment_dir(self, attachment_id: str) -> Path:
-        if not attachment_id.startswith(_ATTACHMENT_PREFIX) or "/" in attachment_id:
-            raise ClusterError(f"{attachment_id!r} is not a spark-submit attachment id (submit-<12 hex>)")
-        return self.attachments_dir / attachment_id
+    @property
+    def python(self) -> str | None:
+        return str(self.extras["python"]) if self.extras.get("python") else None
 
-    def run_dir(self, run_id: str) -> Path:
-        return self.attachment_dir(owner_of(run_id)) / "runs" / run_id
+    @property
+    def gpus(self) -> bool:
+        return _truthy(self.extras.get("gpus", True))
 
-    def report_path(self, run_id: str) -> Path:
-        report_dir = self._attachment_report_dir(owner_of(run_id))
-        return (Path(report_dir) / run_id if report_dir else self.run_dir(run_id)) / "report.json"
+    @property
+    def report_dir(self) -> str | None:
+        return self.extras.get("report_dir") or None
 
-    def _attachment_report_dir(self, attachment_id: str) -> str | None:
-        return (self.get_attachment(attachment_id) or {}).get("report_dir")
+    def submit_hook(self, **kwargs: Any) -> Any:
+        """The Spark provider's ``SparkSubmitHook`` on this connection."""
+        try:
+            from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+        except ImportError as exc:
+            raise BackendConfigError(
+                f"connection {self.spark_conn_id!r} is of type 'spark', which needs "
+                "apache-airflow-providers-apache-spark: pip install 'airflow-spark-triton[spark-submit]'"
+            ) from exc
+        return SparkSubmitHook(conn_id=self.spark_conn_id, **kwargs)
 
     def master_url(self) -> str:
         """The master exactly as SparkSubmitHook will resolve it from the connection."""
-        return str(self._submit_hook()._connection["master"])
+        return str(self.submit_hook()._connection["master"])
 
-    def _submit_hook(self, **kwargs: Any) -> Any:
-        from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+    def spark_binary(self) -> str:
+        return str(self.submit_hook()._connection["spark_binary"])
 
-        return SparkSubmitHook(conn_id=self.spark_conn_id, **kwargs)
-
-    # -- attachments (the backend's "clusters") ---------------------------------------------
-
-    def get_attachment(self, attachment_id: str) -> dict[str, Any] | None:
-        return read_json(self.attachment_dir(attachment_id) / "attachment.json")
-
-    def _require_attachment(self, attachment_id: str) -> dict[str, Any]:
-        attachment = self.get_attachment(attachment_id)
-        if attachment is None:
-            raise ClusterError(f"unknown spark-submit attachment {attachment_id} (home {self.home})")
-        return attachment
-
-    def _update_attachment(self, _attachment_id: str, /, **changes: Any) -> dict[str, Any]:
-        adir = self.attachment_dir(_attachment_id)
-        return update_record(adir / "attachment.json", adir / ".lock", **changes, updated_at=now_iso())
-
-    def _iter_attachments(self) -> Iterator[dict[str, Any]]:
-        records = [read_json(p) for p in self.attachments_dir.glob(f"{_ATTACHMENT_PREFIX}*/attachment.json")]
-        yield from sorted((r for r in records if r), key=lambda r: r.get("created_at", ""), reverse=True)
-
-    def find_cluster(self, tags: dict[str, str]) -> str | None:
-        wanted = {str(k): str(v) for k, v in tags.items()}
-        for attachment in self._iter_attachments():
-            if (
-                attachment.get("state") != AttachmentState.ATTACHED
-                or attachment.get("conn_id") != self.spark_conn_id
-            ):
-                continue
-            if all(attachment.get("tags", {}).get(k) == v for k, v in wanted.items()):
-                return attachment["attachment_id"]
-        return None
-
-    def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
-        """Attach to the connection's cluster; nothing is started, so nothing can be left half-made."""
-        attachment_id = f"{_ATTACHMENT_PREFIX}{secrets.token_hex(6)}"
-        (self.attachment_dir(attachment_id) / "runs").mkdir(parents=True)
-        self._update_attachment(
-            attachment_id,
-            attachment_id=attachment_id,
-            state=AttachmentState.ATTACHED.value,
-            conn_id=self.spark_conn_id,
-            master=self.master_url(),
-            tags={str(k): str(v) for k, v in tags.items()},
-            spec=spec.to_dict(),
-            report_dir=self._extras.get("report_dir"),
-            created_at=now_iso(),
-        )
-        self.log.info("Attached %s to the Spark cluster at %s", attachment_id, self.master_url())
-        return attachment_id
-
-    def wait_for_cluster(self, cluster_id: str, timeout_s: float) -> None:
-        """Fail early and by name: spark-submit missing here, or a standalone master not answering."""
-        attachment = self._require_attachment(cluster_id)
-        binary = self._submit_hook()._connection["spark_binary"]
-        if shutil.which(binary) is None:
-            raise ClusterError(
-                f"{binary!r} (connection {self.spark_conn_id!r}, extra 'spark-binary') is not on the PATH "
-                "of the Airflow worker; install Spark or pyspark there"
-            )
-        master = urlsplit(attachment["master"])
-        if master.scheme != "spark":
-            return  # YARN and Kubernetes answer through spark-submit itself
-        deadline = time.monotonic() + timeout_s
-        hosts = [h.split(":") for h in master.netloc.split(",")]
-        while True:
-            for host, port in hosts:
-                with (
-                    contextlib.suppress(OSError),
-                    socket.create_connection((host, int(port)), MASTER_CONNECT_TIMEOUT_S),
-                ):
-                    return
-            if time.monotonic() >= deadline:
-                raise ClusterError(
-                    f"the Spark master {attachment['master']} (connection {self.spark_conn_id!r}) does not "
-                    f"accept connections after {timeout_s:.0f}s"
-                )
-            time.sleep(1.0)
-
-    def delete_cluster(self, cluster_id: str) -> None:
-        """Detach: cancel this attachment's runs. The cluster itself is not ours and keeps running."""
-        attachment = self.get_attachment(cluster_id)
-        if attachment is None or attachment.get("state") == AttachmentState.DETACHED:
-            self.log.info("Attachment %s is unknown or already detached: nothing to do", cluster_id)
-            return
-        for run_id in self.active_runs(self.attachment_dir(cluster_id)):
-            self.log.info("Canceling run %s before detaching %s", run_id, cluster_id)
-            self.cancel_run(run_id)
-        left = self.stop_leftover_drivers(self.attachment_dir(cluster_id))  # e.g. its supervisor was killed
-        if left:
-            raise ClusterError(f"could not stop every driver of {cluster_id}: {', '.join(left)}")
-        self._update_attachment(cluster_id, state=AttachmentState.DETACHED.value, detached_at=now_iso())
-        self.log.info("Detached %s; the Spark cluster at %s keeps running", cluster_id, attachment["master"])
-
-    # -- runs -------------------------------------------------------------------------------
-
-    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
-        attachment = self._require_attachment(cluster_id)
-        spec = GpuClusterSpec.from_dict(attachment["spec"])
-
-        def check_usable() -> None:
-            if self._require_attachment(cluster_id).get("state") != AttachmentState.ATTACHED:
-                raise ClusterError(f"cannot submit through {cluster_id}: it is detached")
-
-        def build(run_id: str, run_dir: Path) -> tuple[list[str], dict[str, str], str]:
-            report = self.report_path(run_id)
-            config = job.replace(
-                report_path=str(report),
-                run_id=run_id,
-                expected_executors=job.expected_executors or spec.num_workers,
-            )
-            application = str(batch_inference_script())
-            submit = {
-                "application": application,
-                "hook": {
-                    "conn_id": self.spark_conn_id,
-                    "name": run_id,
-                    "conf": self._spark_conf(spec),
-                    "py_files": str(self._spark_jobs_archive()),
-                    "application_args": ["--job", config.to_json()],
-                    "status_poll_interval": 2,
-                },
-            }
-            write_json_atomic(run_dir / SUBMIT_FILE, submit)
-            self._hand_over_connection(run_dir)
-            argv = [
-                sys.executable,
-                "-m",
-                "airflow_spark_triton.hooks.spark_submit_runner",
-                "--run-dir",
-                str(run_dir),
-            ]
-            # The runner imports Airflow (non-secret AIRFLOW__ options pass); the connection reaches
-            # it only through the 0600 file above, never through this environment or command.json.
-            return argv, run_environment(airflow_config=True), application
-
-        return self.start_supervised_run(
-            cluster_id, self.attachment_dir(cluster_id), idempotency_token, build, check_usable
-        )
-
-    def _spark_conf(self, spec: GpuClusterSpec) -> dict[str, str]:
-        """Executor memory is the cluster's business (its default, or the spec's ``spark_conf``):
-        ``worker_memory`` sizes nodes this backend does not create."""
-        conf = {
-            **spec.stage_level_scheduling_conf(with_gpus=_truthy(self._extras.get("gpus", True))),
-            # One executor per node, all registered before the first task: one Triton server per node.
-            "spark.executor.instances": str(spec.num_workers),  # YARN, Kubernetes
-            "spark.cores.max": str(spec.num_workers * spec.executor_cores),  # standalone
-            "spark.scheduler.minRegisteredResourcesRatio": "1.0",
-            "spark.scheduler.maxRegisteredResourcesWaitingTime": "300s",
-        }
-        python = self._extras.get("python")
-        if python:
-            conf["spark.pyspark.python"] = conf["spark.pyspark.driver.python"] = str(python)
-        for key, value in (spec.spark_env_vars or {}).items():
-            conf[f"spark.executorEnv.{key}"] = str(value)
-        return conf
-
-    def _spark_jobs_archive(self) -> Path:
-        """spark_jobs as a zip for ``--py-files``: the cluster runs this version of the job code."""
-        import spark_jobs
-
-        source = Path(spark_jobs.__file__).resolve().parent
-        files = sorted(p for p in source.rglob("*.py") if "__pycache__" not in p.parts)
-        content = hashlib.sha256()
-        for path in files:
-            content.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-        digest = content.hexdigest()[:12]
-        archive = self.home / "artifacts" / f"spark_jobs-{digest}.zip"
-        if not archive.exists():
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            partial = archive.with_suffix(f".{os.getpid()}.tmp")
-            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-                for path in files:
-                    zf.write(path, Path("spark_jobs") / path.relative_to(source))
-            partial.replace(archive)
-        return archive
-
-    def _hand_over_connection(self, run_dir: Path) -> None:
-        """The detached runner resolves the connection from this file (mode 0600), not the API server."""
-        conn = self._connection
+    def connection_fields(self) -> dict[str, Any]:
+        """The connection as ``AIRFLOW_CONN_<ID>`` JSON fields, empty ones left out (for the runner)."""
+        conn = self.connection
         data = {
             "conn_type": conn.conn_type,
             "host": conn.host,
@@ -317,15 +104,4 @@ class SparkSubmitGpuHook(SupervisedRuns, BaseHook):
             "password": conn.password,
             "extra": conn.extra_dejson,
         }
-        path = run_dir / CONNECTION_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump({k: v for k, v in data.items() if v not in (None, "", {})}, handle)
-
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
-        try:
-            return super().get_run_report(run_id)
-        except RunError as exc:
-            if self._attachment_report_dir(owner_of(run_id)):
-                raise RunError(f"{exc} (is the connection's report_dir shared with the driver?)") from exc
-            raise
+        return {k: v for k, v in data.items() if v not in (None, "", {})}

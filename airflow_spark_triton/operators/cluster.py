@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_spark_triton.hooks.base import GpuSparkBackend
+    from airflow_spark_triton.backends.base import GpuSparkBackend
 
 ACTIVE = "ACTIVE"
 GONE = "GONE"
@@ -67,7 +67,7 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
         return get_backend(self.conn_id)
 
     def _spec(self) -> GpuClusterSpec:
-        return GpuClusterSpec.from_dict(dict(self.cluster_spec))
+        return GpuClusterSpec.from_dict(self.cluster_spec)
 
     def execute(self, context: Context) -> str:
         return self.execute_resumable(context)

@@ -28,8 +28,8 @@ from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
 from airflow_spark_triton.assets import table_uri
-from airflow_spark_triton.hooks.backend import DEFAULT_CONN_ID, get_backend
-from airflow_spark_triton.hooks.base import RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
 from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
     REPORT_SUMMARY_XCOM_KEY,
@@ -38,13 +38,14 @@ from airflow_spark_triton.links import (
     InferenceRunLink,
 )
 from airflow_spark_triton.progress_format import format_progress
+from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.job_config import InferenceJobConfig, JobConfigError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_spark_triton.hooks.base import GpuSparkBackend
+    from airflow_spark_triton.backends.base import GpuSparkBackend
 
 
 def scored_date(context: Context) -> str:
@@ -56,6 +57,14 @@ def scored_date(context: Context) -> str:
     dag_run = context.get("dag_run")
     run_after = getattr(dag_run, "run_after", None) or dt.datetime.now(dt.UTC)
     return (run_after.date() - dt.timedelta(days=1)).isoformat()
+
+
+# The operator's arguments that are the job's settings, under the same names (spark_jobs.job_config).
+JOB_SETTINGS = (
+    "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
+    "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
+    "inference_timeout_s", "job_timeout_s",
+)  # fmt: skip
 
 
 def idempotency_token(context: Context) -> str:
@@ -141,25 +150,16 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cluster_id = cluster_id
-        self.input_table = input_table
-        self.output_table = output_table
-        self.rejects_table = rejects_table
-        self.model = model
-        self.logical_date = logical_date
-        self.min_rows = min_rows
-        self.batch_size = batch_size
-        self.key_column = key_column
-        self.input_columns = tuple(input_columns)
-        self.date_column = date_column
-        self.output_column = output_column
-        self.model_options = model_options or {}
-        self.server_ready_timeout_s = server_ready_timeout_s
-        self.inference_timeout_s = inference_timeout_s
+        self.cluster_id, self.conn_id = cluster_id, conn_id
+        self.deferrable, self.poll_interval_s, self.min_rows = deferrable, poll_interval_s, min_rows
+        # The job's settings (JOB_SETTINGS), kept as given: templates render them to text and
+        # job_config() coerces each to its type at execute time.
+        self.input_table, self.output_table, self.rejects_table = input_table, output_table, rejects_table
+        self.model, self.model_options, self.batch_size = model, model_options or {}, batch_size
+        self.logical_date, self.date_column, self.key_column = logical_date, date_column, key_column
+        self.input_columns, self.output_column = tuple(input_columns), output_column
+        self.server_ready_timeout_s, self.inference_timeout_s = server_ready_timeout_s, inference_timeout_s
         self.job_timeout_s = job_timeout_s
-        self.conn_id = conn_id
-        self.deferrable = deferrable
-        self.poll_interval_s = poll_interval_s
         self._run_id: str | None = None
 
     @property
@@ -167,25 +167,19 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         return get_backend(self.conn_id)
 
     def job_config(self) -> InferenceJobConfig:
+        """The job's settings, each coerced to its declared type (a rendered template is text)."""
+        settings = {name: getattr(self, name) for name in JOB_SETTINGS}
+        settings["rejects_table"] = self.rejects_table or None
+        settings["model_options"] = coerce_mapping("model_options", self.model_options, label="job setting")
         return InferenceJobConfig(
-            input_table=self.input_table,
-            output_table=self.output_table,
-            rejects_table=self.rejects_table or None,
-            model=self.model,
-            logical_date=self.logical_date,
-            key_column=self.key_column,
-            input_columns=self.input_columns,
-            date_column=self.date_column,
-            output_column=self.output_column,
-            model_options=dict(self.model_options),
-            batch_size=self.batch_size,
-            server_ready_timeout_s=self.server_ready_timeout_s,
-            inference_timeout_s=self.inference_timeout_s,
-            job_timeout_s=self.job_timeout_s,
+            **coerce_fields(InferenceJobConfig, settings, label="job setting", error=JobConfigError)
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.logical_date = self.logical_date or scored_date(context)
+        # Every setting is checked (and a rendered number coerced) before anything starts.
+        self.min_rows = coerce_setting("min_rows", self.min_rows, int, label="operator setting")
+        self.job_config()
         self._warn_if_day_not_over(context)
         report = self.execute_resumable(context)
         return self._complete(context, report)
@@ -301,20 +295,17 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             if url:
                 ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=url)
                 self.log.info("Run page: %s", url)
-            summary = getattr(backend, "run_summary_uri", None)
-            if callable(summary):
-                ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=summary(run_id))
+            summary = backend.run_summary_uri(run_id)
+            if summary:
+                ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=summary)
         except Exception:
             self.log.warning("Could not record the links of run %s", run_id, exc_info=True)
 
     _last_progress: tuple[Any, ...] | None = None
 
-    def _log_progress(self, backend: Any, run_id: str) -> None:
-        getter = getattr(backend, "get_run_progress", None)
-        if not callable(getter):
-            return
+    def _log_progress(self, backend: GpuSparkBackend, run_id: str) -> None:
         try:
-            progress = getter(run_id)
+            progress = backend.get_run_progress(run_id)
         except Exception:
             self.log.debug("Could not read the progress of run %s", run_id, exc_info=True)
             return

@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_spark_triton.hooks.backend import aget_backend
-from airflow_spark_triton.hooks.base import GpuSparkBackend, RunStatus
+from airflow_spark_triton.backends.base import GpuSparkBackend, RunStatus
+from airflow_spark_triton.backends.registry import aget_backend
 from airflow_spark_triton.progress_format import format_progress
 
 
@@ -20,7 +20,7 @@ class RunStatusTrigger(BaseTrigger):
     cancellation lives here too.
 
     Nothing blocks the triggerer's event loop: the connection is fetched with the SDK's async API
-    (:func:`~airflow_spark_triton.hooks.backend.aget_backend`), and the backend's calls (HTTP for
+    (:func:`~airflow_spark_triton.backends.registry.aget_backend`), and the backend's calls (HTTP for
     Databricks, state files for the local and spark-submit backends) run in worker threads.
     """
 
@@ -50,8 +50,12 @@ class RunStatusTrigger(BaseTrigger):
                 yield TriggerEvent(status.to_dict())
                 return
             self.log.info("Run %s is %s", self.run_id, status.state.value)
-            getter = getattr(backend, "get_run_progress", None)
-            progress = await asyncio.to_thread(getter, self.run_id) if callable(getter) else None
+            try:
+                progress = await asyncio.to_thread(backend.get_run_progress, self.run_id)
+            except Exception:
+                # Progress is a courtesy: an unreadable progress file must not fail the wait.
+                self.log.debug("Could not read the progress of run %s", self.run_id, exc_info=True)
+                progress = None
             if progress:
                 self.log.info("Run %s progress: %s", self.run_id, format_progress(progress))
             await asyncio.sleep(self.poll_interval_s)

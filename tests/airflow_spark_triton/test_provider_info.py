@@ -71,7 +71,7 @@ def test_local_hook_reads_form_fields_with_or_without_prefix(airflow_db, monkeyp
     )
     hook = LocalSparkHook(spark_triton_conn_id="st_form_test")
     assert str(hook.home) == "/srv/st"
-    assert hook._extras["worker_memory"] == "2g"
+    assert hook.worker_memory == "2g"
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -1,6 +1,6 @@
 """Real execution behind the emulator: each Databricks cluster is a local Spark cluster, each run a real job.
 
-Uses ``LocalSparkHook`` (the project's local backend) through the ``GpuSparkBackend`` protocol only,
+Uses ``LocalSparkBackend`` (the project's local backend) through the ``GpuSparkBackend`` protocol only,
 so the emulator checks the Databricks hook end to end without knowing how local Spark is run.
 Work happens in threads so HTTP handlers answer at once, as Databricks' asynchronous API does.
 """
@@ -14,15 +14,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airflow_spark_triton.backends.base import RunLifecycle
+from airflow_spark_triton.backends.databricks.cluster_spec import STATE_DIR_ENV, WHEEL_ENV
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.databricks_cluster_spec import STATE_DIR_ENV, WHEEL_ENV
-from airflow_spark_triton.hooks.base import RunLifecycle
+from spark_jobs.batch_inference import ERROR_PREFIX
 from spark_jobs.job_config import InferenceJobConfig
 
 if TYPE_CHECKING:
     from tests.databricks_emulator.state import Cluster, Run, Workspace
-
-ERROR_PREFIX = "SPARK_TRITON_ERROR:"
 
 
 def local_spec(body: dict[str, Any]) -> GpuClusterSpec:
@@ -45,9 +44,9 @@ def local_spec(body: dict[str, Any]) -> GpuClusterSpec:
 
 class LocalBackend:
     def __init__(self, home: Path, ready_timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
-        from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+        from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
-        self.hook = LocalSparkHook(spark_triton_conn_id=None, home=str(home))
+        self.hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(home))
         self.ready_timeout_s = ready_timeout_s
         self.poll_s = poll_s
         self.cluster_threads: dict[str, threading.Thread] = {}

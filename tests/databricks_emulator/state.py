@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_spark_triton.databricks_cluster_spec import WHEEL_ENV
+from airflow_spark_triton.backends.databricks.cluster_spec import WHEEL_ENV
 from tests.databricks_emulator.errors import ApiError
 
 CREATOR = "emulator-user@example.com"

@@ -72,9 +72,9 @@ def test_nightly_run_emits_the_asset_event_and_queues_the_consumer(airflow_db, t
     assert f"{report['rows_read']} / {report['rows_scored']} / {report['rows_rejected']}" in text
 
     # The job's progress file ends in its final state, with every row to score counted.
-    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
-    progress = LocalSparkHook(spark_triton_conn_id=None).get_run_progress(report["run_id"])
+    progress = LocalSparkBackend(spark_triton_conn_id=None).get_run_progress(report["run_id"])
     assert progress["phase"] == "success"
     assert progress["rows_done"] == progress["rows_total"] == report["rows_scored"]
 

@@ -54,9 +54,9 @@ def run_nightly(tables: dict[str, Path], retries: int | None = None, **params):
 
 
 def assert_cluster_gone(cluster_id: str) -> None:
-    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
-    hook = LocalSparkHook(spark_triton_conn_id=None)
+    hook = LocalSparkBackend(spark_triton_conn_id=None)
     state = json.loads((hook.cluster_dir(cluster_id) / "cluster.json").read_text())["state"]
     assert state == "DELETED"
     assert session_processes() == []

@@ -317,9 +317,15 @@ class Strike(threading.Thread):
         self._stop_event.set()
         self.join(30)
 
-    def check(self) -> None:
-        assert self.error is None, f"fault injection failed: {self.error!r}"
-        assert self.fired_at is not None, "the fault was never injected"
+    def check(self, result: Any = None, detail: str = "") -> None:
+        """The fault fired; if not, say how the run ended instead, so a miss is diagnosable from CI."""
+        ended = ""
+        if result is not None:
+            data = result if isinstance(result, dict) else vars(result)
+            ended = f"; the run ended {data.get('state')} with tasks {data.get('task_states')}"
+        ended += f": {detail}" if detail else ""
+        assert self.error is None, f"fault injection failed: {self.error!r}{ended}"
+        assert self.fired_at is not None, f"the fault was never injected{ended}"
 
 
 def kill9(proc: psutil.Process) -> dict[str, Any]:

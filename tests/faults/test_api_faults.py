@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
+from airflow_spark_triton.backends.base import ClusterError
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks.base import ClusterError
 from tests.conftest import REPO
 from tests.databricks_emulator import DatabricksEmulator, Settings
 from tests.faults import ledger
@@ -151,9 +151,9 @@ def test_init_script_failure_on_databricks_fails_create_and_deletes_the_cluster(
 def test_init_script_failure_on_the_local_backend_fails_create_and_stops_the_cluster(
     request, fault_home, timeline
 ):
-    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
-    hook = LocalSparkHook(spark_triton_conn_id=None, home=str(fault_home / "spark_triton"))
+    hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(fault_home / "spark_triton"))
     script = fault_home / "init.sh"
     script.write_text(
         "set -euo pipefail\n"

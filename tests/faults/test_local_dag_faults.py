@@ -153,7 +153,7 @@ def test_driver_kill_fails_the_task_clearly_and_nothing_is_left(request, airflow
         request, "driver kill -9", outcome(result, "run FAILED, " + exit_code(message)), fault_home,
         tables, [DAY], strike.fired_at, timeline, server_stopped_by=reasons, message=message,
     )  # fmt: skip
-    strike.check()
+    strike.check(result, message)
     assert result.state == "failed"
     assert result.task_states["embed_documents"] == "failed"
     assert result.task_states["delete_cluster"] == "success"
@@ -193,7 +193,7 @@ def test_executor_kill_is_survived_by_spark_task_retry_and_a_restarted_server(
         request, "Spark executor kill -9", outcome(result, "task retry + server restart"), fault_home,
         tables, [DAY], strike.fired_at, timeline, executor=strike.result, server_stops=reasons,
     )  # fmt: skip
-    strike.check()
+    strike.check(result)
     assert result.state == "success", result.task_states
     report = result.xcoms["embed_documents"]
     assert (report["rows_read"], report["rows_scored"], report["rows_rejected"]) == (60, 57, 3)
@@ -228,7 +228,7 @@ def test_sigterm_to_the_task_runs_on_kill_which_cancels_the_run(request, airflow
         request, "Airflow task SIGTERM (on_kill)", outcome(result, f"run {status.get('state')}"),
         fault_home, tables, [DAY], strike.fired_at, timeline, run_status=status,
     )  # fmt: skip
-    strike.check()
+    strike.check(result, str(status))
     assert worker.returncode == 0, (fault_home / "dag_process.log").read_text()[-3000:]
     assert result["state"] == "failed"
     assert result["task_states"]["embed_documents"] == "failed"
@@ -268,7 +268,7 @@ def test_execution_timeout_cancels_the_run_and_cleans_up(request, airflow_db, fa
         request, "Airflow execution_timeout", outcome(result, f"AirflowTaskTimeout, run {status.get('state')}"),
         fault_home, tables, [DAY], fired.fired_at, timeline, servers_up_at_timeout=serving_when_it_fired,
     )  # fmt: skip
-    fired.check()
+    fired.check(result)
     assert result.state == "failed"
     assert result.task_states["embed_documents"] == "failed"
     assert result.task_states["delete_cluster"] == "success"
@@ -309,7 +309,7 @@ def test_mid_write_failure_then_rerun_writes_the_date_exactly_once(request, airf
         request, "mid-write failure, then rerun", outcome(rerun, f"first run {failed.task_states.get('embed_documents')}"),
         fault_home, tables, [DAY], strike.fired_at, timeline, orphaned_files=len(orphans),
     )  # fmt: skip
-    strike.check()
+    strike.check(failed)
     assert failed.task_states["embed_documents"] == "failed"
     assert failed.task_states["delete_cluster"] == "success"
     assert orphans, "the killed write left no files: nothing tested that uncommitted files stay unread"

@@ -8,33 +8,10 @@ from typing import Any
 
 import pytest
 
-from airflow_spark_triton.hooks.base import RunLifecycle, RunStatus
+from airflow_spark_triton.backends.base import RunError, RunLifecycle
 from airflow_spark_triton.operators import inference
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
-
-
-class FakeBackend:
-    """Runs finish at once with a report of ``rows_read`` rows; every call is recorded."""
-
-    def __init__(self, rows_read: int = 5) -> None:
-        self.rows_read = rows_read
-        self.submitted: list[str] = []
-        self.states: dict[str, RunLifecycle] = {}
-
-    def submit_job(self, cluster_id: str, job: Any, idempotency_token: str) -> str:
-        run_id = f"run-{len(self.submitted) + 1}"
-        self.submitted.append(run_id)
-        self.states[run_id] = RunLifecycle.SUCCESS
-        return run_id
-
-    def get_run_status(self, run_id: str) -> RunStatus:
-        return RunStatus(run_id, self.states[run_id])
-
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
-        return {"run_id": run_id, "logical_date": "2026-11-26", "rows_read": self.rows_read}
-
-    def cancel_run(self, run_id: str) -> None:
-        self.states[run_id] = RunLifecycle.CANCELED
+from tests.backends.fake import FakeBackend
 
 
 class Store(dict):
@@ -61,13 +38,13 @@ def operator(**kwargs: Any) -> TritonInferenceOperator:
     )
 
 
-def context(store: Store) -> dict[str, Any]:
+def context(store: Store, try_number: int = 1) -> dict[str, Any]:
     ti = SimpleNamespace(
         dag_id="d",
         task_id="infer",
         run_id="r",
         map_index=-1,
-        try_number=1,
+        try_number=try_number,
         stats_tags={},
         xcom_push=lambda **kw: None,
     )
@@ -83,23 +60,19 @@ def test_a_finished_run_is_forgotten_so_a_clear_scores_again(backend: FakeBacken
     store = Store()
     assert operator().execute(context(store))["run_id"] == "run-1"
     assert store == {}, "the run id must not outlive the task's success"
-    assert operator().execute(context(store))["run_id"] == "run-2"  # the cleared task's new try
+    assert operator().execute(context(store, try_number=2))["run_id"] == "run-2"  # the cleared task's new try
     assert backend.submitted == ["run-1", "run-2"]
 
 
 def test_a_retry_after_a_killed_worker_collects_the_run_it_left(backend: FakeBackend) -> None:
-    backend.states["run-0"] = RunLifecycle.SUCCESS  # finished while its task was dead
+    backend.add_run("run-0", RunLifecycle.SUCCESS)  # finished while its task was dead
     store = Store({"inference_run_id": "run-0"})
     assert operator().execute(context(store))["run_id"] == "run-0"
     assert backend.submitted == []
 
 
-def test_a_retry_reconnects_to_a_run_still_going(backend: FakeBackend, monkeypatch) -> None:
-    backend.states["run-0"] = RunLifecycle.RUNNING
-    polls = iter([RunLifecycle.RUNNING, RunLifecycle.SUCCESS])
-    monkeypatch.setattr(
-        backend, "get_run_status", lambda run_id: RunStatus(run_id, next(polls, RunLifecycle.SUCCESS))
-    )
+def test_a_retry_reconnects_to_a_run_still_going(backend: FakeBackend) -> None:
+    backend.add_run("run-0", RunLifecycle.RUNNING, RunLifecycle.RUNNING, RunLifecycle.SUCCESS)
     store = Store({"inference_run_id": "run-0"})
     assert operator().execute(context(store))["run_id"] == "run-0"
     assert backend.submitted == []
@@ -131,11 +104,11 @@ def test_the_scored_date_is_the_logical_date_or_for_a_run_without_one_the_day_be
 def test_a_deferral_that_times_out_cancels_the_run(backend: FakeBackend) -> None:
     from airflow.sdk.exceptions import TaskDeferralTimeout
 
-    backend.states["run-7"] = RunLifecycle.RUNNING
+    backend.add_run("run-7", RunLifecycle.RUNNING)
     store = Store({"inference_run_id": "run-7"})
     with pytest.raises(TaskDeferralTimeout):
         operator().resume_execution("__fail__", {"error": "Trigger timeout"}, context(store))
-    assert backend.states["run-7"] is RunLifecycle.CANCELED
+    assert backend.get_run_status("run-7").state is RunLifecycle.CANCELED
 
 
 def test_the_deferral_gets_what_is_left_of_execution_timeout() -> None:
@@ -143,3 +116,54 @@ def test_the_deferral_gets_what_is_left_of_execution_timeout() -> None:
     left = operator(execution_timeout=dt.timedelta(seconds=100))._time_left({"ti": ti})
     assert dt.timedelta(seconds=65) < left <= dt.timedelta(seconds=70)
     assert operator()._time_left({"ti": ti}) is None
+
+
+def test_a_failed_run_fails_the_task_with_the_jobs_message(backend: FakeBackend) -> None:
+    backend.run_states = (RunLifecycle.RUNNING, RunLifecycle.FAILED)
+    with pytest.raises(RunError, match=r"inference run run-1 FAILED: the job failed"):
+        operator().execute(context(Store()))
+
+
+def test_progress_is_logged_and_a_progress_error_does_not_fail_the_wait(
+    backend: FakeBackend, caplog, capsys
+) -> None:
+    backend.run_states = (RunLifecycle.RUNNING, RunLifecycle.RUNNING, RunLifecycle.SUCCESS)
+    backend.progress = {"phase": "scoring", "rows_done": 3, "rows_total": 5}
+    operator().execute(context(Store()))
+    assert "Run run-1 progress:" in logged(caplog, capsys)
+    backend.progress = OSError("progress file unreadable")
+    assert operator().execute(context(Store()))["rows_read"] == 5
+
+
+def test_templated_numbers_and_dicts_reach_the_job_as_their_types(backend: FakeBackend) -> None:
+    """What Jinja renders without render_template_as_native_obj: text for every value."""
+    op = operator(
+        batch_size="{{ params.batch_size }}",
+        min_rows="{{ params.min_rows }}",
+        model_options="{{ params.model_options }}",
+        logical_date="{{ params.day }}",
+    )
+    params = {
+        "batch_size": 16,
+        "min_rows": 2,
+        "model_options": {"seconds_per_batch": 0.5},
+        "day": "2026-11-20",
+    }
+    op.render_template_fields({"params": params})
+    assert op.batch_size == "16" and isinstance(op.model_options, str)  # as Airflow hands them over
+    report = op.execute(context(Store()))
+    job = backend.runs[report["run_id"]]["job"]
+    assert (job.batch_size, job.model_options, job.logical_date) == (
+        16,
+        {"seconds_per_batch": 0.5},
+        "2026-11-20",
+    )
+    assert op.min_rows == 2
+
+
+def test_a_setting_that_cannot_be_coerced_fails_before_submitting_naming_it(backend: FakeBackend) -> None:
+    with pytest.raises(ValueError, match=r"job setting 'batch_size' must be int, got 'sixty'"):
+        operator(batch_size="sixty").execute(context(Store()))
+    with pytest.raises(ValueError, match=r"operator setting 'min_rows' must be int, got '1.5'"):
+        operator(min_rows="1.5").execute(context(Store()))
+    assert backend.submitted == []

@@ -18,14 +18,14 @@ from unittest import mock
 import pytest
 from airflow.sdk import BaseHook
 
-from airflow_spark_triton.hooks import local_processes as procs
-from airflow_spark_triton.hooks.base import RunLifecycle
-from airflow_spark_triton.hooks.local_processes import ProcessRecord
-from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+from airflow_spark_triton.backends.base import RunLifecycle
+from airflow_spark_triton.backends.local.backend import LocalSparkBackend
+from airflow_spark_triton.runs import processes as procs
+from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
 from spark_jobs.json_files import write_json_atomic
-from tests.hooks.conftest import no_process_left_behind  # noqa: F401  (the fixture, used below)
-from tests.hooks.test_local_spark import fake_cluster
+from tests.backends.local.conftest import no_process_left_behind  # noqa: F401  (the fixture, used below)
+from tests.backends.local.test_backend import fake_cluster
 
 pytestmark = pytest.mark.usefixtures("no_process_left_behind")
 
@@ -33,12 +33,12 @@ CONN_ID = "st_trigger_local"
 
 
 @pytest.fixture
-def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalSparkHook:
+def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalSparkBackend:
     """The local backend, reached through a connection as the triggerer reaches it."""
     home = tmp_path / "home"
     connection = {"conn_type": "spark_triton_local", "extra": {"home": str(home)}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
-    return LocalSparkHook(spark_triton_conn_id=None, home=str(home))
+    return LocalSparkBackend(spark_triton_conn_id=None, home=str(home))
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def no_sync_lookup_in_the_loop(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return lookups
 
 
-def make_run(hook: LocalSparkHook, supervisor: ProcessRecord, state: str = "RUNNING") -> str:
+def make_run(hook: LocalSparkBackend, supervisor: ProcessRecord, state: str = "RUNNING") -> str:
     cluster_id = fake_cluster(hook)
     run_id = f"{cluster_id}-run-0000beef"
     run_dir = hook.run_dir(run_id)
@@ -71,7 +71,7 @@ def make_run(hook: LocalSparkHook, supervisor: ProcessRecord, state: str = "RUNN
     return run_id
 
 
-def set_state(hook: LocalSparkHook, run_id: str, state: str, message: str = "") -> None:
+def set_state(hook: LocalSparkBackend, run_id: str, state: str, message: str = "") -> None:
     path = hook.run_dir(run_id) / "status.json"
     write_json_atomic(path, {**json.loads(path.read_text()), "state": state, "message": message})
 

@@ -6,7 +6,7 @@ polls the driver's status), and only its ``on_kill()`` knows how to stop a drive
 The spark-submit backend therefore runs it here, as the command the run supervisor launches, so
 the Airflow task can defer or die while the run goes on, and a cancel reaches the engine.
 
-Usage: ``python -m airflow_spark_triton.hooks.spark_submit_runner --run-dir DIR``. ``DIR`` holds
+Usage: ``python -m airflow_spark_triton.backends.spark_submit.runner --run-dir DIR``. ``DIR`` holds
 ``submit.json`` (the hook's keyword arguments and the application) and, readable only by this user,
 ``connection.json`` (the Airflow connection, handed over as ``AIRFLOW_CONN_<ID>`` and deleted once
 read, so a detached process resolves it without the task's API server). The variable is removed
@@ -28,13 +28,13 @@ from typing import Any
 SUBMIT_FILE = "submit.json"
 CONNECTION_FILE = "connection.json"
 
-log = logging.getLogger("airflow_spark_triton.spark_submit_runner")
+log = logging.getLogger("airflow_spark_triton.backends.spark_submit.runner")
 
 
 def _raw_logger() -> logging.Logger:
     """spark-submit's output goes to driver.log exactly as printed: the run supervisor reads the
     job's ``SPARK_TRITON_ERROR:`` line and Python tracebacks from line starts."""
-    raw = logging.getLogger("airflow_spark_triton.spark_submit_runner.spark_submit")
+    raw = logging.getLogger("airflow_spark_triton.backends.spark_submit.runner.spark_submit")
     if not raw.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))

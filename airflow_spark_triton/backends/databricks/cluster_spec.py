@@ -17,6 +17,7 @@ from typing import Any
 from databricks.sdk.service import compute
 
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
+from spark_jobs.node_state import STATE_DIR_ENV
 
 # Python 3.11 like this package (DBR 16.x ships 3.12, outside ``requires-python``); the example
 # runtime of Databricks' own GPU documentation.
@@ -24,7 +25,6 @@ DEFAULT_SPARK_VERSION = "15.4.x-gpu-ml-scala2.12"
 DEFAULT_NODE_TYPE = "g5.xlarge"  # AWS, 1x A10G, 4 vCPU
 STATE_DIR = "/local_disk0/spark_triton"
 WHEEL_ENV = "SPARK_TRITON_WHEEL"
-STATE_DIR_ENV = "SPARK_TRITON_STATE_DIR"
 KEY_TAG = "spark_triton_key"  # one hex tag that find_cluster matches on, whatever the cloud's tag rules
 MIN_RUNTIME_MAJOR = 13  # init scripts on UC volumes and Spark >= 3.4 stage-level scheduling
 MAX_CUSTOM_TAGS = 45  # AWS allows 50 tags per instance; Databricks adds its default tags on top

@@ -9,7 +9,6 @@ running cluster still reads.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import airflow_spark_triton
 import spark_jobs
+from airflow_spark_triton.backends.base import BackendError
+from spark_jobs.file_lock import file_lock
 
 PACKAGES = ("airflow_spark_triton", "spark_jobs")
 INIT_SCRIPT = Path(airflow_spark_triton.__file__).parent / "init_scripts" / "databricks_init.sh"
@@ -27,7 +28,7 @@ JOB_FILE = Path(spark_jobs.__file__).parent / "batch_inference.py"
 WHEEL_CACHE = Path(tempfile.gettempdir()) / "airflow_spark_triton_wheels"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(BackendError):
     """No wheel can be built or found; the message says what to configure."""
 
 
@@ -99,39 +100,35 @@ def build_wheel(root: Path, digest: str) -> Path:
     """Build from a copy of the sources, so the checkout gets no build/ or egg-info from us."""
     out = WHEEL_CACHE / digest
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            built = sorted(out.glob("*.whl"))
-            if built:
-                return built[0]
-            with tempfile.TemporaryDirectory(prefix="spark-triton-wheel-") as tmp:
-                src = Path(tmp) / "src"
-                for path in _source_files(root):
-                    target = src / path.relative_to(root)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
-                with contextlib.suppress(FileNotFoundError):
-                    shutil.copy2(root / "README.md", src / "README.md")
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "wheel",
-                    "--no-deps",
-                    "--no-build-isolation",
-                    "--no-index",
-                ]
-                result = subprocess.run([*cmd, "-q", "-w", tmp, str(src)], capture_output=True, text=True)
-                wheels = sorted(Path(tmp).glob("*.whl"))
-                if result.returncode != 0 or not wheels:
-                    raise ArtifactError(
-                        f"building the airflow-spark-triton wheel from {root} failed "
-                        f"(exit {result.returncode}): {result.stderr.strip()[-2000:]}"
-                    )
-                return Path(shutil.copy2(wheels[0], out / wheels[0].name))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(out / ".lock"):
+        built = sorted(out.glob("*.whl"))
+        if built:
+            return built[0]
+        with tempfile.TemporaryDirectory(prefix="spark-triton-wheel-") as tmp:
+            src = Path(tmp) / "src"
+            for path in _source_files(root):
+                target = src / path.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copy2(root / "README.md", src / "README.md")
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--no-index",
+            ]
+            result = subprocess.run([*cmd, "-q", "-w", tmp, str(src)], capture_output=True, text=True)
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if result.returncode != 0 or not wheels:
+                raise ArtifactError(
+                    f"building the airflow-spark-triton wheel from {root} failed "
+                    f"(exit {result.returncode}): {result.stderr.strip()[-2000:]}"
+                )
+            return Path(shutil.copy2(wheels[0], out / wheels[0].name))
 
 
 def artifact_set(wheel: str | None = None) -> ArtifactSet:

@@ -10,25 +10,25 @@ import pytest
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_spark_triton.hooks import backend
-from airflow_spark_triton.hooks.backend import (
+from airflow_spark_triton.backends import registry
+from airflow_spark_triton.backends.databricks.backend import DatabricksBackend
+from airflow_spark_triton.backends.local.backend import LocalSparkBackend
+from airflow_spark_triton.backends.registry import (
     DEFAULT_CONN_ID,
     BackendConnectionNotFound,
     aget_backend,
     connection_type,
     get_backend,
 )
-from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook
-from airflow_spark_triton.hooks.local_spark import LocalSparkHook
-from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
+from airflow_spark_triton.backends.spark_submit.backend import SparkSubmitBackend
 
 CONNECTIONS = {
     "st_databricks": (
         {"conn_type": "databricks", "host": "https://x.cloud.databricks.com"},
-        DatabricksGpuHook,
+        DatabricksBackend,
     ),
-    "st_spark": ({"conn_type": "spark", "host": "spark://127.0.0.1", "port": 7077}, SparkSubmitGpuHook),
-    "st_local": ({"conn_type": "spark_triton_local", "extra": {"home": "/tmp/x"}}, LocalSparkHook),
+    "st_spark": ({"conn_type": "spark", "host": "spark://127.0.0.1", "port": 7077}, SparkSubmitBackend),
+    "st_local": ({"conn_type": "spark_triton_local", "extra": {"home": "/tmp/x"}}, LocalSparkBackend),
 }
 
 
@@ -43,7 +43,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def warnings(monkeypatch: pytest.MonkeyPatch) -> mock.Mock:
     log = mock.Mock()
-    monkeypatch.setattr(backend, "log", log)
+    monkeypatch.setattr(registry, "log", log)
     return log.warning
 
 
@@ -58,8 +58,8 @@ def test_the_connection_type_selects_the_backend(connections, conn_id):
 
 def test_a_missing_default_connection_means_the_local_backend_with_a_warning(connections, warnings):
     assert connection_type(DEFAULT_CONN_ID) == "spark_triton_local"
-    assert isinstance(get_backend(), LocalSparkHook)
-    assert isinstance(asyncio.run(aget_backend()), LocalSparkHook)
+    assert isinstance(get_backend(), LocalSparkBackend)
+    assert isinstance(asyncio.run(aget_backend()), LocalSparkBackend)
     assert warnings.call_count == 3
     assert DEFAULT_CONN_ID in warnings.call_args.args
 
@@ -88,6 +88,6 @@ def test_the_async_lookup_makes_no_blocking_connection_call(connections, monkeyp
         raise AssertionError("synchronous connection lookup inside the event loop")
 
     monkeypatch.setattr(BaseHook, "get_connection", classmethod(blocking))
-    assert isinstance(asyncio.run(aget_backend("st_spark")), SparkSubmitGpuHook)
+    assert isinstance(asyncio.run(aget_backend("st_spark")), SparkSubmitBackend)
     with pytest.raises(AssertionError, match="synchronous"):
         get_backend("st_spark")

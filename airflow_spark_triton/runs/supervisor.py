@@ -1,19 +1,21 @@
-"""Supervisor of one local run: starts spark-submit, records its fate in ``status.json``, cancels it.
+"""Supervisor of one run: starts its command (spark-submit), records its fate in ``status.json``, cancels it.
 
 The Airflow task that submits a run may exit long before the run ends (deferral, retries, a
 killed worker), so something else has to outlive it, wait for spark-submit's exit code and
 turn it into SUCCESS / FAILED / CANCELED. That is this process, started detached by
-:class:`~airflow_spark_triton.hooks.local_spark.LocalSparkHook`.
+:class:`~airflow_spark_triton.runs.supervised.SupervisedRuns` for the local and spark-submit backends.
 
-Usage: ``python -m airflow_spark_triton.hooks.local_run_supervisor --run-dir DIR`` where
+Usage: ``python -m airflow_spark_triton.runs.supervisor --run-dir DIR`` where
 ``DIR/command.json`` holds ``argv``, ``env`` and ``script``. Imports neither Airflow nor Spark.
+
+``status.json`` is a guarded record (:data:`RUN_TRANSITIONS`): PENDING -> RUNNING -> SUCCESS | FAILED |
+CANCELED, and a finished run never changes state again, whoever writes last.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import logging
 import os
 import re
@@ -25,24 +27,36 @@ from typing import Any
 
 import psutil
 
-from airflow_spark_triton.hooks.local_processes import (
+from airflow_spark_triton.runs.processes import (
     ProcessRecord,
     group_members,
-    is_alive,
     iter_descendants,
     read_tail,
     start_detached,
     stop_groups,
     wait_child,
 )
-from spark_jobs.json_files import read_json, write_json_atomic
+from airflow_spark_triton.runs.records import JsonRecord, now_iso
+from airflow_spark_triton.runs.states import RUN_TRANSITIONS, UNFINISHED_STATES, RunLifecycle
+from spark_jobs.batch_inference import ERROR_PREFIX, EXCEPTION_LINE
+from spark_jobs.json_files import read_json
 
-log = logging.getLogger("airflow_spark_triton.local_run_supervisor")
+log = logging.getLogger("airflow_spark_triton.runs.supervisor")
 
 COMMAND_FILE = "command.json"
 STATUS_FILE = "status.json"
+STATUS_LOCK = ".status.lock"
 DRIVER_LOG = "driver.log"
-ERROR_PREFIX = "SPARK_TRITON_ERROR:"
+
+
+def status_record(run_dir: Path) -> JsonRecord:
+    """The run's ``status.json``: written by its supervisor, and by a cancel once the supervisor is gone."""
+    return JsonRecord(run_dir / STATUS_FILE, run_dir / STATUS_LOCK, RUN_TRANSITIONS)
+
+
+def run_state(status: dict[str, Any]) -> RunLifecycle:
+    return RunLifecycle(status.get("state") or RunLifecycle.PENDING)
+
 
 # Cancel escalation, in seconds after SIGTERM reached the supervisor. The Python driver gets
 # SIGTERM first and alone, so its ``finally`` can still use Spark to stop the Triton servers;
@@ -51,12 +65,7 @@ DRIVER_GRACE_S = 20.0
 KILL_AFTER_S = 30.0
 
 _SPARK_LOG_LINE = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} [A-Z]+ ")
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b")
 MAX_MESSAGE_CHARS = 2000
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def driver_error_message(log_text: str, returncode: int | None) -> str:
@@ -106,7 +115,7 @@ def _final_exception(lines: list[str]) -> str | None:
         if not collected:
             if line.startswith((" ", "\t")) or not line.strip():
                 continue  # frames and source lines of the traceback
-            if not _EXCEPTION_LINE.match(line) and ":" not in line:
+            if not EXCEPTION_LINE.match(line) and ":" not in line:
                 continue
             collected.append(line)
         elif _SPARK_LOG_LINE.match(line) or not line.strip() or line.startswith("During handling"):
@@ -130,7 +139,7 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
 
 
 class Supervisor:
-    """Runs spark-submit once and writes every state change to ``status.json`` atomically."""
+    """Runs the command once and writes every state change to ``status.json`` (guarded, under its lock)."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -138,7 +147,7 @@ class Supervisor:
         if command is None:
             raise SystemExit(f"no readable {run_dir / COMMAND_FILE}")
         self.command: dict[str, Any] = command
-        self.status: dict[str, Any] = read_json(run_dir / STATUS_FILE) or {"run_id": command["run_id"]}
+        self.record = status_record(run_dir)
         self.cancel_requested_at: float | None = None
         self.driver: ProcessRecord | None = None
 
@@ -148,20 +157,33 @@ class Supervisor:
             self.cancel_requested_at = time.monotonic()
             log.info("received signal %s: canceling the run", signum)
 
-    def _write(self, **changes: Any) -> None:
-        self.status.update(changes, updated_at=now_iso())
-        write_json_atomic(self.run_dir / STATUS_FILE, self.status)
+    def _settle(self, state: RunLifecycle, message: str, **changes: Any) -> None:
+        """Record the outcome, unless the run already has one (a finished run never changes)."""
+        written = self.record.transition(
+            state, allowed_from=UNFINISHED_STATES, message=message, finished_at=now_iso(), **changes
+        )
+        if written is None:
+            log.warning(
+                "not recording %s: the run is already %s", state, (self.record.read() or {}).get("state")
+            )
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         me = ProcessRecord.of(os.getpid())
-        self._write(state="RUNNING", supervisor=me.to_dict(), started_at=now_iso(), message="")
+        started = self.record.transition(
+            RunLifecycle.RUNNING,
+            allowed_from=(RunLifecycle.PENDING,),
+            supervisor=me.to_dict(),
+            started_at=now_iso(),
+            message="",
+        )
+        if started is None:  # e.g. canceled, or given up on, before this process came up
+            log.warning("the run is %s already: not starting it", (self.record.read() or {}).get("state"))
+            return 0
         try:
             if self.cancel_requested_at is not None:
-                self._write(
-                    state="CANCELED", message="canceled before spark-submit started", finished_at=now_iso()
-                )
+                self._settle(RunLifecycle.CANCELED, "canceled before spark-submit started")
                 return 0
             self.driver = start_detached(
                 self.command["argv"],
@@ -169,7 +191,7 @@ class Supervisor:
                 log_path=self.run_dir / DRIVER_LOG,
                 cwd=self.run_dir,
             )
-            self._write(driver=self.driver.to_dict())
+            self.record.update(driver=self.driver.to_dict())
             log.info("spark-submit started: pid %s", self.driver.pid)
             returncode = self._wait_for_driver()
             self._finish(returncode)
@@ -177,7 +199,7 @@ class Supervisor:
             log.exception("supervisor failed")
             if self.driver is not None:
                 stop_groups([self.driver], grace_s=5.0)
-            self._write(state="FAILED", message=f"supervisor error: {type(exc).__name__}: {exc}")
+            self._settle(RunLifecycle.FAILED, f"supervisor error: {type(exc).__name__}: {exc}")
             raise
         return 0
 
@@ -233,18 +255,19 @@ class Supervisor:
             stop_groups([self.driver], grace_s=5.0)
         canceled = self.cancel_requested_at is not None
         if canceled:
-            state, message = "CANCELED", f"canceled by SIGTERM; spark-submit exited with code {returncode}"
+            state = RunLifecycle.CANCELED
+            message = f"canceled by SIGTERM; spark-submit exited with code {returncode}"
         elif returncode == 0:
-            state, message = "SUCCESS", ""
+            state, message = RunLifecycle.SUCCESS, ""
         else:
             log_text = read_tail(self.run_dir / DRIVER_LOG)
-            state, message = "FAILED", driver_error_message(log_text, returncode)
-        self._write(state=state, message=message, returncode=returncode, finished_at=now_iso())
-        log.info("run %s finished: %s %s", self.status.get("run_id"), state, message)
+            state, message = RunLifecycle.FAILED, driver_error_message(log_text, returncode)
+        self._settle(state, message, returncode=returncode)
+        log.info("run %s finished: %s %s", self.command.get("run_id"), state, message)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Supervise one local spark-submit run")
+    parser = argparse.ArgumentParser(description="Supervise one spark-submit run")
     parser.add_argument("--run-dir", required=True)
     return parser.parse_args(argv)
 
@@ -253,12 +276,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     return Supervisor(Path(args.run_dir)).run()
-
-
-def driver_alive(status: dict[str, Any]) -> bool:
-    """Whether the spark-submit recorded in a status file still runs (pid and create time)."""
-    driver = status.get("driver")
-    return bool(driver) and is_alive(ProcessRecord.from_dict(driver))
 
 
 if __name__ == "__main__":

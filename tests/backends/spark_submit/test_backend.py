@@ -1,4 +1,4 @@
-"""The spark-submit backend (SparkSubmitHook) against a real, already running Spark standalone cluster."""
+"""The spark-submit backend (through SparkSubmitHook) against a real, already running Spark standalone cluster."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
+from airflow_spark_triton.backends.base import ClusterError, GpuSparkBackend, RunLifecycle
+from airflow_spark_triton.backends.local.backend import LocalSparkBackend
+from airflow_spark_triton.backends.registry import get_backend
+from airflow_spark_triton.backends.spark_submit.backend import AttachmentState, SparkSubmitBackend
+from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks import local_processes as procs
-from airflow_spark_triton.hooks.backend import get_backend
-from airflow_spark_triton.hooks.base import ClusterError, GpuSparkBackend, RunLifecycle
-from airflow_spark_triton.hooks.local_spark import LocalSparkHook
-from airflow_spark_triton.hooks.spark_submit import AttachmentState, SparkSubmitGpuHook
-from airflow_spark_triton.hooks.spark_submit_runner import CONNECTION_FILE, SUBMIT_FILE
+from airflow_spark_triton.runs import processes as procs
 from spark_jobs.job_config import InferenceJobConfig
+from tests.backends.local.test_backend import wait_terminal
 from tests.conftest import REPO
-from tests.hooks.test_local_spark import wait_terminal
 
 pytestmark = pytest.mark.usefixtures("no_process_left_behind")
 
@@ -43,15 +43,15 @@ def set_spark_connection(monkeypatch: pytest.MonkeyPatch, master: str, **extra: 
 
 
 @pytest.fixture
-def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SparkSubmitGpuHook:
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SparkSubmitBackend:
     set_spark_connection(monkeypatch, "spark://127.0.0.1:7", python=sys.executable, gpus="false")
-    return SparkSubmitGpuHook(CONN_ID, home=str(tmp_path / "home"))
+    return SparkSubmitBackend(CONN_ID, home=str(tmp_path / "home"))
 
 
 @pytest.fixture
-def standalone(tmp_path: Path) -> Iterator[tuple[LocalSparkHook, str]]:
+def standalone(tmp_path: Path) -> Iterator[tuple[LocalSparkBackend, str]]:
     """A running standalone cluster that is not the backend's own (started and stopped here)."""
-    local = LocalSparkHook(spark_triton_conn_id=None, home=str(tmp_path / "standalone"))
+    local = LocalSparkBackend(spark_triton_conn_id=None, home=str(tmp_path / "standalone"))
     cluster_id = local.create_cluster(SPEC, {"purpose": "existing cluster"})
     try:
         local.wait_for_cluster(cluster_id, 180)
@@ -63,69 +63,69 @@ def standalone(tmp_path: Path) -> Iterator[tuple[LocalSparkHook, str]]:
 # -- fast: attach, conf, connection hand-over -------------------------------------------------
 
 
-def test_the_spark_connection_type_selects_this_backend(hook):
+def test_the_spark_connection_type_selects_this_backend(backend):
     backend = get_backend(CONN_ID)
-    assert isinstance(backend, SparkSubmitGpuHook)
+    assert isinstance(backend, SparkSubmitBackend)
     assert isinstance(backend, GpuSparkBackend)
-    assert hook.master_url() == "spark://127.0.0.1:7"
+    assert backend.master_url() == "spark://127.0.0.1:7"
 
 
-def test_attach_find_and_detach_never_touch_the_cluster(hook):
-    attachment_id = hook.create_cluster(SPEC, {"dag": "d", "run": "r1"})
-    assert hook.find_cluster({"dag": "d", "run": "r1"}) == attachment_id
-    assert hook.find_cluster({"dag": "d", "run": "r2"}) is None
-    record = hook.get_attachment(attachment_id)
+def test_attach_find_and_detach_never_touch_the_cluster(backend):
+    attachment_id = backend.create_cluster(SPEC, {"dag": "d", "run": "r1"})
+    assert backend.find_cluster({"dag": "d", "run": "r1"}) == attachment_id
+    assert backend.find_cluster({"dag": "d", "run": "r2"}) is None
+    record = backend.get_attachment(attachment_id)
     assert record["master"] == "spark://127.0.0.1:7" and record["state"] == AttachmentState.ATTACHED
 
-    hook.delete_cluster(attachment_id)
-    hook.delete_cluster(attachment_id)  # idempotent
-    assert hook.get_attachment(attachment_id)["state"] == AttachmentState.DETACHED
-    assert hook.find_cluster({"dag": "d", "run": "r1"}) is None
+    backend.delete_cluster(attachment_id)
+    backend.delete_cluster(attachment_id)  # idempotent
+    assert backend.get_attachment(attachment_id)["state"] == AttachmentState.DETACHED
+    assert backend.find_cluster({"dag": "d", "run": "r1"}) is None
     with pytest.raises(ClusterError, match="detached"):
-        hook.submit_job(attachment_id, InferenceJobConfig("in", "out", "m:M", "2026-01-01"), "t")
+        backend.submit_job(attachment_id, InferenceJobConfig("in", "out", "m:M", "2026-01-01"), "t")
 
 
-def test_a_master_that_does_not_answer_fails_the_wait_naming_it(hook):
-    attachment_id = hook.create_cluster(SPEC, {})
+def test_a_master_that_does_not_answer_fails_the_wait_naming_it(backend):
+    attachment_id = backend.create_cluster(SPEC, {})
     with pytest.raises(ClusterError, match=r"spark://127\.0\.0\.1:7 \(connection 'spark_existing'\)"):
-        hook.wait_for_cluster(attachment_id, timeout_s=1)
+        backend.wait_for_cluster(attachment_id, timeout_s=1)
 
 
-def test_a_spark_binary_missing_from_path_is_named(hook, monkeypatch):
+def test_a_spark_binary_missing_from_path_is_named(backend, monkeypatch):
     set_spark_connection(monkeypatch, "spark://127.0.0.1:7", **{"spark-binary": "spark3-submit"})
-    missing = SparkSubmitGpuHook(CONN_ID, home=str(hook.home))
+    missing = SparkSubmitBackend(CONN_ID, home=str(backend.home))
     attachment_id = missing.create_cluster(SPEC, {})
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(ClusterError, match=r"'spark3-submit'.*not on the PATH"):
         missing.wait_for_cluster(attachment_id, timeout_s=1)
 
 
-def test_gpu_and_one_executor_per_node_settings(hook, monkeypatch):
-    cpu_conf = hook._spark_conf(SPEC)
+def test_gpu_and_one_executor_per_node_settings(backend, monkeypatch):
+    cpu_conf = backend._spark_conf(SPEC)
     assert "spark.executor.resource.gpu.amount" not in cpu_conf
     assert cpu_conf["spark.executor.instances"] == "2" and cpu_conf["spark.cores.max"] == "2"
     assert cpu_conf["spark.pyspark.python"] == sys.executable
 
     set_spark_connection(monkeypatch, "spark://127.0.0.1:7")
-    gpu_conf = SparkSubmitGpuHook(CONN_ID, home=str(hook.home))._spark_conf(SPEC)
+    gpu_conf = SparkSubmitBackend(CONN_ID, home=str(backend.home))._spark_conf(SPEC)
     assert gpu_conf["spark.executor.resource.gpu.amount"] == "1"
     assert gpu_conf["spark.task.resource.gpu.amount"] == "1"
     assert gpu_conf["spark.executor.cores"] == "1"
     assert "spark.pyspark.python" not in gpu_conf
 
 
-def test_the_connection_is_handed_to_the_runner_privately(hook, tmp_path):
+def test_the_connection_is_handed_to_the_runner_privately(backend, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    hook._hand_over_connection(run_dir)
+    backend._hand_over_connection(run_dir)
     path = run_dir / CONNECTION_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text())["host"] == "spark://127.0.0.1"
 
 
-def test_the_job_code_ships_as_one_archive_per_version(hook):
-    first = hook._spark_jobs_archive()
-    assert first == hook._spark_jobs_archive()
+def test_the_job_code_ships_as_one_archive_per_version(backend):
+    first = backend._spark_jobs_archive()
+    assert first == backend._spark_jobs_archive()
     import zipfile
 
     names = zipfile.ZipFile(first).namelist()
@@ -163,9 +163,9 @@ def test_nightly_digits_runs_on_an_existing_standalone_cluster(airflow_db, stand
         60,
         BROKEN_PER_DAY,
     )
-    submit_hook = SparkSubmitGpuHook(CONN_ID)
+    submit_backend = SparkSubmitBackend(CONN_ID)
     attachment_id = result.xcoms["classify_digits.create_cluster"]
-    assert submit_hook.get_attachment(attachment_id)["state"] == AttachmentState.DETACHED
+    assert submit_backend.get_attachment(attachment_id)["state"] == AttachmentState.DETACHED
     (run_dir,) = (home / "attachments" / attachment_id / "runs").iterdir()
     submitted = json.loads((run_dir / SUBMIT_FILE).read_text())
     assert submitted["hook"]["conn_id"] == CONN_ID and submitted["hook"]["py_files"].endswith(".zip")
@@ -193,11 +193,11 @@ def test_cancel_stops_the_driver_and_its_servers_and_leaves_the_cluster(standalo
     set_spark_connection(
         monkeypatch, local.get_cluster(cluster_id)["master"]["url"], python=sys.executable, gpus="false"
     )
-    hook = SparkSubmitGpuHook(CONN_ID, home=str(tmp_path / "submit-home"))
+    backend = SparkSubmitBackend(CONN_ID, home=str(tmp_path / "submit-home"))
     documents = tmp_path / "documents"
     write_pandas_table(str(documents), sample_documents([DAY], 400), ["date"])
-    attachment_id = hook.create_cluster(SPEC, {})
-    hook.wait_for_cluster(attachment_id, 30)
+    attachment_id = backend.create_cluster(SPEC, {})
+    backend.wait_for_cluster(attachment_id, 30)
     job = InferenceJobConfig(
         str(documents),
         str(tmp_path / "out"),
@@ -206,17 +206,17 @@ def test_cancel_stops_the_driver_and_its_servers_and_leaves_the_cluster(standalo
         model_options={"seconds_per_batch": 1.0},  # 400 rows / 8 per batch: long enough to cancel
         batch_size=8,
     )
-    run_id = hook.submit_job(attachment_id, job, "cancel-me")
-    assert hook.submit_job(attachment_id, job, "cancel-me") == run_id, "same token, same run"
+    run_id = backend.submit_job(attachment_id, job, "cancel-me")
+    assert backend.submit_job(attachment_id, job, "cancel-me") == run_id, "same token, same run"
     record = local.state_dir_for_servers(cluster_id) / f"{run_id}.json"  # written once serving
-    assert procs.wait_until(record.exists, 180, interval_s=0.5), hook.driver_log_tail(run_id)
+    assert procs.wait_until(record.exists, 180, interval_s=0.5), backend.driver_log_tail(run_id)
 
-    hook.delete_cluster(attachment_id)  # detaching cancels the active run
+    backend.delete_cluster(attachment_id)  # detaching cancels the active run
 
-    status = wait_terminal(hook, run_id, 60)
+    status = wait_terminal(backend, run_id, 60)
     assert status.state == RunLifecycle.CANCELED, status
     assert "canceled by SIGTERM" in status.message, status.message
-    assert hook.get_run_report(run_id)["status"] == "CANCELED"
+    assert backend.get_run_report(run_id)["status"] == "CANCELED"
     assert not [r for r in local._triton_servers(cluster_id) if procs.group_members(r)], "the job stops them"
     out = tmp_path / "out"
     assert not (out / "_delta_log").exists(), "a canceled run commits nothing"

@@ -3,10 +3,10 @@
 Databricks deletes a cluster on its own after ``autotermination_minutes``; a local cluster needs the
 same net. An Airflow task killed with -9 or by the OOM killer runs neither ``on_kill`` nor
 ``finally``, and Airflow skips a teardown whose setup failed, so nothing in Airflow would ever
-stop a cluster whose create task died. ``LocalSparkHook.create_cluster`` therefore starts this
+stop a cluster whose create task died. ``LocalSparkBackend.create_cluster`` therefore starts this
 small detached process (recorded as ``reaper`` in ``cluster.json``) before any JVM. It polls
 ``cluster.json`` every :data:`POLL_S` seconds and deletes the cluster, with the teardown's own
-code path (``LocalSparkHook.delete_cluster``), when:
+code path (``LocalSparkBackend.delete_cluster``), when:
 
 * **owner gone**: while the cluster is PENDING (or TERMINATED before it ever ran), a recorded owner
   process is gone. The owners are the process that creates the cluster and, inside an Airflow
@@ -24,12 +24,12 @@ code path (``LocalSparkHook.delete_cluster``), when:
 It exits once the cluster is DELETED, by itself or by anyone else; ``delete_cluster`` also stops it
 by its record. Every process is judged by pid *and* create time, never by pid alone.
 
-While it watches it imports no Airflow (about 20 MB resident); only a reap imports the hook: about
+While it watches it imports no Airflow (about 20 MB resident); only a reap imports the backend: about
 3 s on an idle machine, up to about 12 s on a loaded one. From the fault to a deleted cluster: one
 poll (at most :data:`POLL_S`), that import, and the delete (1-3 s: the JVMs exit on SIGTERM);
 measured 13-16 s on two heavily loaded cores. The tests allow 30 s.
 
-Usage: ``python -m airflow_spark_triton.hooks.local_reaper --cluster-dir DIR [--idle-seconds S]``.
+Usage: ``python -m airflow_spark_triton.backends.local.reaper --cluster-dir DIR [--idle-seconds S]``.
 ``--idle-seconds`` (or ``$SPARK_TRITON_REAPER_IDLE_S``) replaces ``autotermination_minutes``: for
 tests, which cannot wait the Databricks minimum of ten minutes.
 """
@@ -48,20 +48,14 @@ from typing import Any
 
 import psutil
 
-from airflow_spark_triton.hooks import local_processes as procs
-from airflow_spark_triton.hooks.local_cluster_state import CLUSTER_FILE, LOCK_FILE, ClusterState
-from airflow_spark_triton.hooks.local_processes import ProcessRecord
-from airflow_spark_triton.hooks.supervised_runs import (
-    RunActivity,
-    process_record,
-    run_activity,
-    update_record_if,
-)
-from spark_jobs.json_files import read_json
+from airflow_spark_triton.backends.local.cluster_state import ClusterState, cluster_record
+from airflow_spark_triton.runs import processes as procs
+from airflow_spark_triton.runs.processes import ProcessRecord
+from airflow_spark_triton.runs.supervised import RunActivity, process_record, run_activity
 
-log = logging.getLogger("airflow_spark_triton.local_reaper")
+log = logging.getLogger("airflow_spark_triton.backends.local.reaper")
 
-REAPER_MODULE = "airflow_spark_triton.hooks.local_reaper"
+REAPER_MODULE = "airflow_spark_triton.backends.local.reaper"
 IDLE_OVERRIDE_ENV = "SPARK_TRITON_REAPER_IDLE_S"
 POLL_S = 2.0
 RETRY_S = 30.0  # between attempts when a reap's delete failed
@@ -136,10 +130,8 @@ class Reaper:
         self.idle_override_s = idle_override_s
         self.poll_s = poll_s
         self.me = ProcessRecord.of(os.getpid())
+        self.record = cluster_record(cluster_dir)
         self.claimed: str | None = None  # the reason, once this reaper took the cluster over
-
-    def _read(self) -> dict[str, Any] | None:
-        return read_json(self.cluster_dir / CLUSTER_FILE)
 
     def _reason(self, cluster: dict[str, Any]) -> str | None:
         runs = run_activity(self.cluster_dir)
@@ -157,20 +149,20 @@ class Reaper:
             claimed["reason"] = reason
             return {"state": DELETING, "deleted_by": reason, "deleting_by": self.me.to_dict()}
 
-        update_record_if(self.cluster_dir / CLUSTER_FILE, self.cluster_dir / LOCK_FILE, decide)
+        self.record.update_if(decide)
         return claimed.get("reason")
 
     def _delete(self, cluster: dict[str, Any], reason: str) -> bool:
-        """The teardown's own code path. Imported only now: the hook imports Airflow (seconds,
+        """The teardown's own code path. Imported only now: the backend imports Airflow (seconds,
         about 100 MB), which a reaper that mostly sleeps should not carry for hours."""
         try:
-            from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+            from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
             home = cluster.get("home") or str(self.cluster_dir.parents[1])
             # No connection lookup: outside a task it could need Airflow's API or metadata DB, and
             # deleting needs nothing but the records under home.
-            hook = LocalSparkHook(spark_triton_conn_id=None, home=home)
-            hook.delete_cluster(cluster["cluster_id"], reason=reason)
+            backend = LocalSparkBackend(spark_triton_conn_id=None, home=home)
+            backend.delete_cluster(cluster["cluster_id"], reason=reason)
         except Exception:
             log.exception("deleting %s failed; retrying in %.0fs", cluster.get("cluster_id"), RETRY_S)
             return False
@@ -180,7 +172,7 @@ class Reaper:
         log.info("watching %s (pid %s, poll %.1fs)", self.cluster_dir, self.me.pid, self.poll_s)
         last_attempt = 0.0
         while True:
-            cluster = self._read()
+            cluster = self.record.read()
             if cluster is None:
                 if not self.cluster_dir.exists():
                     log.info("%s is gone: exiting", self.cluster_dir)

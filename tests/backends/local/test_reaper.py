@@ -16,16 +16,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from airflow_spark_triton.backends.base import RunLifecycle
+from airflow_spark_triton.backends.local import reaper as local_reaper
+from airflow_spark_triton.backends.local.backend import LocalSparkBackend
+from airflow_spark_triton.backends.local.reaper import IDLE_OVERRIDE_ENV, owner_records, reap_reason
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.hooks import local_processes as procs
-from airflow_spark_triton.hooks import local_reaper
-from airflow_spark_triton.hooks.base import RunLifecycle
-from airflow_spark_triton.hooks.local_processes import ProcessRecord
-from airflow_spark_triton.hooks.local_reaper import IDLE_OVERRIDE_ENV, owner_records, reap_reason
-from airflow_spark_triton.hooks.local_spark import LocalSparkHook
-from airflow_spark_triton.hooks.supervised_runs import RunActivity, run_activity
+from airflow_spark_triton.runs import processes as procs
+from airflow_spark_triton.runs.processes import ProcessRecord
+from airflow_spark_triton.runs.supervised import RunActivity, run_activity
 from spark_jobs.json_files import write_json_atomic
-from tests.hooks.test_local_spark import (
+from tests.backends.local.test_backend import (
     READY_TIMEOUT_S,
     SLEEPING_JOB,
     assert_nothing_left,
@@ -38,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("no_process_left_behind")
 
 SMALL = GpuClusterSpec(num_workers=1, executor_cores=1, worker_memory="512m")
 # From the kill (or the end of the idle time) to a DELETED record with nothing left: one poll
-# (2 s), importing the hook in the reaper (about 3 s, more on a loaded machine) and the delete
+# (2 s), importing the backend in the reaper (about 3 s, more on a loaded machine) and the delete
 # itself (1-3 s: the JVMs exit on SIGTERM). Measured 13-16 s on two heavily loaded cores.
 REAP_BOUND_S = 30.0
 NOW = 1_800_000_000.0
@@ -129,8 +129,8 @@ def test_idle_limit_is_the_specs_autotermination_unless_overridden():
     assert local_reaper.idle_limit_s({"spec": {"autotermination_minutes": 10}}, 5) == 5.0
 
 
-def test_only_runs_with_a_live_supervisor_are_activity(hook, tmp_path):
-    cdir = hook.cluster_dir(fake_cluster(hook))
+def test_only_runs_with_a_live_supervisor_are_activity(backend, tmp_path):
+    cdir = backend.cluster_dir(fake_cluster(backend))
     me = ProcessRecord.of(os.getpid()).to_dict()
     gone = record(os.getpid(), create_time=1.0)  # this pid, another create time: a dead process
     runs = {"aaaaaaaa": ("RUNNING", me), "bbbbbbbb": ("RUNNING", gone), "cccccccc": ("SUCCESS", gone)}
@@ -153,10 +153,10 @@ def test_owners_are_the_process_and_inside_an_airflow_task_its_supervisor(monkey
     assert [o.pid for o in owner_records()] == [os.getpid(), os.getppid()]
 
 
-def test_cancel_stops_the_driver_of_a_run_whose_supervisor_was_killed(hook, tmp_path):
-    cluster_id = fake_cluster(hook)
+def test_cancel_stops_the_driver_of_a_run_whose_supervisor_was_killed(backend, tmp_path):
+    cluster_id = fake_cluster(backend)
     run_id = f"{cluster_id}-run-0badc0de"
-    run_dir = hook.run_dir(run_id)
+    run_dir = backend.run_dir(run_id)
     run_dir.mkdir(parents=True)
     supervisor = subprocess.Popen(["sleep", "300"], start_new_session=True, cwd=tmp_path)
     driver = subprocess.Popen(["bash", "-c", "sleep 300 & wait"], start_new_session=True, cwd=tmp_path)
@@ -168,16 +168,16 @@ def test_cancel_stops_the_driver_of_a_run_whose_supervisor_was_killed(hook, tmp_
         write_json_atomic(run_dir / "status.json", status)
         supervisor.send_signal(signal.SIGKILL)
         supervisor.wait(5)
-        failed = hook.get_run_status(run_id)
+        failed = backend.get_run_status(run_id)
         assert failed.state == RunLifecycle.FAILED
         assert f"spark-submit pid {driver.pid} is still running" in failed.message
         assert len(procs.group_members(drv)) == 2  # bash and its sleep
 
-        hook.cancel_run(run_id)  # FAILED already, but its driver runs: stopped by its record
+        backend.cancel_run(run_id)  # FAILED already, but its driver runs: stopped by its record
         assert driver.wait(5) is not None
         assert not procs.group_members(drv)
-        assert hook.get_run_status(run_id).state == RunLifecycle.FAILED
-        hook.cancel_run(run_id)  # again: a no-op
+        assert backend.get_run_status(run_id).state == RunLifecycle.FAILED
+        backend.cancel_run(run_id)  # again: a no-op
     finally:
         for proc in (supervisor, driver):
             if proc.poll() is None:
@@ -187,7 +187,7 @@ def test_cancel_stops_the_driver_of_a_run_whose_supervisor_was_killed(hook, tmp_
 
 # -- slow: real clusters, real kills -----------------------------------------------------------
 
-# Creates a cluster through LocalSparkHook like CreateGpuClusterOperator, in the two shapes an
+# Creates a cluster through LocalSparkBackend like CreateGpuClusterOperator, in the two shapes an
 # Airflow task has. "creator": this process is the task; the test kills it with -9 while create
 # is still starting JVMs. "supervisor": this process is the Task SDK supervisor; it forks the task
 # process into a group of its own, as Airflow does, and the test kills the supervisor with -9;
@@ -201,11 +201,11 @@ home, out, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 
 def create():
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
-    from airflow_spark_triton.hooks.local_spark import LocalSparkHook
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 
-    hook = LocalSparkHook(spark_triton_conn_id=None, home=home)
+    backend = LocalSparkBackend(spark_triton_conn_id=None, home=home)
     spec = GpuClusterSpec(num_workers=1, executor_cores=1, worker_memory="512m")
-    return hook, hook.create_cluster(spec, {"dag_id": "killed"})
+    return backend, backend.create_cluster(spec, {"dag_id": "killed"})
 
 
 if mode == "creator":
@@ -222,12 +222,12 @@ import airflow.sdk.execution_time.task_runner as task_runner
 
 task_runner.SUPERVISOR_COMMS = object()  # what makes owner_records() see an Airflow task
 supervisor = os.getppid()
-hook, cluster_id = create()
+backend, cluster_id = create()
 out.write_text(json.dumps({"cluster_id": cluster_id, "task": os.getpid()}))
 while os.getppid() == supervisor:
     time.sleep(0.1)
 try:
-    hook.wait_for_cluster(cluster_id, 120)
+    backend.wait_for_cluster(cluster_id, 120)
     outcome = "RUNNING"
 except Exception as exc:
     outcome = f"{type(exc).__name__}: {exc}"
@@ -249,31 +249,31 @@ def _wait_for(predicate, timeout_s: float, what: str):
     raise AssertionError(f"{what} not within {timeout_s:.0f}s")
 
 
-def _assert_reaped(hook: LocalSparkHook, cluster_id: str, killed: int, since: float) -> float:
+def _assert_reaped(backend: LocalSparkBackend, cluster_id: str, killed: int, since: float) -> float:
     """Waits for the reaper; returns seconds from ``since`` to a DELETED record with nothing left."""
 
     def deleted():
-        return (hook.get_cluster(cluster_id) or {}).get("state") == "DELETED"
+        return (backend.get_cluster(cluster_id) or {}).get("state") == "DELETED"
 
     _wait_for(deleted, REAP_BOUND_S, f"cluster {cluster_id} DELETED by its reaper")
-    cluster = hook.get_cluster(cluster_id)
+    cluster = backend.get_cluster(cluster_id)
     reaper = ProcessRecord.from_dict(cluster["reaper"])
     _wait_for(lambda: not procs.is_alive(reaper), REAP_BOUND_S - (time.monotonic() - since), "reaper exit")
     took = time.monotonic() - since
     assert cluster["deleted_by"] == f"reaper: owner pid {killed} gone while PENDING"
     assert ProcessRecord.from_dict(cluster["deleting_by"]).pid == reaper.pid
-    assert_nothing_left(hook, cluster_id)
+    assert_nothing_left(backend, cluster_id)
     assert "deleting" in Path(cluster["reaper"]["log"]).read_text()
     return took
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["creator", "supervisor"])
-def test_a_cluster_whose_creating_task_is_killed_deletes_itself(hook, tmp_path, mode):
+def test_a_cluster_whose_creating_task_is_killed_deletes_itself(backend, tmp_path, mode):
     out = tmp_path / "out.json"
     script = write_script(tmp_path, "creator.py", CREATOR)
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(hook.home), str(out), mode],
+        [sys.executable, str(script), str(backend.home), str(out), mode],
         cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -282,24 +282,24 @@ def test_a_cluster_whose_creating_task_is_killed_deletes_itself(hook, tmp_path, 
     cluster_id = None
     try:
         if mode == "creator":  # kill it mid-create: the master started, the worker not yet
-            cluster_id = _wait_for(lambda: _cluster_ids(hook.home), 120, "a cluster record")[0]
-            _wait_for(lambda: (hook.get_cluster(cluster_id) or {}).get("master"), 120, "a master")
-            assert not hook.get_cluster(cluster_id)["workers"]
+            cluster_id = _wait_for(lambda: _cluster_ids(backend.home), 120, "a cluster record")[0]
+            _wait_for(lambda: (backend.get_cluster(cluster_id) or {}).get("master"), 120, "a master")
+            assert not backend.get_cluster(cluster_id)["workers"]
         else:  # kill the supervisor once its task process created the cluster (JVMs up, PENDING)
             _wait_for(out.exists, 180, "the task process creating a cluster")
             started = json.loads(out.read_text())
             cluster_id, task = started["cluster_id"], psutil.Process(started["task"])
-            cluster = hook.get_cluster(cluster_id)
+            cluster = backend.get_cluster(cluster_id)
             assert [o["pid"] for o in cluster["owners"]] == [task.pid, parent.pid]
             assert len(cluster["workers"]) == 1
-        assert hook.get_cluster(cluster_id)["state"] == "PENDING"
+        assert backend.get_cluster(cluster_id)["state"] == "PENDING"
         parent.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         parent.wait(10)
 
-        took = _assert_reaped(hook, cluster_id, parent.pid, killed_at)
+        took = _assert_reaped(backend, cluster_id, parent.pid, killed_at)
         print(f"{mode}: reaped {took:.1f}s after the kill")
-        assert hook.find_cluster({"dag_id": "killed"}) is None
+        assert backend.find_cluster({"dag_id": "killed"}) is None
         if task is not None:  # the surviving task process was refused the cluster, and exited
             _wait_for(lambda: "outcome" in json.loads(out.read_text()), 60, "the task process' outcome")
             outcome = json.loads(out.read_text())["outcome"]
@@ -313,53 +313,55 @@ def test_a_cluster_whose_creating_task_is_killed_deletes_itself(hook, tmp_path, 
         if task is not None and task.is_running():
             task.kill()
         if cluster_id:
-            hook.delete_cluster(cluster_id)
+            backend.delete_cluster(cluster_id)
 
 
 @pytest.mark.slow
-def test_an_idle_cluster_deletes_itself(hook, monkeypatch):
+def test_an_idle_cluster_deletes_itself(backend, monkeypatch):
     idle_s = 4.0
     monkeypatch.setenv(IDLE_OVERRIDE_ENV, str(idle_s))  # the reaper inherits it (SPARK_TRITON_*)
-    cluster_id = hook.create_cluster(SMALL, {"dag_id": "idle"})
+    cluster_id = backend.create_cluster(SMALL, {"dag_id": "idle"})
     try:
-        hook.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
-        running = hook.get_cluster(cluster_id)
+        backend.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
+        running = backend.get_cluster(cluster_id)
         assert running["state"] == "RUNNING" and running["owners"] == []
         _wait_for(
-            lambda: hook.get_cluster(cluster_id)["state"] == "DELETED", idle_s + REAP_BOUND_S, "idle reap"
+            lambda: backend.get_cluster(cluster_id)["state"] == "DELETED", idle_s + REAP_BOUND_S, "idle reap"
         )
-        cluster = hook.get_cluster(cluster_id)
+        cluster = backend.get_cluster(cluster_id)
         deleted_after = time.time() - running["running_epoch"]
         print(f"idle cluster deleted {deleted_after:.1f}s after RUNNING (idle limit {idle_s}s)")
         assert cluster["deleted_by"].startswith("reaper: idle for")
         assert f"limit {idle_s:.0f}s" in cluster["deleted_by"]
         reaper = ProcessRecord.from_dict(cluster["reaper"])
         _wait_for(lambda: not procs.is_alive(reaper), REAP_BOUND_S, "reaper exit")
-        assert_nothing_left(hook, cluster_id)
+        assert_nothing_left(backend, cluster_id)
     finally:
-        hook.delete_cluster(cluster_id)
+        backend.delete_cluster(cluster_id)
 
 
 @pytest.mark.slow
-def test_delete_stops_the_driver_of_a_run_whose_supervisor_was_killed(hook, tmp_path):
-    cluster_id = hook.create_cluster(SMALL, {"dag_id": "orphan-driver"})
+def test_delete_stops_the_driver_of_a_run_whose_supervisor_was_killed(backend, tmp_path):
+    cluster_id = backend.create_cluster(SMALL, {"dag_id": "orphan-driver"})
     try:
-        hook.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
-        run_id = hook._submit_script(cluster_id, write_script(tmp_path, "sleep.py", SLEEPING_JOB), [], "t1")
-        wait_for_log_line(hook, run_id, "SLEEPING")
-        status = json.loads((hook.run_dir(run_id) / "status.json").read_text())
+        backend.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
+        run_id = backend._submit_script(
+            cluster_id, write_script(tmp_path, "sleep.py", SLEEPING_JOB), [], "t1"
+        )
+        wait_for_log_line(backend, run_id, "SLEEPING")
+        status = json.loads((backend.run_dir(run_id) / "status.json").read_text())
         supervisor = ProcessRecord.from_dict(status["supervisor"])
         driver = ProcessRecord.from_dict(status["driver"])
         os.kill(supervisor.pid, signal.SIGKILL)
         _wait_for(lambda: not procs.is_alive(supervisor), 10, "the supervisor's death")
-        failed = hook.get_run_status(run_id)
+        failed = backend.get_run_status(run_id)
         assert failed.state == RunLifecycle.FAILED
         assert "still running" in failed.message
         assert procs.group_members(driver), "the killed supervisor left spark-submit running"
     finally:
         started = time.monotonic()
-        hook.delete_cluster(cluster_id)
+        backend.delete_cluster(cluster_id)
         print(f"deleted in {time.monotonic() - started:.1f}s")
     assert not procs.group_members(driver)
-    assert hook.get_cluster(cluster_id)["state"] == "DELETED"
-    assert_nothing_left(hook, cluster_id)
+    assert backend.get_cluster(cluster_id)["state"] == "DELETED"
+    assert_nothing_left(backend, cluster_id)

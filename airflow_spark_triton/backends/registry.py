@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_spark_triton.hooks.base import GpuSparkBackend
+from airflow_spark_triton.backends.base import BackendConfigError, GpuSparkBackend
 from airflow_spark_triton.provider_info import LOCAL_CONN_TYPE
 
 DEFAULT_CONN_ID = "spark_triton_default"
@@ -26,9 +26,17 @@ log = logging.getLogger(__name__)
 
 # Connection type -> (module, class, keyword of the hook's connection id). The one mapping of both lookups.
 BACKENDS: dict[str, tuple[str, str, str]] = {
-    "databricks": ("airflow_spark_triton.hooks.databricks_gpu", "DatabricksGpuHook", "databricks_conn_id"),
-    "spark": ("airflow_spark_triton.hooks.spark_submit", "SparkSubmitGpuHook", "spark_conn_id"),
-    LOCAL_CONN_TYPE: ("airflow_spark_triton.hooks.local_spark", "LocalSparkHook", "spark_triton_conn_id"),
+    "databricks": (
+        "airflow_spark_triton.backends.databricks.backend",
+        "DatabricksBackend",
+        "databricks_conn_id",
+    ),
+    "spark": ("airflow_spark_triton.backends.spark_submit.backend", "SparkSubmitBackend", "spark_conn_id"),
+    LOCAL_CONN_TYPE: (
+        "airflow_spark_triton.backends.local.backend",
+        "LocalSparkBackend",
+        "spark_triton_conn_id",
+    ),
 }
 
 
@@ -84,7 +92,7 @@ def backend_for_type(kind: str, conn_id: str) -> GpuSparkBackend:
         module_name, class_name, conn_kwarg = BACKENDS[kind]
     except KeyError:
         supported = ", ".join(repr(k) for k in BACKENDS)
-        raise ValueError(
+        raise BackendConfigError(
             f"connection {conn_id!r} has type {kind!r}; airflow-spark-triton supports {supported} "
             "('spark': spark-submit to an existing cluster)"
         ) from None

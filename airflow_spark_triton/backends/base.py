@@ -1,0 +1,109 @@
+"""The one contract every backend implements, so operators, the trigger and DAGs never know which runs them.
+
+Operators and the trigger call these methods and nothing else: no ``getattr`` probing. The optional
+capabilities (progress, a summary link, a driver log) have defaults here that say "not available", so
+a backend that cannot show them needs no code, and one that can overrides them.
+
+Every error a backend raises on purpose is a :class:`BackendError`, an ``AirflowException``, so a task
+fails with the backend's own reason and a DAG author can catch one type for all backends.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowException
+
+from airflow_spark_triton.runs.states import RunLifecycle
+
+if TYPE_CHECKING:
+    from airflow_spark_triton.cluster_spec import GpuClusterSpec
+    from spark_jobs.job_config import InferenceJobConfig
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    run_id: str
+    state: RunLifecycle
+    message: str = ""
+    url: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "state": self.state.value, "message": self.message, "url": self.url}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
+        return cls(data["run_id"], RunLifecycle(data["state"]), data.get("message", ""), data.get("url"))
+
+
+class BackendError(AirflowException):
+    """Base of every error a backend raises on purpose; the message carries the backend's reason."""
+
+
+class BackendConfigError(BackendError, ValueError):
+    """A connection or setting the backend cannot use; the message names the setting."""
+
+
+class ClusterError(BackendError):
+    """The cluster could not be created or became unusable; the message carries the backend's reason."""
+
+
+class RunError(BackendError):
+    """The inference run failed, was canceled or left no report; the message carries the job's own error."""
+
+
+class GpuSparkBackend(abc.ABC):
+    """Cluster lifecycle and job runs. Every method is safe to call again after a retry or crash.
+
+    ``cluster_id`` is what :meth:`create_cluster` returned: a Databricks cluster id, a local cluster id,
+    or, for spark-submit to a cluster this package does not own, the id of an *attachment* (create
+    checks the master and records the settings; delete stops this package's drivers, never the cluster).
+    """
+
+    # -- clusters ----------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def find_cluster(self, tags: dict[str, str]) -> str | None:
+        """A live cluster carrying all ``tags``, so a retried create reuses it instead of making another."""
+
+    @abc.abstractmethod
+    def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
+        """Start creating; return the cluster id as soon as the backend has one (before it is ready)."""
+
+    @abc.abstractmethod
+    def wait_for_cluster(self, cluster_id: str, timeout_s: float) -> None:
+        """Block until usable; raise :class:`ClusterError` with the backend's reason if it never will be."""
+
+    @abc.abstractmethod
+    def delete_cluster(self, cluster_id: str) -> None:
+        """Stop everything the cluster runs and delete it; deleting a deleted cluster succeeds."""
+
+    # -- runs --------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
+        """Start the run; the same token returns the same run instead of starting a second one."""
+
+    @abc.abstractmethod
+    def get_run_status(self, run_id: str) -> RunStatus:
+        """Where the run is now; a lost driver or supervisor is a terminal state with the reason."""
+
+    @abc.abstractmethod
+    def cancel_run(self, run_id: str) -> None:
+        """Cancel and wait until the run's driver is gone; canceling a finished run is a no-op."""
+
+    @abc.abstractmethod
+    def get_run_report(self, run_id: str) -> dict[str, Any]:
+        """The JSON report the job wrote (counts, Delta versions, servers, timings); :class:`RunError` if none."""
+
+    # -- optional capabilities: the defaults say "not available" -----------------------------------
+
+    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
+        """Latest ``{"rows_done", "rows_total", "rows_per_s", ...}`` of a running job, or None if unknown."""
+        return None
+
+    def run_summary_uri(self, run_id: str) -> str | None:
+        """Where a person reads the run's summary (a file or page), for the task's extra link; None if none."""
+        return None

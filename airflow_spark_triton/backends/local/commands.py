@@ -1,0 +1,204 @@
+"""Command lines and environments of a local cluster's processes: master, workers, init scripts, spark-submit.
+
+Pure functions of the cluster's record (``cluster.json``) and its directory; the backend starts the
+processes and records them. Every environment starts from
+:func:`~airflow_spark_triton.runs.env.run_environment`, never from the whole ``os.environ``: the
+Airflow worker's connections, variables and secret settings must not reach a JVM, an executor or a
+Triton server (or a run's ``command.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from airflow_spark_triton.backends.base import ClusterError
+from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.runs.env import run_environment
+from spark_jobs.node_state import STATE_DIR_ENV
+
+LOCALHOST = "127.0.0.1"
+
+_MEMORY = re.compile(r"^\s*(?P<amount>\d+)\s*(?P<unit>[kmgt])b?\s*$", re.IGNORECASE)
+
+
+def memory_mb(value: str) -> int:
+    """Spark memory string ('1g', '512m') in MiB; a unit is required because Spark reads none as bytes."""
+    match = _MEMORY.match(str(value))
+    if not match:
+        raise ClusterError(f"cluster setting 'worker_memory' must look like '1g' or '512m', got {value!r}")
+    factor = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[match["unit"].lower()]
+    mb = int(int(match["amount"]) * factor)
+    if mb < 1:
+        raise ClusterError(f"cluster setting 'worker_memory' is too small: {value!r}")
+    return mb
+
+
+def spark_home() -> Path:
+    """The pip package is a complete Spark distribution: bin/spark-class, bin/spark-submit, jars."""
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def spark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def python_libdir(python: str) -> str:
+    """libpython's directory of ``python``: PyTriton's stub must load this one, not the system's."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return str(sysconfig.get_config_var("LIBDIR") or "")
+    result = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"interpreter {python} does not run: {result.stderr.strip()[-500:]}")
+    return result.stdout.strip()
+
+
+def packaged_init_script() -> Path:
+    return Path(__file__).resolve().parents[2] / "init_scripts" / "local_init.sh"
+
+
+def _prepend_path(first: str, existing: str | None) -> str:
+    parts = [p for p in [first, *(existing or "").split(os.pathsep)] if p]
+    return os.pathsep.join(dict.fromkeys(parts))
+
+
+def spark_bin(cluster: dict[str, Any], name: str) -> str:
+    return str(Path(cluster["spark_home"]) / "bin" / name)
+
+
+def servers_dir(cluster_dir: Path) -> Path:
+    """Where the job records the cluster's Triton servers (``SPARK_TRITON_STATE_DIR``)."""
+    return cluster_dir / "triton"
+
+
+def base_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
+    """Environment shared by every Spark process of the cluster (daemons, drivers, executors).
+
+    The spec's ``spark_env_vars`` are added as given: they are how a job gets a credential on purpose.
+    """
+    env = run_environment()
+    env.update(
+        {
+            "SPARK_HOME": cluster["spark_home"],
+            "SPARK_LOCAL_IP": LOCALHOST,
+            "SPARK_LOG_DIR": str(cluster_dir / "logs"),
+            "PYSPARK_PYTHON": cluster["python"],
+            "PYSPARK_DRIVER_PYTHON": cluster["python"],
+            STATE_DIR_ENV: str(servers_dir(cluster_dir)),
+            "SPARK_TRITON_CLUSTER_ID": cluster["cluster_id"],
+            "LD_LIBRARY_PATH": _prepend_path(cluster.get("python_libdir", ""), env.get("LD_LIBRARY_PATH")),
+        }
+    )
+    env.update({str(k): str(v) for k, v in (cluster["spec"].get("spark_env_vars") or {}).items()})
+    return env
+
+
+def master_command(cluster: dict[str, Any], port: int, webui_port: int) -> list[str]:
+    return [
+        spark_bin(cluster, "spark-class"),
+        "org.apache.spark.deploy.master.Master",
+        "--host", LOCALHOST,
+        "--port", str(port),
+        "--webui-port", str(webui_port),
+    ]  # fmt: skip
+
+
+def master_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
+    env = base_env(cluster, cluster_dir)
+    # Fail instead of silently moving to port+1: the URL we recorded must be the real one.
+    # The REST submission server would otherwise take port 6066 and clash between clusters.
+    env["SPARK_MASTER_OPTS"] = "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"
+    return env
+
+
+def worker_command(
+    cluster: dict[str, Any], spec: GpuClusterSpec, webui_port: int, work_dir: Path
+) -> list[str]:
+    return [
+        spark_bin(cluster, "spark-class"),
+        "org.apache.spark.deploy.worker.Worker",
+        "--host", LOCALHOST,
+        "--cores", str(spec.executor_cores),
+        "--memory", spec.worker_memory,
+        "--webui-port", str(webui_port),
+        "--work-dir", str(work_dir),
+        cluster["master"]["url"],
+    ]  # fmt: skip
+
+
+def worker_env(cluster: dict[str, Any], cluster_dir: Path, work_dir: Path, local_dir: Path) -> dict[str, str]:
+    # Executors inherit the worker's environment (ProcessBuilder copies it), and their Python
+    # workers inherit the executor's: LD_LIBRARY_PATH set here reaches PyTriton's stub even
+    # for an application that forgets spark.executorEnv.LD_LIBRARY_PATH.
+    env = base_env(cluster, cluster_dir)
+    env.update({"SPARK_WORKER_DIR": str(work_dir), "SPARK_LOCAL_DIRS": str(local_dir)})
+    return env
+
+
+def init_script_env(cluster: dict[str, Any], cluster_dir: Path, index: int, work_dir: Path) -> dict[str, str]:
+    env = base_env(cluster, cluster_dir)
+    env.update(
+        {
+            "SPARK_TRITON_WORKER_INDEX": str(index),
+            "SPARK_TRITON_WORKER_DIR": str(work_dir),
+            "SPARK_TRITON_PYTHON": cluster["python"],
+            "SPARK_TRITON_SPARK_VERSION": cluster["spark_version"],
+        }
+    )
+    return env
+
+
+def spark_submit_command(
+    cluster: dict[str, Any],
+    cluster_dir: Path,
+    run_id: str,
+    run_dir: Path,
+    script: Path,
+    script_args: list[str],
+    extra_conf: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """spark-submit of ``script`` in client mode to the cluster's master: (argv, env).
+
+    No GPUs locally: stage-level scheduling asks for CPUs only. One executor per worker must be up
+    before the first task (one Triton server per node).
+    """
+    spec = GpuClusterSpec.from_dict(cluster["spec"])
+    env = base_env(cluster, cluster_dir)
+    conf = {
+        **spec.stage_level_scheduling_conf(with_gpus=False),
+        f"spark.executorEnv.{STATE_DIR_ENV}": str(servers_dir(cluster_dir)),
+        "spark.executorEnv.LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"],
+        "spark.driver.host": LOCALHOST,
+        "spark.driver.bindAddress": LOCALHOST,
+        "spark.ui.enabled": "false",
+        "spark.pyspark.python": cluster["python"],
+        "spark.pyspark.driver.python": cluster["python"],
+    }
+    # The driver's scratch space; spark.local.dir would only earn a warning in standalone mode.
+    env["SPARK_LOCAL_DIRS"] = str(run_dir / "local")
+    conf.setdefault("spark.executor.memory", f"{memory_mb(spec.worker_memory)}m")
+    conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
+    conf.setdefault("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
+    for key, value in (spec.spark_env_vars or {}).items():
+        conf.setdefault(f"spark.executorEnv.{key}", str(value))
+    conf.update(extra_conf or {})
+    argv = [spark_bin(cluster, "spark-submit"), "--master", cluster["master"]["url"]]
+    argv += ["--deploy-mode", "client", "--name", run_id]
+    for key, value in sorted(conf.items()):
+        argv += ["--conf", f"{key}={value}"]
+    argv += [str(script), *script_args]
+    return argv, env

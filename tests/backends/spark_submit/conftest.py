@@ -1,0 +1,5 @@
+"""Spark-submit backend fixtures: the local backend's leak check and no-secrets canaries."""
+
+from __future__ import annotations
+
+from tests.backends.local.conftest import canary, no_process_left_behind, started  # noqa: F401 (fixtures)
