@@ -57,7 +57,7 @@ lint: install
 # own session root, Airflow home and ports. TEST_ARGS= (empty) runs everything in one process.
 TEST_ARGS ?= -n 2 --dist loadscope
 test: install java lint
-	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra $(TEST_ARGS)
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=30 $(TEST_ARGS)
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
