@@ -1,7 +1,12 @@
 """Airflow Assets for the Delta tables the operators write, so downstream DAGs can be scheduled on them.
 
-A table is named by a path (``/data/embeddings``) or a URI (``s3://bucket/t``, ``dbfs:/...``). The
-asset URI is ``file://<absolute path>`` for a local path and the URI as given otherwise.
+A table is named by a path (``/data/embeddings``), a URI (``s3://bucket/t``, ``dbfs:/...``) or, on
+Databricks, a Unity Catalog name (``catalog.schema.table``). The asset URI is ``file://<absolute
+path>`` for a local path, the URI as given for a URI, and the Databricks provider's form
+``databricks://<workspace host>/<catalog>/<schema>/<table>`` for a Unity Catalog name (the form its
+``UnityTableIdentity`` and OpenLineage converter use, so assets of this package and of the Databricks
+provider's operators are the same asset). A UC name is never taken for a relative path: that made
+``file:///<cwd>/main.default.t``, an asset no producer on Databricks ever updates.
 
 Outlets must be known when the DAG file is parsed, but ``output_table`` is usually templated
 (``{{ params.output_table }}``). So a DAG declares one *stable* asset per logical output, built from
@@ -13,6 +18,7 @@ the table and date from the triggering event, which stays correct when a run ove
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
@@ -20,10 +26,50 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 ASSET_GROUP = "delta_table"
+DATABRICKS_SCHEME = "databricks"
+# Three dot-separated identifiers, each plain (letters, digits, _ and -) or back-quoted; no path
+# separator and no scheme. The job side (spark_jobs.delta_io.is_table_name) reads a name the same way.
+_PART = r"(?:`[^`]+`|[A-Za-z0-9_-]+)"
+_UC_NAME = re.compile(rf"^({_PART})\.({_PART})\.({_PART})$")
 
 
-def table_uri(table: str) -> str:
-    """The URI of a Delta table given as a path or URI: local paths become ``file:///abs/path``."""
+def unity_catalog_name(table: str) -> tuple[str, str, str] | None:
+    """``(catalog, schema, table)`` of a ``catalog.schema.table`` name (back-quotes removed), or None
+    for a path or URI. Lower-cased, as Unity Catalog stores names and the Databricks provider keys them."""
+    m = _UC_NAME.match(str(table).strip())
+    if m is None:
+        return None
+    catalog, schema, name = (part.strip("`").lower() for part in m.groups())
+    return catalog, schema, name
+
+
+def workspace_host(host: str) -> str:
+    """The bare host of a Databricks workspace URL or host (``https://x.cloud.databricks.com/`` -> host)."""
+    host = str(host).strip()
+    parsed = urlsplit(host if "://" in host else f"https://{host}")
+    return (parsed.hostname or "").lower()
+
+
+def _uc_uri(parts: tuple[str, str, str], host: str | None, table: str) -> str:
+    if not host:
+        raise ValueError(
+            f"table {table!r} is a Unity Catalog name (catalog.schema.table): its asset URI "
+            "databricks://<workspace host>/<catalog>/<schema>/<table> needs the workspace host; pass "
+            "workspace_host= (the host of the Databricks connection)"
+        )
+    catalog, schema, name = (quote(p, safe="") for p in parts)
+    return f"{DATABRICKS_SCHEME}://{workspace_host(host)}/{catalog}/{schema}/{name}"
+
+
+def table_uri(table: str, workspace_host: str | None = None) -> str:
+    """The URI of a Delta table given as a path, URI or Unity Catalog name.
+
+    Local paths become ``file:///abs/path``; ``catalog.schema.table`` becomes
+    ``databricks://<workspace_host>/catalog/schema/table`` (``workspace_host`` required then).
+    """
+    parts = unity_catalog_name(table)
+    if parts is not None:
+        return _uc_uri(parts, workspace_host, str(table))
     table = str(table).rstrip("/") or "/"
     scheme = urlsplit(table).scheme
     if scheme and len(scheme) > 1:  # "C:\\..." is a path, not a URI
@@ -31,9 +77,29 @@ def table_uri(table: str) -> str:
     return "file://" + quote(os.path.abspath(os.path.expanduser(table)))
 
 
-def delta_table_asset(table: str, name: str | None = None) -> Asset:
-    """A stable Asset for a Delta table: ``name`` (default: the URI) is what consumers schedule on."""
+def delta_table_asset(table: str, name: str | None = None, workspace_host: str | None = None) -> Asset:
+    """A stable Asset for a Delta table: ``name`` (default: the URI) is what consumers schedule on.
+
+    For a Unity Catalog name pass ``workspace_host`` (a DAG file should not look a connection up
+    while it is parsed, so the host is given, not read from the connection).
+    """
     from airflow.sdk import Asset
 
-    uri = table_uri(table)
+    uri = table_uri(table, workspace_host)
     return Asset(name=name or uri, uri=uri, group=ASSET_GROUP)
+
+
+def databricks_host_of(conn_id: str) -> str | None:
+    """The workspace host of a ``databricks`` connection, None for any other type or no connection.
+
+    For tasks (run time), where the connection is there to be read; never called while parsing.
+    """
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:
+        return None
+    if conn.conn_type != DATABRICKS_SCHEME or not conn.host:
+        return None
+    return workspace_host(conn.host)

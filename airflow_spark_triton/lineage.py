@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from airflow_spark_triton.assets import table_uri
+from airflow_spark_triton.assets import DATABRICKS_SCHEME, table_uri, unity_catalog_name
+from airflow_spark_triton.assets import workspace_host as host_of
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,17 @@ def openlineage_available() -> bool:
     return True
 
 
-def dataset_name(table: str) -> tuple[str, str]:
-    """OpenLineage naming: ``file`` + absolute path locally; ``scheme://authority`` + path otherwise."""
+def dataset_name(table: str, workspace_host: str | None = None) -> tuple[str, str]:
+    """OpenLineage naming: ``file`` + absolute path locally; ``scheme://authority`` + path otherwise.
+
+    A Unity Catalog name is named as the Databricks provider names it: namespace
+    ``databricks://<workspace host>`` (plain ``databricks`` when the host is unknown, as the provider
+    does too) and name ``catalog.schema.table``.
+    """
+    uc = unity_catalog_name(table)
+    if uc is not None:
+        host = host_of(workspace_host) if workspace_host else ""
+        return (f"{DATABRICKS_SCHEME}://{host}" if host else DATABRICKS_SCHEME), ".".join(uc)
     parts = urlsplit(table_uri(table))
     if parts.scheme == "file":
         return "file", unquote(parts.path)
@@ -49,8 +59,9 @@ def dataset_name(table: str) -> tuple[str, str]:
     return parts.scheme, parts.path
 
 
-def inference_lineage(input_table: str, output_tables: list[str]) -> Any:
-    """An ``OperatorLineage`` (the provider's when installed) for one run."""
+def inference_lineage(input_table: str, output_tables: list[str], workspace_host: str | None = None) -> Any:
+    """An ``OperatorLineage`` (the provider's when installed) for one run; ``workspace_host`` names
+    the Databricks workspace of Unity Catalog tables."""
     if openlineage_available():
         from airflow.providers.common.compat.openlineage.facet import Dataset as OLDataset
         from airflow.providers.openlineage.extractors import OperatorLineage as OLOperatorLineage
@@ -59,8 +70,8 @@ def inference_lineage(input_table: str, output_tables: list[str]) -> Any:
         lineage_cls: Any = OLOperatorLineage
     else:
         dataset_cls, lineage_cls = Dataset, OperatorLineage
-    make = lambda table: dataset_cls(*dataset_name(table))  # noqa: E731
+    make = lambda table: dataset_cls(*dataset_name(table, workspace_host))  # noqa: E731
     with contextlib.suppress(TypeError):
         return lineage_cls(inputs=[make(input_table)], outputs=[make(t) for t in output_tables])
-    return OperatorLineage(inputs=[Dataset(*dataset_name(input_table))],
-                           outputs=[Dataset(*dataset_name(t)) for t in output_tables])  # fmt: skip
+    return OperatorLineage(inputs=[Dataset(*dataset_name(input_table, workspace_host))],
+                           outputs=[Dataset(*dataset_name(t, workspace_host)) for t in output_tables])  # fmt: skip

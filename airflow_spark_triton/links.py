@@ -39,7 +39,11 @@ class InferenceRunLink(_XComLink):
 
 
 class InferenceReportLink(_XComLink):
-    """The Markdown summary of the run report, next to the JSON report."""
+    """The Markdown summary of the run report, next to the JSON report (a ``file://`` URI locally).
+
+    On Databricks the summary sits on a Unity Catalog volume, which a browser cannot open by path,
+    so the link is the run's page in the workspace (output, driver logs, Spark UI).
+    """
 
     name = "Run report summary"
     key = REPORT_SUMMARY_XCOM_KEY

@@ -53,6 +53,25 @@ def machine_name() -> str:
     return f"cpu-{os.cpu_count()}c-{memory_gb}g"
 
 
+def gpu_name() -> str | None:
+    """The first GPU's name as nvidia-smi reports it (``--device cuda`` runs record it)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0] if out.strip() else None
+
+
+def device_options(args) -> dict[str, Any]:
+    """``--device`` as a model option of all three paths, so they run on the same device."""
+    return {"device": args.device} if args.device else {}
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -80,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--paths", default=",".join(PATHS), help="comma-separated subset of " + ",".join(PATHS)
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of all three paths, e.g. cuda (default: the model's choice, CUDA if present)",
     )
     parser.add_argument("--out", default=None, help="result JSON (default results/<date>-<machine>.json)")
     parser.add_argument("--no-chart", action="store_true")
@@ -118,7 +142,7 @@ def run_plain_torch(args, table: Path, work: Path, check_ids: list[int]) -> dict
         sys.executable, "-m", "benchmarks.plain_torch",
         "--input", str(table),
         "--model", MODEL,
-        "--model-options", json.dumps({"torch_threads": threads}),
+        "--model-options", json.dumps({"torch_threads": threads, **device_options(args)}),
         "--batch-size", str(args.batch_size),
         "--check-ids", ",".join(map(str, check_ids)),
         "--out", str(out),
@@ -172,10 +196,15 @@ def run_spark_path(hook, cluster_id: str, path: str, args, table: Path, work: Pa
         "input_table": str(table),
         "date": DATE,
         "model": MODEL,
-        "model_options": json.loads(args.server_options) if path == "triton_udf" else {},
+        "model_options": {
+            **device_options(args),
+            **(json.loads(args.server_options) if path == "triton_udf" else {}),
+        },
         "batch_size": args.batch_size,
         "partitions": args.partitions,
         "executors": args.workers,
+        "python_workers": getattr(args, "python_workers", args.workers),  # task slots of the cluster
+        "job_settings": getattr(args, "job_settings", {}),  # InferenceJobConfig fields (sweep)
         "check_ids": check_ids,
         "run_id": f"bench-{path}-{os.getpid()}-{int(time.time())}",
         "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
@@ -265,8 +294,8 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
         "model_ref": MODEL,
         "rows": args.rows,
         "cores": os.cpu_count(),
-        "device": "cpu",
-        "gpu": None,
+        "device": args.device or "cpu",
+        "gpu": gpu_name() if (args.device or "").startswith("cuda") else None,
         "machine": machine_name(),
         "date": dt.date.today().isoformat(),
         "command": "python -m benchmarks.bench " + " ".join(sys.argv[1:]),
@@ -313,6 +342,10 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
         t["triton_vs_plain_torch>=0.6"] = summary["triton_vs_plain_torch"] >= 0.6
     if local_overhead is not None:
         t["local_overhead_s<=30"] = local_overhead <= 30
+    if summary["gpu"] and rps.get("triton_udf"):  # issue #14's GPU targets (4 Spark tasks per GPU)
+        t["gpu_triton_rows_per_s>=10000"] = rps["triton_udf"] >= 10_000
+        if summary["triton_vs_plain_torch"] is not None:
+            t["gpu_triton_vs_plain_torch>=0.8"] = summary["triton_vs_plain_torch"] >= 0.8
     peaks = summary["peak_rss_mb"]
     if peaks.get("triton_udf") and peaks.get("inprocess_udf"):
         t["triton_peak_rss<inprocess_udf"] = peaks["triton_udf"] < peaks["inprocess_udf"]

@@ -58,9 +58,11 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
     result["rows"] = docs.count()
     result["delta_read_s"] = round(time.monotonic() - started, 3)
     first = spark.createDataFrame(docs.orderBy("id").limit(1).collect(), docs.schema)
+    # One partition per Python worker (task slot): every worker pays its warm-up before the clock starts.
+    slots = max(int(cfg.get("python_workers", 2)), 1)
     warm = spark.createDataFrame(
-        docs.orderBy("id").limit(2 * int(cfg["batch_size"])).collect(), docs.schema
-    ).repartition(2)  # one partition per executor: every worker pays its warm-up before the clock starts
+        docs.orderBy("id").limit(max(2, slots) * int(cfg["batch_size"])).collect(), docs.schema
+    ).repartition(max(2, slots))
     check_ids = [int(i) for i in cfg.get("check_ids", [])]
 
     model = resolve_model(cfg["model"])
@@ -73,6 +75,7 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
         batch_size=int(cfg["batch_size"]),
         expected_executors=int(cfg["executors"]),
         run_id=cfg["run_id"],
+        **cfg.get("job_settings", {}),  # Triton batcher / protocol knobs of benchmarks.sweep
     )
     path_start = time.monotonic()
     stamps["path_start"] = time.time()

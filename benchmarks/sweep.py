@@ -9,6 +9,8 @@ Usage::
 
     python -m benchmarks.sweep               # 2000 documents -> results/<date>-<machine>-sweep.json
     python -m benchmarks.sweep --rows 500    # a quick look
+    python -m benchmarks.sweep --batching    # batcher / instances / HTTP vs gRPC, 4 workers on one node
+                                             # -> results/<date>-<machine>-batching-4w.json
 """
 
 from __future__ import annotations
@@ -35,6 +37,36 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "in-process UDF (path 2), batch 64": ("inprocess_udf", {}),
 }
 
+# ``--batching``: PyTriton's dynamic batcher, model instances and the client protocol, with N Python
+# workers (default 4) feeding ONE node (one executor with N cores), where a batcher can merge the
+# workers' requests. Overrides of InferenceJobConfig fields; the first variant is the baseline
+# (today's defaults: 2 ms queue delay, no preferred sizes, 1 instance, HTTP).
+BATCHING_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline (delay 2 ms; 1 instance; http)": ("triton_udf", {}),
+    "max queue delay 0": ("triton_udf", {"job_settings": {"server_max_queue_delay_us": 0}}),
+    "max queue delay 10 ms": ("triton_udf", {"job_settings": {"server_max_queue_delay_us": 10_000}}),
+    "preferred batch sizes 128+256": (
+        "triton_udf",
+        {"job_settings": {"server_preferred_batch_sizes": [128, 256]}},
+    ),
+    "model instances 2": ("triton_udf", {"job_settings": {"server_model_instances": 2}}),
+    "grpc client": ("triton_udf", {"job_settings": {"client_protocol": "grpc"}}),
+    "in-process UDF (path 2)": ("inprocess_udf", {}),
+}
+
+
+def _min_cosine(base: dict | None, other: dict | None) -> float | None:
+    """Worst cosine similarity between two variants' embeddings of the same check rows."""
+    import numpy as np
+
+    if not base or not other:
+        return None
+    worst = 1.0
+    for key, vector in base.items():
+        a, b = np.asarray(vector), np.asarray(other[key])
+        worst = min(worst, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
+    return round(worst, 6)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -42,8 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    parser.add_argument(
+        "--batching",
+        action="store_true",
+        help="sweep the dynamic batcher, model instances and HTTP vs gRPC on one node instead",
+    )
+    parser.add_argument(
+        "--workers-per-node", type=int, default=4, help="with --batching: Python workers feeding the node"
+    )
     options = parser.parse_args(argv)
-    chosen = [v for v in VARIANTS if not options.only or v in options.only.split(",")]
+    variants = BATCHING_VARIANTS if options.batching else VARIANTS
+    chosen = [v for v in variants if not options.only or v in options.only.split(",")]
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = RESULTS / "tmp" / f"sweep-{stamp}-{os.getpid()}"
@@ -59,19 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.pop("OMP_NUM_THREADS", None)
     table = work / "data" / "documents"
     make_input(table, options.rows)
-    base = parse_args(["--rows", str(options.rows)])
-    check_ids = [1, options.rows]
-
     from airflow_spark_triton.backends.local.backend import LocalSparkBackend
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
 
+    base = parse_args(["--rows", str(options.rows)])
+    if options.batching:  # one node: one worker, one executor whose N cores run N Python workers
+        base.workers, base.python_workers = 1, options.workers_per_node
+        spec = GpuClusterSpec(num_workers=1, executor_cores=options.workers_per_node, worker_memory="2g")
+    else:
+        spec = GpuClusterSpec(num_workers=2, worker_memory="2g")
+    check_ids = [1, options.rows]
+
     hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(work / "spark_triton"))
-    cluster_id = hook.create_cluster(GpuClusterSpec(num_workers=2, worker_memory="2g"), {"purpose": "sweep"})
+    cluster_id = hook.create_cluster(spec, {"purpose": "sweep"})
     rows: list[dict[str, Any]] = []
+    checks: list[dict | None] = []  # embeddings of the check rows: every variant must score the same
     try:
         hook.wait_for_cluster(cluster_id, 300)
         for name in chosen:
-            path, overrides = VARIANTS[name]
+            path, overrides = variants[name]
             args = argparse.Namespace(**{**vars(base), **overrides})
             log(f"{name}: {path} {overrides or ''}")
             result = run_spark_path(hook, cluster_id, path, args, table, work, check_ids)
@@ -85,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                     if result.get("cpu_s_timed")
                     else None,
                     "load_average": round(os.getloadavg()[0], 2),
+                    "min_cosine_vs_first": _min_cosine(checks[0], result.get("check")) if checks else 1.0,
                 }
             )
+            checks.append(result.get("check"))
             log(f"{name}: {result['rows_per_s']} rows/s")
     finally:
         hook.delete_cluster(cluster_id)
@@ -99,9 +148,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['variant']:<36} {row['rows_per_s']:>8} {row['vs_baseline']:>12} "
             f"{row['cpu_ms_per_row'] or '-':>11} {row['load_average']:>6}"
         )
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}-{machine_name()}-sweep.json"
+    kind = f"batching-{options.workers_per_node}w" if options.batching else "sweep"
+    out = RESULTS / f"{time.strftime('%Y-%m-%d')}-{machine_name()}-{kind}.json"
+    layout = {"workers": spec.num_workers, "executor_cores": spec.executor_cores}
     out.write_text(
-        json.dumps({"rows": options.rows, "machine": machine_name(), "variants": rows}, indent=2) + "\n"
+        json.dumps(
+            {"rows": options.rows, "machine": machine_name(), "layout": layout, "variants": rows}, indent=2
+        )
+        + "\n"
     )
     print(f"\nresults: {out}")
     return 0

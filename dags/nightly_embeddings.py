@@ -12,6 +12,13 @@ output table, so reruns and backfills never duplicate rows.
 Backend: the ``spark_triton_default`` connection (type ``databricks`` in production); without it,
 a local Spark standalone cluster is used.
 
+Compute (the ``compute`` param): ``job`` (default) runs on Databricks jobs compute, a cluster that
+Databricks creates for the inference run and terminates after it; ``all_purpose`` creates one cluster
+in ``create_cluster`` and deletes it in ``delete_cluster``. On the local backend both create the
+local cluster in ``create_cluster`` and stop it in ``delete_cluster``. The ``cluster_settings`` param
+adds any other cluster setting (``policy_id``, ``instance_pool_id``, ``aws_attributes`` ...; see
+``docs/databricks.md``).
+
 Asset: the inference task updates ``EMBEDDINGS`` (name ``document_embeddings``, URI of the
 ``output_table`` param's default); ``dags/embeddings_consumer.py`` is scheduled on it. The event's
 ``extra`` names the table and date the run actually wrote, so an overridden ``output_table`` still
@@ -61,18 +68,30 @@ with DAG(
             0, type="integer", minimum=0, description="fail when the date has fewer input rows"
         ),
         "conn_id": Param("spark_triton_default", type="string"),
+        "compute": Param(
+            "job",
+            enum=["job", "all_purpose"],
+            description="job: a cluster per run, created and terminated by Databricks (jobs compute); "
+            "all_purpose: created by create_cluster, deleted by delete_cluster",
+        ),
+        "cluster_settings": Param(
+            {},
+            type="object",
+            description="more GpuClusterSpec settings, e.g. policy_id, instance_pool_id, aws_attributes",
+        ),
     },
     doc_md=__doc__,
 ) as dag:
     create_cluster = CreateGpuClusterOperator(
         task_id="create_cluster",
         conn_id="{{ params.conn_id }}",
-        cluster_spec={
-            "num_workers": "{{ params.num_workers }}",
-            "executor_cores": "{{ params.executor_cores }}",
-            "spark_conf": "{{ params.spark_conf }}",
-            "autotermination_minutes": 60,
-        },
+        # One dict: the named params win over the same keys in cluster_settings. ``model``: the
+        # create task checks (all-purpose Databricks: installs) the served model's requirements.
+        cluster_spec=(
+            "{{ dict(params.cluster_settings, num_workers=params.num_workers, "
+            "executor_cores=params.executor_cores, spark_conf=params.spark_conf, "
+            "compute=params.compute, model=params.model, autotermination_minutes=60) }}"
+        ),
         tags={"pipeline": "nightly_embeddings"},
         execution_timeout=timedelta(minutes=30),
     )

@@ -162,7 +162,7 @@ class DeltaSparkIO:
 
     @staticmethod
     def _is_path(table: str) -> bool:
-        return "/" in table or ":" in table
+        return not is_table_name(table) and ("/" in table or ":" in table)
 
     def _ref(self, table: str) -> str:
         return f"delta.`{table}`" if self._is_path(table) else table
@@ -218,7 +218,24 @@ class DeltaSparkIO:
         return int(row["version"]) if row else int(self.table_version(table) or 0)
 
 
+# A metastore / Unity Catalog name: three dot-separated identifiers (plain or back-quoted), no path
+# separator, no scheme. The Airflow side (airflow_spark_triton.assets.unity_catalog_name) agrees.
+_PART = r"(?:`[^`]+`|[A-Za-z0-9_-]+)"
+_TABLE_NAME = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
+
+
+def is_table_name(table: str) -> bool:
+    """``catalog.schema.table``: read with ``spark.table``/SQL and written with ``saveAsTable``, not a path."""
+    return _TABLE_NAME.match(table.strip()) is not None
+
+
 def _rs_uri(table: str) -> str:
+    if is_table_name(table):
+        # Taken for a relative path, it would become a directory named like the table under the cwd.
+        raise ValueError(
+            f"table {table!r} is a catalog name (catalog.schema.table): only Spark with Delta "
+            "(delta-spark, as on Databricks) reads and writes tables by name; give delta-rs a path or URI"
+        )
     return table if "://" in table else os.path.abspath(table)
 
 

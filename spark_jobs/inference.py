@@ -54,8 +54,9 @@ def triton_predict_udf(
 
         def connect() -> tuple[dict, ModelClient]:
             record = ensure_local_server(request)  # restarts a dead or hung server on this node
+            protocol = request.client_protocol  # "http" or "grpc": PyTriton picks the client by scheme
             client = ModelClient(
-                f"http://127.0.0.1:{record['http_port']}",
+                f"{protocol}://127.0.0.1:{record[protocol + '_port']}",
                 model.name,
                 init_timeout_s=timeout_s,
                 inference_timeout_s=timeout_s,

@@ -33,6 +33,12 @@ class InferenceJobConfig:
     output_column: str = "embedding"
     model_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
+    # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
+    # server's dynamic batcher and model instances, and how the Spark workers talk to it.
+    client_protocol: str = "http"
+    server_max_queue_delay_us: int = 2000
+    server_preferred_batch_sizes: tuple[int, ...] = ()
+    server_model_instances: int = 1
     expected_executors: int | None = None
     server_ready_timeout_s: float = 180.0
     inference_timeout_s: float = 300.0
@@ -42,6 +48,7 @@ class InferenceJobConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_columns", tuple(self.input_columns))
+        object.__setattr__(self, "server_preferred_batch_sizes", tuple(self.server_preferred_batch_sizes))
         for name in ("input_table", "output_table", "model", "logical_date", "key_column"):
             if not getattr(self, name):
                 raise JobConfigError(f"job setting {name!r} is required")
@@ -57,6 +64,23 @@ class InferenceJobConfig:
             )
         if self.batch_size < 1:
             raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
+        if self.client_protocol not in ("http", "grpc"):
+            raise JobConfigError(
+                f"job setting 'client_protocol' must be 'http' or 'grpc', got {self.client_protocol!r}"
+            )
+        if self.server_max_queue_delay_us < 0:
+            raise JobConfigError(
+                f"job setting 'server_max_queue_delay_us' must be >= 0, got {self.server_max_queue_delay_us}"
+            )
+        if any(int(size) < 1 for size in self.server_preferred_batch_sizes):
+            raise JobConfigError(
+                "job setting 'server_preferred_batch_sizes' must hold sizes >= 1, "
+                f"got {list(self.server_preferred_batch_sizes)}"
+            )
+        if self.server_model_instances < 1:
+            raise JobConfigError(
+                f"job setting 'server_model_instances' must be >= 1, got {self.server_model_instances}"
+            )
         for name in ("server_ready_timeout_s", "inference_timeout_s", "job_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -48,6 +48,9 @@ class ServerRequest:
     model_options_json: str
     ready_timeout_s: float
     driver: str | None
+    server_args: tuple[str, ...] = ()  # batcher/instance flags of spark_jobs.triton_server
+    gpus: int = 0  # GPUs per executor (spark.executor.resource.gpu.amount): one model copy each
+    client_protocol: str = "http"  # how the workers' clients reach it: "http" or "grpc"
 
 
 def _server_env() -> dict[str, str]:
@@ -70,7 +73,45 @@ def _log_tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _start_process(request: ServerRequest, directory: Path, record: Path) -> int:
+def task_gpu_addresses() -> list[str]:
+    """The GPU addresses Spark assigned to the running task (``TaskContext.resources()``), if any."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return []
+    context = TaskContext.get()
+    info = context.resources().get("gpu") if context is not None else None
+    return list(info.addresses) if info is not None else []
+
+
+def server_devices(request: ServerRequest, existing: dict[str, Any] | None = None) -> list[str]:
+    """Torch devices of the node server's model copies: one per GPU of the executor, or none.
+
+    None (``[]``) when the executor has at most one GPU: the server keeps one copy on the model's
+    own device choice, as on a CPU-only or single-GPU node. With several, the GPUs are the ones
+    Spark gave the executor: the start stage's task asks for all of them (``_one_task_per_executor``)
+    so its ``TaskContext`` lists them; a restart from an inference task (which holds one GPU) reuses
+    the devices of the server it replaces; a node that never had a server and is first reached by
+    an inference task uses GPUs ``0..n-1``, which is what a node-owning executor's discovery
+    script reports (Databricks: every GPU of the worker).
+    """
+    if request.gpus <= 1:
+        return []
+    addresses = sorted(task_gpu_addresses(), key=lambda a: (len(a), a))  # "2" before "10"
+    if len(addresses) >= request.gpus:
+        return [f"cuda:{a}" for a in addresses[: request.gpus]]
+    if existing and existing.get("devices"):
+        return list(existing["devices"])
+    log.warning(
+        "task holds GPU(s) %s of the executor's %d and no server ran here before; using cuda:0..%d",
+        addresses,
+        request.gpus,
+        request.gpus - 1,
+    )
+    return [f"cuda:{i}" for i in range(request.gpus)]
+
+
+def _start_process(request: ServerRequest, directory: Path, record: Path, devices: list[str]) -> int:
     """Launch the server daemon; return its pid (the launcher itself exits at once)."""
     log_path = directory / f"{request.run_id}.log"
     pid_file = directory / f"{request.run_id}.pid"
@@ -91,6 +132,9 @@ def _start_process(request: ServerRequest, directory: Path, record: Path) -> int
         cmd += ["--watch-pid", str(watch_pid)]
     if request.driver:
         cmd += ["--driver", request.driver]
+    cmd += list(request.server_args)
+    if devices:
+        cmd += ["--devices", ",".join(devices)]
     with open(log_path, "ab") as log_file:
         launcher = subprocess.run(
             cmd,
@@ -190,11 +234,12 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
             node_state.kill_group(existing, grace_s=5)
             record.unlink(missing_ok=True)
         _reap_stale(directory, request.run_id)
+        devices = server_devices(request, existing)
         tail = ""
         last_error = ""
         for _attempt in range(PORT_ATTEMPTS):
             started = time.monotonic()
-            pid = _start_process(request, directory, record)
+            pid = _start_process(request, directory, record, devices)
             ready = _wait_ready(pid, record, request.ready_timeout_s)
             if ready is not None:
                 return {**ready, "started_here": True, "start_s": round(time.monotonic() - started, 3)}
@@ -256,20 +301,45 @@ def wait_for_executors(spark: SparkSession, expected: int | None, timeout_s: flo
     return count
 
 
-def _one_task_per_executor(spark: SparkSession, rdd):
-    cores = int(spark.conf.get("spark.executor.cores", "1"))
-    if cores <= 1:
-        return rdd
+def executor_gpus(spark: SparkSession) -> int:
+    """GPUs per executor as the cluster was given them (``spark.executor.resource.gpu.amount``,
+    which the cluster spec derives); 0 on a cluster without GPU scheduling."""
+    return int(float(spark.sparkContext.getConf().get("spark.executor.resource.gpu.amount", "0")))
+
+
+def start_task_profile(cores: int, gpus: int):
+    """The resource profile of a task that takes a whole executor: all its cores, and all its GPUs
+    when it has several, so the task's ``TaskContext`` names every GPU the node's server must load
+    a model copy on. ``None`` when a default task already takes the executor."""
+    if cores <= 1 and gpus <= 1:
+        return None
     from pyspark.resource import ResourceProfileBuilder, TaskResourceRequests
 
-    profile = ResourceProfileBuilder().require(TaskResourceRequests().cpus(cores)).build
-    return rdd.withResources(profile)
+    requests = TaskResourceRequests().cpus(cores)
+    if gpus > 1:
+        requests = requests.resource("gpu", gpus)
+    return ResourceProfileBuilder().require(requests).build
+
+
+def _one_task_per_executor(spark: SparkSession, rdd):
+    profile = start_task_profile(int(spark.conf.get("spark.executor.cores", "1")), executor_gpus(spark))
+    return rdd if profile is None else rdd.withResources(profile)
 
 
 def _driver_endpoint(spark: SparkSession) -> str | None:
     conf = spark.sparkContext.getConf()
     host, port = conf.get("spark.driver.host"), conf.get("spark.driver.port")
     return f"{host}:{port}" if host and port else None
+
+
+def _server_args(job: InferenceJobConfig) -> tuple[str, ...]:
+    """The job's dynamic-batcher and instance settings as ``spark_jobs.triton_server`` flags."""
+    sizes = ",".join(str(size) for size in job.server_preferred_batch_sizes)
+    return (
+        *("--max-queue-delay-us", str(job.server_max_queue_delay_us)),
+        *("--preferred-batch-sizes", sizes),
+        *("--instances", str(job.server_model_instances)),
+    )
 
 
 def server_request(spark: SparkSession, job: InferenceJobConfig) -> ServerRequest:
@@ -279,6 +349,9 @@ def server_request(spark: SparkSession, job: InferenceJobConfig) -> ServerReques
         model_options_json=json.dumps(job.model_options),
         ready_timeout_s=job.server_ready_timeout_s,
         driver=_driver_endpoint(spark),
+        server_args=_server_args(job),
+        gpus=executor_gpus(spark),
+        client_protocol=job.client_protocol,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.exceptions import AirflowException
 
@@ -59,8 +59,17 @@ class GpuSparkBackend(abc.ABC):
 
     ``cluster_id`` is what :meth:`create_cluster` returned: a Databricks cluster id, a local cluster id,
     or, for spark-submit to a cluster this package does not own, the id of an *attachment* (create
-    checks the master and records the settings; delete stops this package's drivers, never the cluster).
+    checks the master and records the settings; delete stops this package's drivers, never the cluster),
+    or a *jobs compute* id from :meth:`prepare_job_compute`.
     """
+
+    #: Whether this backend has jobs compute: a cluster per run that the platform itself creates with
+    #: the run and always terminates after it (Databricks ``runs/submit`` with ``new_cluster``). The
+    #: create operator uses :meth:`prepare_job_compute` for a spec with ``compute="job"`` only where
+    #: this is true. Where it is false (the local and spark-submit backends), ``"job"`` and
+    #: ``"all_purpose"`` both go through :meth:`create_cluster`: those clusters live exactly from the
+    #: group's create task to its delete task already, which is what jobs compute guarantees.
+    has_job_compute: ClassVar[bool] = False
 
     # -- clusters ----------------------------------------------------------------------------------
 
@@ -80,11 +89,38 @@ class GpuSparkBackend(abc.ABC):
     def delete_cluster(self, cluster_id: str) -> None:
         """Stop everything the cluster runs and delete it; deleting a deleted cluster succeeds."""
 
+    def prepare_job_compute(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
+        """Jobs compute: check ``spec`` and stage what a run needs without starting any compute.
+
+        Returns a compute id that stands for a cluster id: :meth:`submit_job` on it starts the run on a
+        new cluster built from ``spec`` and ``tags``, and :meth:`delete_cluster` on it cancels that
+        run (the platform then terminates its cluster). The same ``tags`` give the same id, so a
+        retried create is idempotent. Only called where :attr:`has_job_compute` is true.
+        """
+        raise BackendError(
+            f"{type(self).__name__} has no jobs compute (has_job_compute is False); "
+            "its create_cluster makes the group's cluster for either 'compute' setting"
+        )
+
     # -- runs --------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
-        """Start the run; the same token returns the same run instead of starting a second one."""
+    def submit_job(
+        self,
+        cluster_id: str,
+        job: InferenceJobConfig,
+        idempotency_token: str,
+        *,
+        time_limit_s: float | None = None,
+    ) -> str:
+        """Start the run; the same token returns the same run instead of starting a second one.
+
+        ``time_limit_s``: the task's limit, in seconds. A backend whose platform can end a run by
+        itself (Databricks' ``timeout_seconds``) applies it there, so a run whose Airflow worker died
+        still ends. The local and spark-submit backends have no such platform and ignore it: their
+        runs are bounded by the job's own ``job_timeout_s``, the operator's cancel on
+        ``execution_timeout``, and the delete task, which stops every driver on the cluster.
+        """
 
     @abc.abstractmethod
     def get_run_status(self, run_id: str) -> RunStatus:

@@ -5,8 +5,9 @@ principal, Azure AD, federation), proxies, the user agent and the retry policy a
 configured on the Airflow connection as for any Databricks task. This hook adds what the provider
 lacks: a back-off that honours ``Retry-After``, the raw Files API (``_do_api_call`` can only send and
 parse JSON, so bytes in and out of a Unity Catalog volume go through one ``requests`` call composed
-from the provider's own URL, header, token and retry helpers), a retried non-idempotent POST that
-checks before each re-send, and the connection extras the backend reads.
+from the provider's own URL, header, token and retry helpers) whose every refusal fails naming the
+path and status (a missing volume by name), a retried non-idempotent POST that checks before each
+re-send, the connection extras the backend reads, and a connection test that checks ``artifact_root``.
 
 Clusters and runs are :class:`~airflow_spark_triton.backends.databricks.backend.DatabricksBackend`'s,
 which composes this hook.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_none
 from tenacity.wait import wait_base
 
-from airflow_spark_triton.backends.base import BackendConfigError
+from airflow_spark_triton.backends.base import BackendConfigError, BackendError
 
 SCIM_ME_ENDPOINT = ("GET", "2.0/preview/scim/v2/Me")
 FILES_API = "api/2.0/fs/files"
@@ -57,6 +59,27 @@ class _WaitRetryAfter(wait_base):
         except ValueError:  # the HTTP-date form; the provider's back-off still applies
             hint = 0.0
         return max(base, hint)
+
+
+VOLUME_PATH = re.compile(r"^/Volumes/(?P<catalog>[^/]+)/(?P<schema>[^/]+)/(?P<volume>[^/]+)(?:/|$)")
+
+
+def volume_of(remote_path: str) -> str | None:
+    """``catalog.schema.volume`` of a ``/Volumes/...`` path, None for any other path."""
+    m = VOLUME_PATH.match(remote_path)
+    return f"{m['catalog']}.{m['schema']}.{m['volume']}" if m else None
+
+
+class FilesApiError(DatabricksApiError, BackendError):
+    """A Files API call the workspace refused; the message names the path and the HTTP status.
+
+    Also a :class:`DatabricksApiError` (``http_status_code``), so callers that handle the provider's
+    errors keep working, and a :class:`BackendError`, so the task fails with this reason.
+    """
+
+    def __init__(self, message: str, *, http_status_code: int | None, path: str) -> None:
+        super().__init__(message, http_status_code=http_status_code)
+        self.path = path
 
 
 def _error_details(exc: BaseException) -> tuple[int | None, str, str]:
@@ -206,11 +229,21 @@ class DatabricksGpuHook(DatabricksHook):
         return HTTPBasicAuth(self._get_connection_attr("login"), self.databricks_conn.password)
 
     def _raw_call(
-        self, method: str, api_path: str, *, data: bytes | None = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        api_path: str,
+        *,
+        remote_path: str,
+        data: bytes | None = None,
+        params: dict[str, str] | None = None,
+        missing_ok: bool = False,
     ) -> requests.Response | None:
         """One non-JSON call with the provider's URL, auth, headers, proxies and retry policy.
 
-        Returns ``None`` on 404, the Files API's answer for a missing file.
+        Every error answer raises :class:`FilesApiError` naming ``remote_path`` and the status, except a
+        404 when ``missing_ok`` (a read or existence check of a file that is not there): then ``None``.
+        Silence on any other error is how a wrong ``artifact_root`` used to create a cluster whose init
+        script was never uploaded.
         """
         url = self._endpoint_url(api_path)
         headers = {**self.user_agent_header, **self._get_aad_headers()}
@@ -230,46 +263,160 @@ class DatabricksGpuHook(DatabricksHook):
                         timeout=self.timeout_seconds,
                         **self._get_requests_kwargs(),
                     )
-                    if response.status_code == 404:
+                    if response.status_code == 404 and missing_ok:
                         return None
                     response.raise_for_status()
                     return response
         except RetryError as e:
             last = e.last_attempt.exception()
-            raise AirflowException(f"{method} {api_path} failed on every attempt (last error: {last})") from e
-        except requests_exceptions.HTTPError as e:
-            status, text = e.response.status_code, e.response.content.decode(errors="replace")
-            raise DatabricksApiError(
-                f"Response: {text}, Status Code: {status}", http_status_code=status
+            raise AirflowException(
+                f"{method} {api_path} ({remote_path}) failed on every attempt (last error: {last})"
             ) from e
+        except requests_exceptions.HTTPError as e:
+            raise self._files_error(method, remote_path, e.response) from e
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    def _files_error(self, method: str, remote_path: str, response: requests.Response) -> FilesApiError:
+        """The error a person can act on: which path, which status, and a missing volume by name."""
+        status = response.status_code
+        text = response.content.decode(errors="replace")[:500]
+        try:
+            body = response.json()
+            server = f"{body.get('error_code', '')}: {body.get('message', '')}".strip(": ")
+        except ValueError:
+            server = text
+        message = f"Files API {method} {remote_path} failed with HTTP {status}"
+        volume = volume_of(remote_path)
+        if status == 404 and volume and not self._volume_exists(remote_path):
+            message += (
+                f": the Unity Catalog volume {volume} does not exist, or this connection's identity "
+                "cannot see it (USE CATALOG, USE SCHEMA and READ/WRITE VOLUME are needed)"
+            )
+        elif status == 403:
+            message += (
+                ": this connection's identity may not access this path (WRITE VOLUME is needed to upload)"
+            )
+        return FilesApiError(
+            f"{message} (Response: {server}, Status Code: {status})",
+            http_status_code=status,
+            path=remote_path,
+        )
+
+    def _volume_exists(self, remote_path: str) -> bool:
+        """Whether the volume of a path answers a directory metadata request: tells a missing volume
+        from a missing file. Unsure answers (another error) count as existing, so no false claim is made."""
+        m = VOLUME_PATH.match(remote_path)
+        if m is None:
+            return True
+        try:
+            return self.directory_exists(m.group(0).rstrip("/"))
+        except Exception:
+            return True
+
     def file_exists(self, remote_path: str) -> bool:
-        return self._raw_call("HEAD", f"{FILES_API}{quote(remote_path)}") is not None
+        head = self._raw_call(
+            "HEAD", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
+        return head is not None
+
+    def directory_exists(self, remote_path: str) -> bool:
+        """A directory, or a volume's root, that exists and this identity can see."""
+        head = self._raw_call(
+            "HEAD", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
+        return head is not None
+
+    def create_directory(self, remote_path: str) -> None:
+        """Idempotent, creates parents; once per directory and hook."""
+        if remote_path not in self._directories:
+            self._raw_call("PUT", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path)
+            self._directories.add(remote_path)
 
     def upload_file(self, local_path: str | Path, remote_path: str, *, overwrite: bool = False) -> bool:
-        """Upload to a UC volume; ``False`` when the file was already there (content-addressed paths)."""
+        """Upload to a UC volume; ``False`` when the file was already there (content-addressed paths).
+
+        Any refusal other than "already exists" raises :class:`FilesApiError` with the path and status.
+        """
+        return self.upload_bytes(
+            Path(local_path).read_bytes(), remote_path, overwrite=overwrite, name=Path(local_path).name
+        )
+
+    def upload_bytes(
+        self, data: bytes, remote_path: str, *, overwrite: bool = False, name: str | None = None
+    ) -> bool:
+        """:meth:`upload_file` for bytes in memory."""
         if not overwrite and self.file_exists(remote_path):
             return False
-        parent = remote_path.rsplit("/", 1)[0]
-        if parent not in self._directories:  # idempotent, creates parents; once per directory
-            self._raw_call("PUT", f"{DIRECTORIES_API}{quote(parent)}")
-            self._directories.add(parent)
+        self.create_directory(remote_path.rsplit("/", 1)[0])
         try:
             self._raw_call(
                 "PUT",
                 f"{FILES_API}{quote(remote_path)}",
-                data=Path(local_path).read_bytes(),
+                remote_path=remote_path,
+                data=data,
                 params={"overwrite": str(overwrite).lower()},
             )
-        except DatabricksApiError as exc:
+        except FilesApiError as exc:
             if exc.http_status_code != 409:  # 409: a concurrent task uploaded the same version first
                 raise
             return False
-        self.log.info("Uploaded %s to %s", Path(local_path).name, remote_path)
+        self.log.info("Uploaded %s to %s", name or remote_path.rsplit("/", 1)[-1], remote_path)
         return True
 
     def read_file(self, remote_path: str) -> bytes | None:
-        """The file's bytes, or ``None`` when it does not exist."""
-        response = self._raw_call("GET", f"{FILES_API}{quote(remote_path)}")
+        """The file's bytes, or ``None`` when it does not exist; any other refusal raises."""
+        response = self._raw_call(
+            "GET", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
         return None if response is None else response.content
+
+    def delete_file(self, remote_path: str) -> None:
+        """Delete a file; deleting a file that is not there succeeds."""
+        self._raw_call("DELETE", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True)
+
+    # -- connection test -------------------------------------------------------------------------
+
+    def check_artifact_root(self) -> str:
+        """``artifact_root`` exists and this identity may write there: create it (idempotent), put a
+        probe file, read it back, delete it. Raises naming the path; returns what was checked."""
+        root = self.artifact_root
+        volume = volume_of(root)
+        if not self._volume_exists(root):
+            raise FilesApiError(
+                f"artifact_root {root}: the Unity Catalog volume {volume} does not exist, or this "
+                "connection's identity cannot see it",
+                http_status_code=404,
+                path=root,
+            )
+        self.create_directory(root)
+        probe = f"{root}/.spark_triton_probe_{uuid.uuid4().hex}"
+        self._raw_call(
+            "PUT",
+            f"{FILES_API}{quote(probe)}",
+            remote_path=probe,
+            data=b"probe",
+            params={"overwrite": "true"},
+        )
+        try:
+            if self.read_file(probe) != b"probe":
+                raise FilesApiError(
+                    f"artifact_root {root}: a probe file written to {probe} did not read back",
+                    http_status_code=None,
+                    path=probe,
+                )
+        finally:
+            self.delete_file(probe)
+        return f"artifact_root {root} (volume {volume}) exists and is writable"
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's connection-test protocol: authentication, then ``artifact_root`` exists and is writable.
+
+        The Databricks provider's own test only lists Spark versions; a wrong ``artifact_root`` passes
+        it and fails every task later, so this one also writes, reads back and deletes a probe file.
+        """
+        try:
+            user = self._do_api_call(SCIM_ME_ENDPOINT).get("userName", "?")
+            checked = self.check_artifact_root()
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"Connected as {user}; {checked}"

@@ -5,7 +5,10 @@
 #
 # Set by LocalSparkHook: SPARK_TRITON_CLUSTER_ID, SPARK_TRITON_WORKER_INDEX,
 # SPARK_TRITON_WORKER_DIR, SPARK_TRITON_PYTHON, and SPARK_TRITON_SPARK_VERSION (the version of
-# the Spark distribution the workers run, which the interpreter's pyspark must match).
+# the Spark distribution the workers run, which the interpreter's pyspark must match); and, when
+# the cluster spec names a served model, SPARK_TRITON_MODEL_REQUIREMENTS (a JSON list of its PEP 508
+# requirements): each must be installed in the interpreter at a matching version, or the node fails
+# with one line naming it. Nothing is installed here: the nodes share the Airflow worker's interpreter.
 set -euo pipefail
 
 fail() {
@@ -20,6 +23,47 @@ done
 PYTHON="$SPARK_TRITON_PYTHON"
 command -v "$PYTHON" >/dev/null 2>&1 || fail "interpreter '$PYTHON' (connection extra 'python') not found"
 mkdir -p "$SPARK_TRITON_WORKER_DIR" || fail "cannot create worker dir $SPARK_TRITON_WORKER_DIR"
+
+# The served model's declared requirements (checked first: a missing one is the likelier failure
+# and the cheaper check). importlib.metadata + packaging, as pip itself decides "satisfied".
+if [[ -n "${SPARK_TRITON_MODEL_REQUIREMENTS:-}" ]]; then
+    if ! problem="$("$PYTHON" - 2>&1 >/dev/null <<'PY'
+import json
+import os
+import sys
+from importlib import metadata
+
+try:
+    from packaging.requirements import InvalidRequirement, Requirement
+except ImportError as exc:
+    sys.exit(f"cannot check the model's requirements: packaging is not importable in {sys.executable} ({exc})")
+try:
+    declared = json.loads(os.environ["SPARK_TRITON_MODEL_REQUIREMENTS"])
+except ValueError as exc:
+    sys.exit(f"SPARK_TRITON_MODEL_REQUIREMENTS is not a JSON list of requirements: {exc}")
+problems = []
+for text in declared:
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        problems.append(f"{text!r} is not a valid PEP 508 requirement ({exc})")
+        continue
+    if requirement.marker is not None and not requirement.marker.evaluate():
+        continue  # not for this interpreter or platform
+    try:
+        installed = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        problems.append(f"{text} is not installed")
+        continue
+    if not requirement.specifier.contains(installed, prereleases=True):
+        problems.append(f"{text} is not satisfied by the installed {requirement.name} {installed}")
+if problems:
+    sys.exit(f"model requirement not met in {sys.executable}: " + "; ".join(problems))
+PY
+)"; then
+        fail "${problem//$'\n'/ }"
+    fi
+fi
 
 # Prints "<pyspark version> <libpython path>" on success, one error line on stderr otherwise.
 if ! report="$("$PYTHON" - <<'PY'

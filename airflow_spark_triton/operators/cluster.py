@@ -4,6 +4,11 @@ Create is resumable: its cluster id is kept in the task state store, and the clu
 with the DAG run, so a retried or restarted create reuses the cluster it made instead of paying
 for a second one. If create fails after the backend accepted the cluster, it deletes it itself,
 because Airflow skips a teardown whose setup failed.
+
+With ``compute="job"`` on a backend that has jobs compute (Databricks), create makes no cluster: it
+checks the spec, uploads the artifacts and returns a jobs compute id; each inference run gets its
+own cluster, which the platform creates with the run and terminates after it, and delete cancels a
+run still active on that id. The tasks, the group and the setup/teardown shape stay the same.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
 from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
-from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.cluster_spec import JOB, GpuClusterSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -34,6 +39,10 @@ def run_tags(context: Context) -> dict[str, str]:
 
 class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
     """Create a GPU Spark cluster for batch inference, wait until usable, return its ``cluster_id``.
+
+    For ``compute="job"`` (the spec's default) on a backend with jobs compute, return a jobs compute
+    id instead, after checking the spec and uploading the artifacts: no compute exists yet, so a bad
+    setting fails here, and the inference task's run gets its own cluster.
 
     :param cluster_spec: a :class:`GpuClusterSpec` or its fields as a dict (templated).
     :param conn_id: the backend's connection: type ``databricks`` or ``spark_triton_local``; a
@@ -70,6 +79,19 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
         return GpuClusterSpec.from_dict(self.cluster_spec)
 
     def execute(self, context: Context) -> str:
+        spec = self._spec()
+        backend = self.backend
+        if spec.compute == JOB:
+            if backend.has_job_compute:
+                # Idempotent by the tags (same run, same id): nothing for the state store to resume.
+                compute_id = backend.prepare_job_compute(spec, {**self.tags, **run_tags(context)})
+                self.log.info("Jobs compute %s: the inference run creates its own cluster", compute_id)
+                return compute_id
+            self.log.info(
+                "compute='job': %s has no separate jobs compute; creating the group's cluster, which "
+                "exists only until the delete task either way",
+                type(backend).__name__,
+            )
         return self.execute_resumable(context)
 
     def submit_job(self, context: Context) -> str:
@@ -125,7 +147,9 @@ class DeleteClusterOperator(BaseOperator):
     """Delete the cluster and everything on it. Use as the teardown of the create task.
 
     Deleting a cluster that is already gone succeeds, so the teardown is safe after a failed,
-    retried or killed run.
+    retried or killed run. For a jobs compute id it cancels the run still active there (found by
+    the tag its cluster carries, so a killed inference task's run is found too); the platform then
+    terminates that run's cluster.
     """
 
     template_fields: Sequence[str] = ("cluster_id", "conn_id")
@@ -141,4 +165,4 @@ class DeleteClusterOperator(BaseOperator):
             self.log.info("No cluster was created; nothing to delete")
             return
         get_backend(self.conn_id).delete_cluster(self.cluster_id)
-        self.log.info("Cluster %s deleted", self.cluster_id)
+        self.log.info("Teardown of %s done: deleted, or for jobs compute no run left active", self.cluster_id)

@@ -27,7 +27,7 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
-from airflow_spark_triton.assets import table_uri
+from airflow_spark_triton.assets import databricks_host_of, table_uri, unity_catalog_name
 from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
 from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
 from airflow_spark_triton.lineage import inference_lineage
@@ -65,6 +65,13 @@ JOB_SETTINGS = (
     "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
     "inference_timeout_s", "job_timeout_s",
 )  # fmt: skip
+
+
+# Margins of the limit the platform enforces on a run beyond the task's own limits: Airflow's
+# execution_timeout, which cancels the run and fails with its own message, comes first while a worker
+# is alive; the job's job_timeout_s gets time for a jobs compute cluster to start and for cleanup.
+EXECUTION_TIMEOUT_MARGIN_S = 60.0
+JOB_TIMEOUT_MARGIN_S = 900.0
 
 
 def idempotency_token(context: Context) -> str:
@@ -220,9 +227,21 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
                 f"input table {table} has {rows_read} row(s) for {date}, below min_rows={self.min_rows}"
             )
 
+    def run_time_limit_s(self, job: InferenceJobConfig) -> float | None:
+        """The run's limit on the platform's side, from ``execution_timeout`` and ``job_timeout_s``
+        (each plus its margin, the smaller wins); None when the task sets neither."""
+        limits = []
+        if self.execution_timeout is not None:
+            limits.append(self.execution_timeout.total_seconds() + EXECUTION_TIMEOUT_MARGIN_S)
+        if job.job_timeout_s:
+            limits.append(float(job.job_timeout_s) + JOB_TIMEOUT_MARGIN_S)
+        return min(limits) if limits else None
+
     def submit_job(self, context: Context) -> str:
         job = self.job_config()
-        self._run_id = self.backend.submit_job(str(self.cluster_id), job, idempotency_token(context))
+        self._run_id = self.backend.submit_job(
+            str(self.cluster_id), job, idempotency_token(context), time_limit_s=self.run_time_limit_s(job)
+        )
         self.log.info(
             "Submitted inference run %s on cluster %s for %s", self._run_id, self.cluster_id, job.logical_date
         )
@@ -326,7 +345,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             return
         extra = {
             "table": str(self.output_table),
-            "table_uri": table_uri(str(self.output_table)),
+            "table_uri": table_uri(str(self.output_table), self._workspace_host()),
             "rejects_table": self._rejects_table(),
             "logical_date": report.get("logical_date") or str(self.logical_date),
             "date_column": self.date_column,
@@ -347,7 +366,15 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any = None) -> Any:
         """Input table in; output and rejects tables out (OpenLineage's classes when installed)."""
-        return inference_lineage(str(self.input_table), [str(self.output_table), self._rejects_table()])
+        return inference_lineage(
+            str(self.input_table), [str(self.output_table), self._rejects_table()], self._workspace_host()
+        )
+
+    def _workspace_host(self) -> str | None:
+        """The Databricks workspace of ``catalog.schema.table`` names: their asset and lineage namespace."""
+        if not any(unity_catalog_name(str(t)) for t in (self.input_table, self.output_table)):
+            return None
+        return databricks_host_of(str(self.conn_id))
 
     def _rejects_table(self) -> str:
         """The rejects table as the job resolves it, without building (and validating) a job config."""

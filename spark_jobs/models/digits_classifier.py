@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from spark_jobs.models.base import InferFn, ServedModel, TensorSpec
 
+if TYPE_CHECKING:
+    import numpy as np
+
 PIXELS = 64
 CLASSES = 10
+# The [models] extra's specifier; ML runtimes ship scikit-learn (and its threadpoolctl), so on
+# Databricks this installs nothing unless the runtime's copy is older.
+REQUIREMENTS = ("scikit-learn>=1.3",)
 
 
 @functools.lru_cache(maxsize=4)
 def _classifier(c: float = 1.0):
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
@@ -37,6 +42,7 @@ def _classifier(c: float = 1.0):
 
 def predict_proba(pixels: np.ndarray, c: float = 1.0) -> np.ndarray:
     """Class probabilities, shape (n, 10) float32, for pixel rows of shape (n, 64) in 0..16."""
+    import numpy as np
     from threadpoolctl import threadpool_limits
 
     x = np.asarray(pixels, dtype=np.float64).reshape(-1, PIXELS) / 16.0
@@ -45,6 +51,8 @@ def predict_proba(pixels: np.ndarray, c: float = 1.0) -> np.ndarray:
 
 
 def _load(options: Mapping[str, Any]) -> InferFn:
+    # A CPU model: the ``device`` option is ignored, and the instances of a multi-GPU node share
+    # the one cached classifier (its predict_proba is read-only, safe from several threads).
     c = float(options.get("C", 1.0))
     _classifier(c)  # train once, when the server starts, not on the first request
 
@@ -60,4 +68,5 @@ MODEL = ServedModel(
     output=TensorSpec("probabilities", "float32", (CLASSES,)),
     loader=_load,
     max_batch_size=256,
+    requirements=REQUIREMENTS,
 )

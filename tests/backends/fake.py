@@ -26,12 +26,17 @@ class FakeBackend(GpuSparkBackend):
     ``rows_read``: what each run's report says it read. ``run_states``: the states a run passes
     through, one per status call, the last repeated. ``progress``: what ``get_run_progress`` returns
     (an exception instance is raised instead). ``cluster_error``: raised by ``wait_for_cluster``.
+    ``has_job_compute``: behave like Databricks jobs compute (``prepare_job_compute`` ids whose runs
+    ``delete_cluster`` cancels) instead of like the local backends. ``time_limits``: the limit each
+    ``submit_job`` call passed, by run id.
     """
 
     rows_read: int = 5
     run_states: tuple[RunLifecycle, ...] = (RunLifecycle.SUCCESS,)
     progress: Any = None
     cluster_error: str | None = None
+    has_job_compute: bool = False  # type: ignore[misc]  # the contract's ClassVar, per fake instance
+    time_limits: dict[str, float | None] = field(default_factory=dict)
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[tuple[str, Any]] = field(default_factory=list)
@@ -61,15 +66,33 @@ class FakeBackend(GpuSparkBackend):
         self.calls.append(("delete_cluster", cluster_id))
         if cluster_id in self.clusters:
             self.clusters[cluster_id]["state"] = "DELETED"
+        if cluster_id.startswith("jobcompute-"):
+            for run_id, run in self.runs.items():
+                if run.get("cluster_id") == cluster_id and not run["states"][-1].is_terminal:
+                    self.cancel_run(run_id)
+
+    def prepare_job_compute(self, spec: Any, tags: dict[str, str]) -> str:
+        if not self.has_job_compute:
+            return super().prepare_job_compute(spec, tags)
+        compute_id = "jobcompute-" + "-".join(f"{k}={v}" for k, v in sorted(tags.items()))
+        self.calls.append(("prepare_job_compute", compute_id))
+        self.clusters[compute_id] = {"spec": spec, "tags": dict(tags), "state": "JOB_COMPUTE"}
+        return compute_id
 
     # -- runs --
-    def submit_job(self, cluster_id: str, job: Any, idempotency_token: str) -> str:
+    def submit_job(
+        self, cluster_id: str, job: Any, idempotency_token: str, *, time_limit_s: float | None = None
+    ) -> str:
         for run_id, run in self.runs.items():
             if run["token"] == idempotency_token:
                 return run_id
         run_id = f"run-{len(self.runs) + 1}"
         self.calls.append(("submit_job", run_id))
-        self.runs[run_id] = {"job": job, "token": idempotency_token, "states": self.run_states, "polls": 0}
+        self.runs[run_id] = {
+            "job": job, "token": idempotency_token, "states": self.run_states, "polls": 0,
+            "cluster_id": cluster_id,
+        }  # fmt: skip
+        self.time_limits[run_id] = time_limit_s
         return run_id
 
     def add_run(self, run_id: str, *states: RunLifecycle) -> None:

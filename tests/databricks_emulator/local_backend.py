@@ -28,13 +28,13 @@ def local_spec(body: dict[str, Any]) -> GpuClusterSpec:
     """The local twin of a ``clusters/create`` body: same workers, cores and conf, no GPUs."""
     conf = dict(body.get("spark_conf") or {})
     cores = int(conf.pop("spark.executor.cores", "1"))
-    conf.pop("spark.executor.resource.gpu.amount", None)
+    gpus = float(conf.pop("spark.executor.resource.gpu.amount", "1"))
     amount = conf.pop("spark.task.resource.gpu.amount", None)
     env = {k: v for k, v in (body.get("spark_env_vars") or {}).items() if k not in (WHEEL_ENV, STATE_DIR_ENV)}
     return GpuClusterSpec(
         num_workers=body.get("num_workers", 1),
         executor_cores=cores,
-        tasks_per_gpu=round(1 / float(amount)) if amount else None,
+        tasks_per_gpu=round(gpus / float(amount)) if amount else None,  # tasks per executor, no GPUs here
         spark_conf=conf,
         spark_env_vars=env,
         autotermination_minutes=body.get("autotermination_minutes") or 60,

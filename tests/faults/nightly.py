@@ -201,11 +201,14 @@ class Probe:
         return sorted(self.backend_home.glob("clusters/*/runs/*/"), key=lambda p: p.stat().st_mtime)
 
     def run_status(self) -> dict[str, Any]:
+        """The latest run's status record (``{}`` before there is one)."""
         dirs = self.run_dirs()
-        if not dirs:
-            return {}
+        return self.status_of(dirs[-1]) if dirs else {}
+
+    @staticmethod
+    def status_of(run_dir: Path) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
-            return json.loads((dirs[-1] / "status.json").read_text())
+            return json.loads((run_dir / "status.json").read_text())
         return {}
 
     def driver_log_tail(self, max_bytes: int = 1 << 16) -> str:

@@ -44,9 +44,11 @@ def use_emulator(emulator: DatabricksEmulator, monkeypatch: pytest.MonkeyPatch) 
 
 
 def run_nightly_on_databricks(tables, **params):
+    """All-purpose compute: these faults are about ``clusters/create`` and its cleanup (the jobs
+    compute default is run end to end in tests/backends/databricks/test_compute_modes.py)."""
     from airflow_spark_triton.dag_runner import run_dag
 
-    conf = nightly_conf(tables, conn_id=CONN_ID, **params)
+    conf = nightly_conf(tables, conn_id=CONN_ID, **{"compute": "all_purpose", **params})
     overrides = {"embed_documents": {"poll_interval_s": 1.0}}
     return run_dag(REPO / "dags", "nightly_embeddings", DAY, conf, retries=0, task_overrides=overrides)
 

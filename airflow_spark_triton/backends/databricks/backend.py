@@ -7,6 +7,13 @@ HTTP, auth and retries are :class:`DatabricksGpuHook`'s (the provider's ``Databr
 
 Idempotency: a retried ``clusters/create`` first looks for the cluster by its tag (the create
 endpoint has no idempotency token), and ``runs/submit`` carries the operator's idempotency token.
+
+Two compute modes (``GpuClusterSpec.compute``). All-purpose: ``clusters/create``, then runs with
+``existing_cluster_id``, then ``clusters/permanent-delete``. Jobs compute: the create task stores the
+checked cluster definition next to the artifacts and returns a compute id (``jobcompute-<tag key>``);
+each run's ``runs/submit`` carries that definition as ``new_cluster``, so Databricks creates the
+cluster with the run and terminates it after; the delete task cancels the run still active on it,
+found by the tag key its cluster carries.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +45,17 @@ from airflow_spark_triton.backends.databricks.artifacts import JOB_FILE, artifac
 from airflow_spark_triton.backends.databricks.cluster_spec import (
     KEY_TAG,
     WHEEL_ENV,
-    cluster_create_body,
+    build_cluster_spec,
+    check_databricks_spec,
     tag_key,
+    worker_count,
 )
-from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.backends.databricks.libraries import (
+    install_body,
+    library_failures,
+    model_libraries,
+)
+from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
 from airflow_spark_triton.hooks.databricks_gpu import (
     DatabricksGpuHook,
     gave_up_retryable,
@@ -48,11 +64,18 @@ from airflow_spark_triton.hooks.databricks_gpu import (
 )
 from spark_jobs.batch_inference import ERROR_PREFIX  # what the job prints on failure
 from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.progress import PROGRESS_SUFFIX, sibling
 
 CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
 LIST_CLUSTERS_ENDPOINT = ("GET", "2.1/clusters/list")
 CLUSTER_EVENTS_ENDPOINT = ("POST", "2.1/clusters/events")
 PERMANENT_DELETE_ENDPOINT = ("POST", "2.1/clusters/permanent-delete")
+LIST_RUNS_ENDPOINT = ("GET", "2.2/jobs/runs/list")
+INSTALL_LIBRARIES_ENDPOINT = ("POST", "2.0/libraries/install")
+LIBRARY_STATUS_ENDPOINT = ("GET", "2.0/libraries/cluster-status")
+GET_POLICY_ENDPOINT = ("GET", "2.0/policies/clusters/get")
+GET_POOL_ENDPOINT = ("GET", "2.0/instance-pools/get")
+JOB_COMPUTE_PREFIX = "jobcompute-"  # Databricks cluster ids are MMDD-HHMMSS-xxxxxxxx: never this
 
 LIVE_STATES = ("PENDING", "RUNNING", "RESTARTING", "RESIZING")
 READY_STATES = ("RUNNING", "RESIZING")
@@ -61,6 +84,11 @@ TASK_KEY = "batch_inference"
 DEFAULT_RUN_ID = "manual"
 
 log = logging.getLogger(__name__)
+
+
+def is_job_compute(cluster_id: str) -> bool:
+    """Whether ``cluster_id`` is a jobs compute id from :meth:`DatabricksBackend.prepare_job_compute`."""
+    return cluster_id.startswith(JOB_COMPUTE_PREFIX)
 
 
 def _safe_name(token: str) -> str:
@@ -74,8 +102,9 @@ def _safe_name(token: str) -> str:
 class DatabricksBackend(GpuSparkBackend):
     """:class:`GpuSparkBackend` on Databricks: all-purpose GPU clusters and one-time ``runs/submit`` runs.
 
-    Progress is not exposed (the job's progress file lives on the cluster; the run page shows it),
-    so :meth:`get_run_progress` keeps the contract's "not available".
+    Progress: the job writes ``<report>.progress.json`` next to its report on the volume, and
+    :meth:`get_run_progress` reads it through the Files API at each poll. The report link
+    (:meth:`run_summary_uri`) is the run's page in the workspace.
 
     :param databricks_conn_id: an Airflow connection of type ``databricks`` (any auth it supports).
     :param poll_interval_s: seconds between state checks while waiting for a cluster or a cancel.
@@ -85,6 +114,7 @@ class DatabricksBackend(GpuSparkBackend):
     """
 
     conn_name_attr = "databricks_conn_id"  # where the connection id is, as on Airflow hooks
+    has_job_compute = True
 
     def __init__(
         self,
@@ -99,6 +129,7 @@ class DatabricksBackend(GpuSparkBackend):
         self.poll_interval_s = poll_interval_s
         self.cancel_timeout_s = cancel_timeout_s
         self._uploaded: dict[str, str] | None = None
+        self._progress_paths: dict[str, str] = {}  # run id -> its progress file, found once per run
 
     # -- artifacts ---------------------------------------------------------------------------------
 
@@ -124,24 +155,112 @@ class DatabricksBackend(GpuSparkBackend):
 
     # -- clusters ----------------------------------------------------------------------------------
 
-    def cluster_body(self, spec: GpuClusterSpec, tags: dict[str, str]) -> dict[str, Any]:
+    def cluster_body(
+        self, spec: GpuClusterSpec, tags: dict[str, str], *, job_compute: bool = False
+    ) -> dict[str, Any]:
+        """The checked cluster definition: every setting is checked before the artifacts it points
+        at are uploaded, and the policy and pools before anything else is asked of the workspace."""
+        check_databricks_spec(spec)
+        self._check_governance_ids(spec)
         paths = self.ensure_artifacts()
-        return cluster_create_body(
+        return build_cluster_spec(
             spec,
             tags,
             wheel_path=paths["wheel"],
             init_script_path=paths["init_script"],
             user_init_script_path=self._user_init_script(spec),
             single_user_name=self.hook.single_user_name(),
-        )
+            job_compute=job_compute,
+        ).as_dict()
+
+    def _check_governance_ids(self, spec: GpuClusterSpec) -> None:
+        """The policy and pools must exist: fail naming the setting before any compute is asked for
+        (in jobs mode a bad one would otherwise surface only when the run's cluster fails to start)."""
+        checks = [
+            ("policy_id", spec.policy_id, GET_POLICY_ENDPOINT, "policy_id"),
+            ("instance_pool_id", spec.instance_pool_id, GET_POOL_ENDPOINT, "instance_pool_id"),
+            ("driver_instance_pool_id", spec.driver_instance_pool_id, GET_POOL_ENDPOINT, "instance_pool_id"),
+        ]
+        for setting, value, endpoint, param in checks:
+            if not value:
+                continue
+            try:
+                self.hook._do_api_call(endpoint, {param: value})
+            except DatabricksApiError as exc:
+                if exc.http_status_code not in (400, 403, 404):
+                    raise
+                raise ClusterSpecError(
+                    f"cluster setting {setting!r}: {value!r} cannot be used "
+                    f"(GET {endpoint[1]} answered {exc.http_status_code}: {exc})"
+                ) from exc
+
+    # -- jobs compute ------------------------------------------------------------------------------
+
+    def _job_compute_path(self, compute_id: str) -> str:
+        return f"{self.hook.artifact_root}/compute/{compute_id.removeprefix(JOB_COMPUTE_PREFIX)}.json"
+
+    def prepare_job_compute(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
+        """Check the spec, upload the artifacts and store the ``new_cluster`` definition: no compute yet.
+
+        The definition is overwritten on every call, so a create task cleared after its spec was fixed
+        gives the runs the fixed one; the id depends only on ``tags``.
+
+        ``spec.model``'s declaration is checked (PEP 508, wheels exist; local wheels uploaded): no
+        cluster exists before the run, so a requirement the index cannot install fails the run at
+        its start, named in Databricks' message, not here.
+        """
+        body = self.cluster_body(spec, tags, job_compute=True)
+        if spec.model:
+            model_libraries(self.hook, spec.model)
+        compute_id = f"{JOB_COMPUTE_PREFIX}{tag_key(tags)}"
+        path = self._job_compute_path(compute_id)
+        with tempfile.TemporaryDirectory(prefix="spark-triton-") as tmp:
+            local = Path(tmp) / path.rsplit("/", 1)[-1]
+            local.write_text(json.dumps(body, sort_keys=True))
+            self.hook.upload_file(local, path, overwrite=True)
+        log.info("Jobs compute %s: each run gets a new cluster defined in %s", compute_id, path)
+        return compute_id
+
+    def _job_cluster(self, compute_id: str) -> dict[str, Any]:
+        path = self._job_compute_path(compute_id)
+        content = self.hook.read_file(path)
+        if content is None:
+            raise ClusterError(
+                f"jobs compute {compute_id} has no cluster definition at {path}: run its create task "
+                "(with the same artifact_root) first"
+            )
+        return json.loads(content)
+
+    def _active_job_compute_runs(self, compute_id: str) -> list[str]:
+        """Active one-time runs whose new cluster carries this compute id's tag key."""
+        key = compute_id.removeprefix(JOB_COMPUTE_PREFIX)
+        params: dict[str, Any] = {
+            "active_only": "true", "expand_tasks": "true", "run_type": "SUBMIT_RUN", "limit": 25,
+        }  # fmt: skip
+        found: list[str] = []
+        while True:
+            page = self.hook._do_api_call(LIST_RUNS_ENDPOINT, params)
+            for run in page.get("runs", []):
+                tags = [((t.get("new_cluster") or {}).get("custom_tags") or {}) for t in run.get("tasks", [])]
+                if any(t.get(KEY_TAG) == key for t in tags):
+                    found.append(str(run["run_id"]))
+            if not page.get("next_page_token"):
+                return found
+            params = {**params, "page_token": page["next_page_token"]}
 
     def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
         """``clusters/create`` is not idempotent: before each re-send, look for the cluster by tag.
 
         The hook's retry policy decides when to re-send; a timed-out create the workspace did
         accept is found instead of paid for twice.
+
+        ``spec.model``'s requirements and wheels are checked before the cluster is asked for, then
+        installed on it as cluster libraries (``libraries/install``; Databricks installs them on
+        every node once it runs), and :meth:`wait_for_cluster` waits for them: a requirement that
+        cannot be installed fails the create task naming it, not the first inference run.
         """
         body = self.cluster_body(spec, tags)
+        libraries = model_libraries(self.hook, spec.model) if spec.model else []
 
         def went_through() -> dict[str, Any] | None:
             existing = self.find_cluster(tags)
@@ -160,7 +279,26 @@ class DatabricksBackend(GpuSparkBackend):
             raise
         cluster_id = str(answer["cluster_id"])
         log.info("Creating cluster %s (%s)", cluster_id, body["cluster_name"])
+        if libraries:
+            self._install_model_libraries(cluster_id, spec.model or "", libraries)
         return cluster_id
+
+    def _install_model_libraries(self, cluster_id: str, model: str, libraries: list[compute.Library]) -> None:
+        """Idempotent (Databricks skips a library the cluster already has). Failing, it deletes the
+        cluster: the create operator cleans up only after a cluster id was returned."""
+        try:
+            self.hook._do_api_call(INSTALL_LIBRARIES_ENDPOINT, install_body(cluster_id, libraries))
+        except Exception as exc:
+            log.error("Could not install model %s's libraries on %s; deleting it", model, cluster_id)
+            try:
+                self.delete_cluster(cluster_id)
+            except Exception:
+                log.exception("Could not delete cluster %s; delete it by hand", cluster_id)
+            raise ClusterError(
+                f"libraries/install of model {model!r}'s requirements on cluster {cluster_id} failed: {exc}"
+            ) from exc
+        names = ", ".join(lib.pypi.package if lib.pypi else str(lib.whl) for lib in libraries)
+        log.info("Installing model %s's libraries on cluster %s: %s", model, cluster_id, names)
 
     def find_cluster(self, tags: dict[str, str]) -> str | None:
         key = tag_key(tags)
@@ -171,7 +309,9 @@ class DatabricksBackend(GpuSparkBackend):
             matches += [
                 c
                 for c in page.get("clusters", [])
-                if (c.get("custom_tags") or {}).get(KEY_TAG) == key and c.get("state") in LIVE_STATES
+                if (c.get("custom_tags") or {}).get(KEY_TAG) == key
+                and c.get("state") in LIVE_STATES
+                and c.get("cluster_source") != "JOB"  # a jobs compute run's cluster is the run's own
             ]
             if not page.get("next_page_token"):
                 break
@@ -185,6 +325,10 @@ class DatabricksBackend(GpuSparkBackend):
         return str(matches[0]["cluster_id"])
 
     def wait_for_cluster(self, cluster_id: str, timeout_s: float) -> None:
+        """Until the cluster is RUNNING and its libraries (the model's, from :meth:`create_cluster`)
+        are installed, within one ``timeout_s``. A retried create that reuses the cluster an earlier
+        try made waits for what that try installed; a try killed between ``clusters/create`` and
+        ``libraries/install`` leaves the model's libraries to the run's task libraries."""
         deadline = time.monotonic() + timeout_s
         last = None
         while True:
@@ -195,19 +339,35 @@ class DatabricksBackend(GpuSparkBackend):
                     raise ClusterError(f"cluster {cluster_id} does not exist (deleted?)") from exc
                 raise
             state, message = info.get("state", "UNKNOWN"), info.get("state_message", "")
+            waiting_for = "RUNNING"
             if state in READY_STATES:
-                return
+                unsettled = self._unsettled_libraries(cluster_id)
+                if not unsettled:
+                    return
+                waiting_for = "done installing its libraries"
+                state, message = f"{state}, libraries installing", ", ".join(unsettled)
             if state in DEAD_STATES:
                 raise ClusterError(self._describe_failure(cluster_id, info))
             if time.monotonic() >= deadline:
                 raise ClusterError(
-                    f"cluster {cluster_id} is not RUNNING after {timeout_s:.0f}s; "
+                    f"cluster {cluster_id} is not {waiting_for} after {timeout_s:.0f}s; "
                     f"last state {state}: {message}"
                 )
             if (state, message) != last:
                 log.info("Cluster %s is %s: %s", cluster_id, state, message)
                 last = (state, message)
             time.sleep(max(0.0, min(self.poll_interval_s, deadline - time.monotonic())))
+
+    def _unsettled_libraries(self, cluster_id: str) -> list[str]:
+        """Libraries of the cluster still installing; a FAILED one raises :class:`ClusterError`
+        naming it with Databricks' message (the model's requirement that cannot be installed)."""
+        answer = self.hook._do_api_call(LIBRARY_STATUS_ENDPOINT, {"cluster_id": cluster_id})
+        unsettled, failed = library_failures(answer.get("library_statuses") or [])
+        if failed:
+            raise ClusterError(
+                f"cluster {cluster_id}: a model requirement could not be installed: " + "; ".join(failed)
+            )
+        return unsettled
 
     def _describe_failure(self, cluster_id: str, info: dict[str, Any]) -> str:
         parts = [f"cluster {cluster_id} is {info.get('state')}"]
@@ -251,6 +411,16 @@ class DatabricksBackend(GpuSparkBackend):
         return "\n".join(lines) or "  (no events)"
 
     def delete_cluster(self, cluster_id: str) -> None:
+        """All-purpose: permanently delete. Jobs compute: cancel the runs still active on it (and wait);
+        Databricks then terminates their clusters, so there is nothing to delete."""
+        if is_job_compute(cluster_id):
+            runs = self._active_job_compute_runs(cluster_id)
+            for run_id in runs:
+                log.info("Canceling run %s, still active on jobs compute %s", run_id, cluster_id)
+                self.cancel_run(run_id)
+            if not runs:
+                log.info("No run is active on jobs compute %s; Databricks has ended its clusters", cluster_id)
+            return
         try:
             self.hook._do_api_call(PERMANENT_DELETE_ENDPOINT, {"cluster_id": cluster_id})
         except DatabricksApiError as exc:
@@ -262,12 +432,29 @@ class DatabricksBackend(GpuSparkBackend):
 
     # -- runs --------------------------------------------------------------------------------------
 
-    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
-        """One ``runs/submit`` on the cluster; the job file comes from the cluster's own artifact set."""
+    def submit_job(
+        self,
+        cluster_id: str,
+        job: InferenceJobConfig,
+        idempotency_token: str,
+        *,
+        time_limit_s: float | None = None,
+    ) -> str:
+        """One ``runs/submit``: on the all-purpose cluster, or for a jobs compute id on a new cluster
+        of the stored definition. The job file comes from the cluster's own artifact set.
+
+        ``time_limit_s`` becomes the run's ``timeout_seconds`` (rounded up): Databricks ends the run
+        (and a jobs compute run's cluster) after it even when no Airflow worker is left to cancel it.
+        """
         if not idempotency_token or len(idempotency_token) > 64:
             raise BackendConfigError("idempotency_token must be 1 to 64 characters (a Databricks limit)")
         name = _safe_name(idempotency_token)
-        cluster = self.hook._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
+        if is_job_compute(cluster_id):
+            cluster = self._job_cluster(cluster_id)
+            where: dict[str, Any] = {"new_cluster": compute.ClusterSpec.from_dict(cluster)}
+        else:
+            cluster = self.hook._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
+            where = {"existing_cluster_id": cluster_id}
         installed = (cluster.get("spark_env_vars") or {}).get(WHEEL_ENV)
         libraries = None
         if installed:
@@ -282,15 +469,18 @@ class DatabricksBackend(GpuSparkBackend):
                 cluster_id,
                 paths["wheel"],
             )
+        # The model's declared requirements and wheels, on every node of the run's cluster; checked
+        # (PEP 508, wheels exist) before anything is submitted.
+        libraries = [*(libraries or []), *model_libraries(self.hook, job.model)] or None
         changes: dict[str, Any] = {"report_path": f"{self.hook.artifact_root}/reports/{name}.json"}
-        if job.expected_executors is None and cluster.get("num_workers"):
-            changes["expected_executors"] = int(cluster["num_workers"])  # one Triton server per worker node
+        if job.expected_executors is None and worker_count(cluster):
+            changes["expected_executors"] = worker_count(cluster)  # one Triton server per worker node
         if job.run_id == DEFAULT_RUN_ID:
             changes["run_id"] = name  # per try: a retry never adopts a server of an earlier try
         job = job.replace(**changes)
         task = jobs.SubmitTask(
             task_key=TASK_KEY,
-            existing_cluster_id=cluster_id,
+            **where,
             spark_python_task=jobs.SparkPythonTask(python_file=job_file, parameters=["--job", job.to_json()]),
             libraries=libraries,
         )
@@ -299,6 +489,8 @@ class DatabricksBackend(GpuSparkBackend):
             "idempotency_token": idempotency_token,
             "tasks": [task.as_dict()],
         }
+        if time_limit_s is not None:
+            body["timeout_seconds"] = max(1, math.ceil(time_limit_s))
         run_id = str(self.hook.submit_run(body))
         log.info("Submitted run %s on cluster %s (report: %s)", run_id, cluster_id, job.report_path)
         return run_id
@@ -375,3 +567,27 @@ class DatabricksBackend(GpuSparkBackend):
                 f"{state.get('state_message', '')})"
             )
         return json.loads(content)
+
+    def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
+        """The job's latest progress (rows done/total, rows/s, tasks), read from the volume; None until
+        the job has written its first one. The file's path follows from the run's own report path."""
+        path = self._progress_paths.get(run_id)
+        if path is None:
+            report = self.report_path_of(self.hook.get_run(int(run_id)))
+            if not report:
+                return None
+            path = self._progress_paths[run_id] = sibling(report, PROGRESS_SUFFIX).as_posix()
+        content = self.hook.read_file(path)
+        if content is None:
+            return None
+        try:
+            progress = json.loads(content)
+        except ValueError:  # the Files API serves whole files; a torn read would be a server bug
+            log.debug("Progress file %s of run %s is not JSON", path, run_id)
+            return None
+        return progress if isinstance(progress, dict) else None
+
+    def run_summary_uri(self, run_id: str) -> str | None:
+        """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own
+        summary and error lines are (the Markdown summary on the volume needs workspace login too)."""
+        return self.hook.get_run(int(run_id)).get("run_page_url")

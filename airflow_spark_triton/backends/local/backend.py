@@ -188,6 +188,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
         if self.hook.worker_memory:
             spec = GpuClusterSpec.from_dict({**spec.to_dict(), "worker_memory": self.hook.worker_memory})
         memory_mb(spec.worker_memory)  # fail before starting anything
+        # The served model's requirements, checked on each node by the init script before its worker.
+        requirements = commands.model_requirements(spec.model) if spec.model else []
         cluster_id = f"local-{secrets.token_hex(6)}"
         cdir = self.cluster_dir(cluster_id)
         for sub in ("logs", "work", "local", "triton", "runs"):
@@ -199,6 +201,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
             state=ClusterState.PENDING.value,
             tags={str(k): str(v) for k, v in tags.items()},
             spec=spec.to_dict(),
+            model_requirements=requirements,
             created_at=now_iso(),
             home=str(self.home),
             python=self.python,
@@ -658,7 +661,14 @@ class LocalSparkBackend(SupervisedRunsBackend):
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
+    def submit_job(
+        self,
+        cluster_id: str,
+        job: InferenceJobConfig,
+        idempotency_token: str,
+        *,
+        time_limit_s: float | None = None,  # no platform-side limit here: see the contract
+    ) -> str:
         cluster = self._require_cluster(cluster_id)
         num_workers = int(cluster["spec"]["num_workers"])
 

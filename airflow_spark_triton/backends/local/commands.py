@@ -9,6 +9,7 @@ Triton server (or a run's ``command.json``).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,12 +18,15 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from airflow_spark_triton.backends.base import ClusterError
+from airflow_spark_triton.backends.base import BackendConfigError, ClusterError
+from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.runs.env import run_environment
 from spark_jobs.node_state import STATE_DIR_ENV
 
 LOCALHOST = "127.0.0.1"
+#: JSON list of PEP 508 strings: what ``local_init.sh`` checks is installed in each node's interpreter.
+MODEL_REQUIREMENTS_ENV = "SPARK_TRITON_MODEL_REQUIREMENTS"
 
 _MEMORY = re.compile(r"^\s*(?P<amount>\d+)\s*(?P<unit>[kmgt])b?\s*$", re.IGNORECASE)
 
@@ -149,7 +153,32 @@ def worker_env(cluster: dict[str, Any], cluster_dir: Path, work_dir: Path, local
     return env
 
 
+def model_requirements(reference: str) -> list[str]:
+    """What every node's interpreter must have for the served model ``reference``: its declared
+    ``requirements``, and each declared wheel as ``name==version`` (from the wheel's file name).
+
+    Nothing is installed locally (the nodes share the Airflow worker's interpreter, which this
+    package never modifies): ``local_init.sh`` checks each one on every node before its worker
+    starts, so a missing one fails the create task naming it (a spec's own ``init_script`` replaces
+    ``local_init.sh`` and with it this check). A declaration that is not valid fails here, before
+    anything starts.
+    """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    model = model_dependencies(reference, "cluster setting 'model'")
+    checked = list(model.requirements)
+    for wheel in model.wheels:
+        try:
+            name, version, _, _ = parse_wheel_filename(Path(wheel).name)
+        except InvalidWheelFilename as exc:
+            raise BackendConfigError(f"model {reference!r} declares wheel {wheel!r}: {exc}") from exc
+        checked.append(f"{name}=={version}")
+    return checked
+
+
 def init_script_env(cluster: dict[str, Any], cluster_dir: Path, index: int, work_dir: Path) -> dict[str, str]:
+    """``SPARK_TRITON_MODEL_REQUIREMENTS`` carries the record's ``model_requirements`` (see
+    :func:`model_requirements`); absent when the spec names no model, so nothing is checked."""
     env = base_env(cluster, cluster_dir)
     env.update(
         {
@@ -159,6 +188,8 @@ def init_script_env(cluster: dict[str, Any], cluster_dir: Path, index: int, work
             "SPARK_TRITON_SPARK_VERSION": cluster["spark_version"],
         }
     )
+    if cluster.get("model_requirements"):
+        env[MODEL_REQUIREMENTS_ENV] = json.dumps(list(cluster["model_requirements"]))
     return env
 
 

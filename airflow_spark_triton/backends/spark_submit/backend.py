@@ -133,7 +133,12 @@ class SparkSubmitBackend(SupervisedRunsBackend):
         return None
 
     def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
-        """Attach to the connection's cluster; nothing is started, so nothing can be left half-made."""
+        """Attach to the connection's cluster; nothing is started, so nothing can be left half-made.
+
+        ``spec.model``'s requirements are not checked: the cluster is not this package's (whoever runs it
+        provisions its nodes' environments), and nothing here runs on them before a job;
+        a missing requirement fails the inference run, on the executor that imports it.
+        """
         attachment_id = f"submit-{secrets.token_hex(6)}"
         master = self.master_url()
         (self.attachment_dir(attachment_id) / "runs").mkdir(parents=True)
@@ -195,7 +200,14 @@ class SparkSubmitBackend(SupervisedRunsBackend):
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def submit_job(self, cluster_id: str, job: InferenceJobConfig, idempotency_token: str) -> str:
+    def submit_job(
+        self,
+        cluster_id: str,
+        job: InferenceJobConfig,
+        idempotency_token: str,
+        *,
+        time_limit_s: float | None = None,  # no platform-side limit here: see the contract
+    ) -> str:
         attachment = self._require_attachment(cluster_id)
         spec = GpuClusterSpec.from_dict(attachment["spec"])
 

@@ -22,7 +22,7 @@ from airflow_spark_triton.backends.databricks.cluster_spec import DEFAULT_SPARK_
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from spark_jobs.job_config import InferenceJobConfig
 from tests.backends.databricks.test_cluster_spec import TAGS
-from tests.databricks_emulator import DatabricksEmulator, Fault, Settings
+from tests.databricks_emulator import DatabricksEmulator, Fault
 from tests.hooks.conftest import ARTIFACT_ROOT, TOKEN
 
 MODEL = "spark_jobs.models.hashing_embedder:MODEL"
@@ -351,46 +351,5 @@ def test_an_idempotency_token_databricks_refuses_is_a_config_error(make_backend,
     assert not emulator.calls("POST", "2.2/jobs/runs/submit")
 
 
-# -- end to end on local Spark ------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_real_job_runs_through_the_emulator_on_local_spark(tmp_path, monkeypatch, fake_wheel):
-    import pandas as pd
-    from deltalake import write_deltalake
-    from tenacity import stop_after_attempt, wait_fixed
-
-    input_table = str(tmp_path / "documents")
-    rows = pd.DataFrame(
-        {
-            "id": pd.Series([1, 2, 3, 4], dtype="int64"),
-            "text": ["the quick brown fox", "jumps over", "the lazy dog", "other day"],
-            "date": ["2024-01-01", "2024-01-01", "2024-01-01", "2024-01-02"],
-        }
-    )
-    write_deltalake(input_table, rows)
-    settings = Settings(cluster_start_s=0.0)
-    with DatabricksEmulator(
-        TOKEN, local_spark=True, home=tmp_path / "emulator", settings=settings
-    ) as emulator:
-        monkeypatch.setenv("AIRFLOW_CONN_DBX_LOCAL", json.dumps(emulator.connection()))
-        backend = DatabricksBackend(
-            "dbx_local",
-            artifact_root=ARTIFACT_ROOT,
-            wheel=str(fake_wheel),
-            single_user_name="etl-sp@example.com",
-            poll_interval_s=1.0,
-            retry_args={"stop": stop_after_attempt(3), "wait": wait_fixed(0.2)},
-        )
-        cluster_id = backend.create_cluster(GpuClusterSpec(num_workers=1, executor_cores=1), TAGS)
-        try:
-            backend.wait_for_cluster(cluster_id, timeout_s=300)
-            work = job(input_table=input_table, output_table=str(tmp_path / "embeddings"), batch_size=2)
-            run_id = backend.submit_job(cluster_id, work, "e2e-try-1")
-            status = wait_terminal(backend, run_id, timeout_s=600)
-            assert status.state is RunLifecycle.SUCCESS, status.message
-            report = backend.get_run_report(run_id)
-            assert report["status"] == "SUCCESS"
-            assert (report["rows_read"], report["rows_scored"], report["rows_rejected"]) == (3, 3, 0)
-        finally:
-            backend.delete_cluster(cluster_id)
+# End to end on local Spark (the nightly DAG through the emulator, both compute modes):
+# tests/backends/databricks/test_compute_modes.py.

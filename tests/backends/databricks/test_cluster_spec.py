@@ -9,10 +9,12 @@ from airflow_spark_triton.backends.databricks.cluster_spec import (
     DEFAULT_NODE_TYPE,
     DEFAULT_SPARK_VERSION,
     KEY_TAG,
+    build_cluster_spec,
     cluster_create_body,
     parse_node_type,
     sanitize_tags,
     tag_key,
+    worker_count,
 )
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
 from tests.databricks_emulator.validation import InvalidRequest, check_call, check_object
@@ -178,3 +180,234 @@ def test_the_emulator_rejects_unknown_and_mistyped_fields_naming_them():
         check_call(compute.ClustersAPI.create, {k: v for k, v in body.items() if k != "spark_version"})
     with pytest.raises(InvalidRequest, match=r"unknown field 'body\.bogus'"):
         check_object({**body, "bogus": 1}, compute.ClusterSpec, "body")
+
+
+# -- governance: policies, pools, cloud attributes, autoscale, pass-through ----------------------
+
+
+def test_governance_settings_reach_the_body_as_the_sdk_types_them():
+    spec = GpuClusterSpec(
+        policy_id="gpu-nightly",
+        apply_policy_default_values=True,
+        instance_pool_id="pool-workers",
+        driver_instance_pool_id="pool-driver",
+        aws_attributes={"availability": "SPOT_WITH_FALLBACK", "first_on_demand": 1, "zone_id": "auto"},
+        autoscale={"min_workers": 1, "max_workers": 4},
+        extra_cluster_fields={"enable_elastic_disk": True, "runtime_engine": "STANDARD"},
+    )
+    body = cluster_create_body(spec, TAGS, **PATHS)
+
+    assert (body["policy_id"], body["apply_policy_default_values"]) == ("gpu-nightly", True)
+    assert (body["instance_pool_id"], body["driver_instance_pool_id"]) == ("pool-workers", "pool-driver")
+    assert "node_type_id" not in body and "driver_node_type_id" not in body  # the pools decide
+    assert body["aws_attributes"] == {
+        "availability": "SPOT_WITH_FALLBACK",
+        "first_on_demand": 1,
+        "zone_id": "auto",
+    }
+    assert body["autoscale"] == {"min_workers": 1, "max_workers": 4} and "num_workers" not in body
+    assert (body["enable_elastic_disk"], body["runtime_engine"]) == (True, "STANDARD")
+    check_call(compute.ClustersAPI.create, body)
+    assert compute.ClusterSpec.from_dict(body).as_dict() == body
+
+
+def test_azure_and_gcp_attributes_and_their_tag_rules():
+    azure = cluster_create_body(
+        GpuClusterSpec(
+            node_type_id="Standard_NC4as_T4_v3",
+            azure_attributes={
+                "availability": "SPOT_WITH_FALLBACK_AZURE",
+                "first_on_demand": 1,
+                "spot_bid_max_price": -1,
+            },
+        ),
+        TAGS,
+        **PATHS,
+    )
+    assert azure["azure_attributes"]["availability"] == "SPOT_WITH_FALLBACK_AZURE"
+    gcp = cluster_create_body(
+        GpuClusterSpec(
+            instance_pool_id="pool", gcp_attributes={"availability": "PREEMPTIBLE_WITH_FALLBACK_GCP"}
+        ),
+        {"Team": "ML Platform"},
+        **PATHS,
+    )
+    assert gcp["gcp_attributes"] == {"availability": "PREEMPTIBLE_WITH_FALLBACK_GCP"}
+    assert gcp["custom_tags"]["team"] == "ml_platform"  # no node type: the attributes tell the cloud
+    for body in (azure, gcp):
+        check_call(compute.ClustersAPI.create, body)
+
+
+def test_jobs_compute_new_cluster_has_no_name_or_autotermination():
+    body = build_cluster_spec(GpuClusterSpec(), TAGS, **PATHS, job_compute=True).as_dict()
+    all_purpose = cluster_create_body(GpuClusterSpec(), TAGS, **PATHS)
+    assert set(all_purpose) - set(body) == {"cluster_name", "autotermination_minutes"}
+    check_object(body, compute.ClusterSpec, "new_cluster")
+
+
+def test_templated_governance_settings_are_coerced():
+    spec = GpuClusterSpec.from_dict(
+        {
+            "compute": "all_purpose",
+            "policy_id": "p",
+            "apply_policy_default_values": "true",
+            "aws_attributes": "{'availability': 'SPOT_WITH_FALLBACK', 'first_on_demand': '2'}",
+            "autoscale": '{"min_workers": "2", "max_workers": "6"}',
+            "extra_cluster_fields": {
+                "enable_elastic_disk": "false",
+                "ssh_public_keys": "['ssh-ed25519 AAA']",
+            },
+        }
+    )
+    body = cluster_create_body(spec, TAGS, **PATHS)
+    assert spec.compute == "all_purpose" and body["apply_policy_default_values"] is True
+    assert body["aws_attributes"] == {"availability": "SPOT_WITH_FALLBACK", "first_on_demand": 2}
+    assert body["autoscale"] == {"min_workers": 2, "max_workers": 6}
+    assert (body["enable_elastic_disk"], body["ssh_public_keys"]) == (False, ["ssh-ed25519 AAA"])
+    check_call(compute.ClustersAPI.create, body)
+    assert worker_count(body) == 2  # the job waits for autoscale's minimum of Triton servers
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"compute": "jobs"}, r"'compute' must be .*'job' or 'all_purpose'"),
+        ({"apply_policy_default_values": True}, "'apply_policy_default_values' needs 'policy_id'"),
+        (
+            {"instance_pool_id": "p", "node_type_id": "g5.xlarge"},
+            "'instance_pool_id' and 'node_type_id' exclude",
+        ),
+        (
+            {"instance_pool_id": "p", "driver_instance_pool_id": "d", "driver_node_type_id": "g5.xlarge"},
+            "'driver_instance_pool_id' and 'driver_node_type_id' exclude",
+        ),
+        ({"driver_instance_pool_id": "d"}, "'driver_instance_pool_id' needs 'instance_pool_id'"),
+        (
+            {"aws_attributes": {"availabilty": "SPOT"}},
+            r"'aws_attributes\.availabilty' is not a field of .*AwsAttributes",
+        ),
+        (
+            {"aws_attributes": {"availability": "SPOT_WITH_FALLBACK_AZ"}},
+            r"'aws_attributes\.availability' must be one of ON_DEMAND, SPOT, SPOT_WITH_FALLBACK",
+        ),
+        ({"aws_attributes": {"first_on_demand": "one"}}, r"'aws_attributes\.first_on_demand' must be int"),
+        ({"aws_attributes": "spot please"}, "'aws_attributes' must be"),
+        (
+            {"azure_attributes": {"log_analytics_info": {"workspace": "x"}}},
+            r"'azure_attributes\.log_analytics_info\.workspace' is not a field",
+        ),
+        (
+            {"aws_attributes": {"availability": "SPOT"}, "gcp_attributes": {"zone_id": "a"}},
+            "name different clouds",
+        ),
+        ({"autoscale": {"min_workers": 0, "max_workers": 2}}, "1 <= min_workers <= max_workers"),
+        ({"autoscale": {"min_workers": 3, "max_workers": 2}}, "1 <= min_workers <= max_workers"),
+        ({"autoscale": {"max_workers": 2}}, "needs both 'min_workers' and 'max_workers'"),
+        ({"autoscale": {"min": 1, "max_workers": 2}}, r"'autoscale\.min' is not a field of .*AutoScale"),
+        (
+            {"extra_cluster_fields": {"spark_conf": {}}},
+            r"'extra_cluster_fields\.spark_conf' is set by the backend from 'spark_conf'",
+        ),
+        ({"extra_cluster_fields": {"custom_tags": {}}}, 'from "the operator\'s tags"'),
+        ({"extra_cluster_fields": {"enable_elastic_disks": True}}, "is not a clusters/create field"),
+        (
+            {"extra_cluster_fields": {"runtime_engine": "TURBO"}},
+            r"'extra_cluster_fields\.runtime_engine' must be one of",
+        ),
+    ],
+)
+def test_bad_governance_settings_fail_naming_the_field(fields, message):
+    with pytest.raises(ClusterSpecError, match=message):
+        cluster_create_body(GpuClusterSpec.from_dict(fields), TAGS, **PATHS)
+
+
+# -- multi-GPU nodes ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("node_type", "gpus"),
+    [
+        ("g5.xlarge", 1),
+        ("g5.12xlarge", 4),
+        ("g4dn.12xlarge", 4),
+        ("p4d.24xlarge", 8),
+        ("i3.xlarge", 0),
+        ("Standard_NC24ads_A100_v4", 1),
+        ("Standard_NC96ads_A100_v4", 4),
+        ("Standard_NC64as_T4_v3", 4),
+        ("g2-standard-48", 4),
+        ("a2-highgpu-4g", 4),
+        ("n2-standard-4", 0),
+        ("g5.3xlarge", None),  # no such size: unknown, not assumed
+    ],
+)
+def test_node_type_gpu_counts(node_type, gpus):
+    assert parse_node_type(node_type).gpus == gpus
+
+
+def test_a_four_gpu_node_type_gets_four_gpus_per_executor_and_the_sdk_accepts_the_body():
+    body = cluster_create_body(GpuClusterSpec(node_type_id="g5.12xlarge"), TAGS, **PATHS)
+    conf = body["spark_conf"]
+    # One executor holding the node's 4 GPUs, one core per task, one task per GPU by default.
+    assert conf["spark.executor.resource.gpu.amount"] == "4"
+    assert conf["spark.executor.cores"] == "4"
+    assert conf["spark.task.resource.gpu.amount"] == "1"
+    check_call(compute.ClustersAPI.create, body)
+
+    fed = cluster_create_body(
+        GpuClusterSpec(node_type_id="Standard_NC96ads_A100_v4", executor_cores=16), TAGS, **PATHS
+    )["spark_conf"]
+    assert (fed["spark.executor.resource.gpu.amount"], fed["spark.executor.cores"]) == ("4", "16")
+    assert fed["spark.task.resource.gpu.amount"] == "0.25"  # 4 tasks per GPU, 16 in all
+
+    spread = cluster_create_body(
+        GpuClusterSpec(node_type_id="g5.48xlarge", executor_cores=2, tasks_per_gpu=2), TAGS, **PATHS
+    )["spark_conf"]
+    assert (spread["spark.executor.resource.gpu.amount"], spread["spark.executor.cores"]) == ("8", "16")
+    assert spread["spark.task.resource.gpu.amount"] == "0.5"
+
+
+def test_explicit_gpus_per_executor_is_kept_and_checked_against_the_node_type():
+    fewer = cluster_create_body(
+        GpuClusterSpec(node_type_id="g5.12xlarge", gpus_per_executor=2, executor_cores=2), TAGS, **PATHS
+    )["spark_conf"]
+    assert fewer["spark.executor.resource.gpu.amount"] == "2"
+    with pytest.raises(
+        ClusterSpecError,
+        match=r"'gpus_per_executor' .*=8\) exceeds the 4 GPU\(s\) of node_type_id 'g5.12xlarge'",
+    ):
+        cluster_create_body(
+            GpuClusterSpec(node_type_id="g5.12xlarge", gpus_per_executor=8, executor_cores=8), TAGS, **PATHS
+        )
+    with pytest.raises(ClusterSpecError, match=r"'gpus_per_executor'.*exceeds the 1 GPU"):
+        cluster_create_body(
+            GpuClusterSpec(node_type_id="g5.xlarge", gpus_per_executor=2, executor_cores=2), TAGS, **PATHS
+        )
+    # an unknown node type (or a pool) is not judged: the explicit value stands
+    body = cluster_create_body(
+        GpuClusterSpec(node_type_id="custom-gpu-node", gpus_per_executor=2, executor_cores=2), TAGS, **PATHS
+    )
+    assert body["spark_conf"]["spark.executor.resource.gpu.amount"] == "2"
+
+
+def test_the_emulator_accepts_a_four_gpu_cluster_and_its_local_twin_runs_the_same_tasks(
+    make_backend, emulator
+):
+    from tests.databricks_emulator.local_backend import local_spec
+
+    backend = make_backend()
+    spec = GpuClusterSpec(node_type_id="g5.12xlarge", executor_cores=8, compute="all_purpose")
+    cluster_id = backend.create_cluster(spec, TAGS)
+    backend.wait_for_cluster(cluster_id, timeout_s=10)
+    body = emulator.calls("POST", "2.1/clusters/create")[0].body
+    assert body["node_type_id"] == "g5.12xlarge"
+    assert {k: body["spark_conf"][k] for k in GpuClusterSpec.derived_spark_conf_keys} == {
+        "spark.executor.cores": "8",
+        "spark.executor.resource.gpu.amount": "4",
+        "spark.task.resource.gpu.amount": "0.5",
+    }
+    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    assert details["spark_conf"]["spark.executor.resource.gpu.amount"] == "4"
+    twin = local_spec(body)  # what the emulator runs locally: same cores, as many concurrent tasks
+    assert (twin.executor_cores, twin.concurrent_tasks_per_executor) == (8, 8)
+    backend.delete_cluster(cluster_id)

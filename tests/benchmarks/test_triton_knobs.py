@@ -1,0 +1,50 @@
+"""The serving knobs the batching sweep turns: job settings -> server flags, and their validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.triton_fleet import _server_args
+from spark_jobs.triton_server import parse_args as server_args
+
+BASE = {"input_table": "in", "output_table": "out", "model": "m:M", "logical_date": "2026-01-01"}
+SERVER = ["--model", "m:M", "--run-id", "r", "--record", "x", "--http-port", "1", "--grpc-port", "2",
+          "--metrics-port", "3"]  # fmt: skip
+
+
+def test_defaults_keep_todays_server_and_client():
+    job = InferenceJobConfig(**BASE)
+    assert job.client_protocol == "http"
+    flags = server_args(SERVER + list(_server_args(job)))
+    defaults = server_args(SERVER)
+    assert (flags.max_queue_delay_us, flags.preferred_batch_sizes, flags.instances) == (2000, "", 1)
+    assert (defaults.max_queue_delay_us, defaults.preferred_batch_sizes, defaults.instances) == (2000, "", 1)
+
+
+def test_job_settings_reach_the_server_flags_and_survive_json():
+    job = InferenceJobConfig(
+        **BASE,
+        server_max_queue_delay_us=0,
+        server_preferred_batch_sizes=[128, 256],
+        server_model_instances=2,
+        client_protocol="grpc",
+    )
+    again = InferenceJobConfig.from_json(job.to_json())
+    assert again == job and again.server_preferred_batch_sizes == (128, 256)
+    flags = server_args(SERVER + list(_server_args(again)))
+    assert (flags.max_queue_delay_us, flags.preferred_batch_sizes, flags.instances) == (0, "128,256", 2)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("client_protocol", "https"),
+        ("server_max_queue_delay_us", -1),
+        ("server_preferred_batch_sizes", [64, 0]),
+        ("server_model_instances", 0),
+    ],
+)
+def test_bad_knobs_are_rejected_naming_the_setting(setting, value):
+    with pytest.raises(JobConfigError, match=setting):
+        InferenceJobConfig(**BASE, **{setting: value})
