@@ -393,13 +393,11 @@ def table(summary: dict[str, Any]) -> str:
 # -- main -------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    paths = [p for p in args.paths.split(",") if p]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    work = RESULTS / "tmp" / f"run-{stamp}-{os.getpid()}"
+def bench_workdir(kind: str) -> Path:
+    """A fresh directory for one benchmark run; everything the run starts lives under it (Airflow's
+    home, the cluster home, the data), and the models load offline."""
+    work = RESULTS / "tmp" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     work.mkdir(parents=True)
-    # Everything this run starts lives under `work`: Airflow's home, the cluster home, the data.
     os.environ.update(
         {
             "AIRFLOW_HOME": str(work / "airflow"),
@@ -410,6 +408,13 @@ def main(argv: list[str] | None = None) -> int:
             "TOKENIZERS_PARALLELISM": os.environ.get("TOKENIZERS_PARALLELISM", "false"),
         }
     )
+    return work
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    paths = [p for p in args.paths.split(",") if p]
+    work = bench_workdir("run")
     os.environ.pop("OMP_NUM_THREADS", None)
     table_path = work / "data" / "documents"
     log(f"writing {args.rows} documents to {table_path}")

@@ -37,6 +37,7 @@ from benchmarks.bench import (
     MODEL_NAME,
     REPO,
     RESULTS,
+    bench_workdir,
     leftovers,
     log,
     machine_name,
@@ -257,18 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(probe_model_copy()))
         return 0
     paths = [p for p in PATHS if p in args.paths.split(",")]
-    work = RESULTS / "tmp" / f"workers-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    work.mkdir(parents=True)
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(work / "airflow"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_SPARK_TRITON_HOME": str(work / "spark_triton"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-    )
+    work = bench_workdir("workers")
     os.environ.pop("OMP_NUM_THREADS", None)
     log("measuring one model copy in a fresh process")
     copy = measure_model_copy()

@@ -48,24 +48,16 @@ def assert_date_exact(tables: Tables, day: dt.date) -> set[str]:
 
 
 def assert_nothing_running(deployment: Deployment, timeout_s: float = 90) -> None:
-    """No process of any run or local cluster, every cluster record DELETED, and no Triton server
-    left on the standing cluster (whose own master and workers keep running)."""
-    # The run directories of both backends: the local clusters, and the spark-submit attachments on
-    # the standing cluster (Airflow's own components name the state home itself in their environment).
-    roots = [
-        d for d in (deployment.state_home / "clusters", deployment.state_home / "attachments") if d.exists()
-    ]
+    """No process of any local cluster, and every cluster record DELETED."""
+    clusters = deployment.state_home / "clusters"
     deadline = time.monotonic() + timeout_s
     while True:
-        left = processes_under(*roots) if roots else []
+        left = processes_under(clusters) if clusters.exists() else []
         records = ledger.local_clusters_left(deployment.state_home)
-        servers = ledger.servers_left(ledger.cluster_state_dirs(deployment.standing_home))
-        if not left and not records and not servers:
+        if not left and not records:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"left running:\n{describe(left)}\nclusters: {records}\nservers on the standing cluster: {servers}"
-            )
+            raise AssertionError(f"left running:\n{describe(left)}\nclusters: {records}")
         time.sleep(1)
 
 
@@ -171,14 +163,12 @@ def test_scheduled_run_scores_the_last_complete_day(deployment: Deployment) -> N
 
 
 def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
-    """``airflow backfill create`` over ``days`` on the standing cluster (the spark-submit backend);
-    waits until the scheduler completes the backfill."""
+    """``airflow backfill create`` over ``days``; waits until the scheduler completes the backfill."""
     stack = deployment.stack
-    conf = nightly_conf(deployment.tables, conn_id=deployment.standing_conn)
     args = [
         "backfill", "create", "--dag-id", NIGHTLY,
         "--from-date", days[0].isoformat(), "--to-date", days[-1].isoformat(),
-        "--max-active-runs", str(len(days)), "--dag-run-conf", json.dumps(conf),
+        "--max-active-runs", str(len(days)), "--dag-run-conf", json.dumps(nightly_conf(deployment.tables)),
         *extra,
     ]  # fmt: skip
 
@@ -227,10 +217,6 @@ def test_backfill_of_three_parallel_dates_then_reprocess_rescores(deployment: De
             assert run["state"] == "success", deployment.stack.task_instances(NIGHTLY, run["dag_run_id"])
             report = report_of(deployment, NIGHTLY, run["dag_run_id"], "embed_documents")
             assert report["logical_date"] == day.isoformat()
-            attachment = deployment.stack.xcom(NIGHTLY, run["dag_run_id"], "create_cluster")
-            assert attachment.startswith("submit-"), (
-                f"{day} did not run on the standing cluster: {attachment}"
-            )
         run_ids.append({day: assert_date_exact(deployment.tables, day) for day in days})
         versions.append(ledger_version(deployment.tables.output))
     for day in days:
