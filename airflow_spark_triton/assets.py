@@ -18,28 +18,25 @@ the table and date from the triggering event, which stays correct when a run ove
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
+
+from spark_jobs.table_names import table_name_parts
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 ASSET_GROUP = "delta_table"
 DATABRICKS_SCHEME = "databricks"
-# Three dot-separated identifiers, each plain (letters, digits, _ and -) or back-quoted; no path
-# separator and no scheme. The job side (spark_jobs.delta_io.is_table_name) reads a name the same way.
-_PART = r"(?:`[^`]+`|[A-Za-z0-9_-]+)"
-_UC_NAME = re.compile(rf"^({_PART})\.({_PART})\.({_PART})$")
 
 
 def unity_catalog_name(table: str) -> tuple[str, str, str] | None:
     """``(catalog, schema, table)`` of a ``catalog.schema.table`` name (back-quotes removed), or None
     for a path or URI. Lower-cased, as Unity Catalog stores names and the Databricks provider keys them."""
-    m = _UC_NAME.match(str(table).strip())
-    if m is None:
+    parts = table_name_parts(table)  # the job reads a name by the same pattern
+    if parts is None:
         return None
-    catalog, schema, name = (part.strip("`").lower() for part in m.groups())
+    catalog, schema, name = (part.strip("`").lower() for part in parts)
     return catalog, schema, name
 
 

@@ -27,6 +27,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from spark_jobs.table_names import table_name_parts
+
 if TYPE_CHECKING:
     import pandas
     from deltalake import DeltaTable
@@ -218,15 +220,9 @@ class DeltaSparkIO:
         return int(row["version"]) if row else int(self.table_version(table) or 0)
 
 
-# A metastore / Unity Catalog name: three dot-separated identifiers (plain or back-quoted), no path
-# separator, no scheme. The Airflow side (airflow_spark_triton.assets.unity_catalog_name) agrees.
-_PART = r"(?:`[^`]+`|[A-Za-z0-9_-]+)"
-_TABLE_NAME = re.compile(rf"^{_PART}\.{_PART}\.{_PART}$")
-
-
 def is_table_name(table: str) -> bool:
     """``catalog.schema.table``: read with ``spark.table``/SQL and written with ``saveAsTable``, not a path."""
-    return _TABLE_NAME.match(table.strip()) is not None
+    return table_name_parts(table) is not None
 
 
 def _rs_uri(table: str) -> str:
