@@ -98,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="runtime SQL conf for paths 2 and 3, e.g. spark.sql.execution.arrow.maxRecordsPerBatch=1024",
     )
     parser.add_argument(
+        "--jvm-options",
+        default=None,
+        help="driver and executor JVM flags of paths 2 and 3 (default: the local backend's "
+        "LOCAL_JVM_OPTIONS; '' for the JVM's own defaults, C2 and G1)",
+    )
+    parser.add_argument(
         "--paths", default=",".join(PATHS), help="comma-separated subset of " + ",".join(PATHS)
     )
     parser.add_argument(
@@ -435,7 +441,15 @@ def main(argv: list[str] | None = None) -> int:
         from airflow_spark_triton.cluster_spec import GpuClusterSpec
 
         hook = LocalSparkBackend(spark_triton_conn_id=None, home=str(work / "spark_triton"))
-        spec = GpuClusterSpec(num_workers=args.workers, executor_cores=1, worker_memory="2g")
+        jvm_conf = {}
+        if args.jvm_options is not None:
+            jvm_conf = dict.fromkeys(
+                ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions"), args.jvm_options
+            )
+        extra["jvm_options"] = args.jvm_options
+        spec = GpuClusterSpec(
+            num_workers=args.workers, executor_cores=1, worker_memory="2g", spark_conf=jvm_conf
+        )
         cluster_id = None
         started = time.monotonic()
         try:

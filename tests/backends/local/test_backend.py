@@ -16,9 +16,10 @@ import pytest
 
 from airflow_spark_triton.backends.base import ClusterError, GpuSparkBackend, RunError, RunLifecycle
 from airflow_spark_triton.backends.local import backend as local_backend
+from airflow_spark_triton.backends.local import commands
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.backends.local.cluster_state import cluster_record
-from airflow_spark_triton.backends.local.commands import memory_mb
+from airflow_spark_triton.backends.local.commands import LOCAL_JVM_OPTIONS, memory_mb
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
@@ -240,6 +241,35 @@ def test_submit_job_builds_the_spark_submit_command(backend, monkeypatch):
     assert submitted.report_path == str(backend.run_dir(run_id) / "report.json")
     assert submitted.expected_executors == 2
     assert backend.get_run_status(run_id).state == RunLifecycle.PENDING
+
+
+def test_every_jvm_gets_the_light_options_unless_the_spec_sets_its_own(tmp_path):
+    record = {
+        "cluster_id": "local-0123456789ab",
+        "spec": SPEC.to_dict(),
+        "python": sys.executable,
+        "spark_home": "/opt/spark",
+        "master": {"url": "spark://127.0.0.1:7077"},
+    }
+    env = commands.base_env(record, tmp_path)
+    assert env["SPARK_DAEMON_JAVA_OPTS"] == env["SPARK_LAUNCHER_OPTS"] == LOCAL_JVM_OPTIONS
+    argv, _ = commands.spark_submit_command(record, tmp_path, "r", tmp_path / "r", Path("job.py"), [])
+    conf = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
+    assert (
+        conf["spark.driver.extraJavaOptions"] == conf["spark.executor.extraJavaOptions"] == LOCAL_JVM_OPTIONS
+    )
+
+    own = GpuClusterSpec(
+        num_workers=1,
+        spark_conf={"spark.executor.extraJavaOptions": "-XX:+UseG1GC"},
+        spark_env_vars={"SPARK_DAEMON_JAVA_OPTS": "-Xss4m"},
+    )
+    record["spec"] = own.to_dict()
+    assert commands.base_env(record, tmp_path)["SPARK_DAEMON_JAVA_OPTS"] == "-Xss4m"
+    argv, _ = commands.spark_submit_command(record, tmp_path, "r", tmp_path / "r", Path("job.py"), [])
+    conf = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
+    assert conf["spark.executor.extraJavaOptions"] == "-XX:+UseG1GC"
+    assert conf["spark.driver.extraJavaOptions"] == LOCAL_JVM_OPTIONS
 
 
 def test_a_run_whose_supervisor_died_is_failed(backend):
