@@ -13,6 +13,7 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	SPARK_TRITON_DATA_DIR=$(VAR)/data \
 	AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
+	SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 .PHONY: install demo test test-fast lint clean java airflow
@@ -46,6 +47,7 @@ airflow: install java
 	mkdir -p $(VAR)
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
+		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
 		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
 
 lint: install
@@ -55,7 +57,7 @@ lint: install
 # Two test processes, each module whole on one of them (its fixtures and order kept): the deployed
 # Airflow scenarios mostly wait on the scheduler, so they run beside the rest. Each process has its
 # own session root, Airflow home and ports. TEST_ARGS= (empty) runs everything in one process.
-TEST_ARGS ?= -n 2 --dist loadscope
+TEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder
 test: install java lint
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=30 $(TEST_ARGS)
 

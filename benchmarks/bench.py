@@ -290,6 +290,7 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
     if triton and overhead:
         local_overhead = round(
             overhead["cluster_up_s"]
+            + triton.get("servers_launch_s", 0.0)
             + triton["servers_ready_s"]
             + triton["servers_stop_s"]
             + overhead["delete_s"],
@@ -312,6 +313,7 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
         "local_overhead_s": local_overhead,
         "local_overhead_breakdown_s": {
             **overhead,
+            "servers_launch_s": triton.get("servers_launch_s"),
             "servers_ready_s": triton.get("servers_ready_s"),
             "servers_stop_s": triton.get("servers_stop_s"),
         },

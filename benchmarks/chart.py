@@ -46,6 +46,7 @@ def write_chart(summary: dict[str, Any], target: Path) -> Path:
     breakdown = summary["local_overhead_breakdown_s"]
     parts = [
         ("cluster up", breakdown.get("cluster_up_s")),
+        ("servers launch", breakdown.get("servers_launch_s")),
         ("servers ready", breakdown.get("servers_ready_s")),
         ("servers stop", breakdown.get("servers_stop_s")),
         ("cluster delete", breakdown.get("delete_s")),

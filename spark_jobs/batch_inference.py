@@ -137,7 +137,7 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
     from spark_jobs.delta_io import delta_io_for
     from spark_jobs.inference import triton_predict_udf
     from spark_jobs.models.base import resolve_model
-    from spark_jobs.triton_fleet import server_request, start_servers
+    from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
     from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
 
     model = resolve_model(job.model)
@@ -148,8 +148,17 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
     report["input_version"] = read.version
     check_schema(read.df, job.input_table, job.key_column, columns, model)
 
+    # Launch the servers now, without waiting: they load the model while Spark reads and validates
+    # the date (start_servers below waits for them). Not for a date without rows: nothing to score.
+    started = time.monotonic()
+    if not read.df.isEmpty():
+        raise_if_canceled()
+        launch_servers(spark, job)
+    report["timings_s"]["servers_launch"] = round(time.monotonic() - started, 3)
+
     validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
     try:
+        started = time.monotonic()
         report["rows_read"] = validated.count()
         if not report["rows_read"]:  # an empty date is news: say it where people look
             warning = f"no input rows for {job.logical_date} in {job.input_table}"
@@ -159,6 +168,7 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
         to_score = report["rows_read"] - sum(report["reject_reasons"].values())
         report["rows_to_score"] = to_score
+        report["timings_s"]["read_and_validate"] = round(time.monotonic() - started, 3)
         if progress is not None:
             progress.inference_started(to_score)
 

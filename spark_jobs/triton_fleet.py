@@ -1,12 +1,15 @@
 """One Triton server per node for the lifetime of one job: start them all, find the local one, stop them all.
 
-Start runs as a barrier stage with one task per executor (a task resource profile asks for all of
+The job launches the servers first (:func:`launch_servers`, which does not wait) and waits for
+them (:func:`start_servers`) once the input is read and validated, so model loading overlaps the
+read. Launch and start run as barrier stages with one task per executor (a task resource profile asks for all of
 an executor's cores), so every node gets its server or the stage fails as a whole. Several
 executors on one host share that host's server: the first to take the node lock starts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +19,7 @@ import sys
 import sysconfig
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,6 +217,50 @@ def _reap_stale(directory: Path, run_id: str) -> list[str]:
     return reaped
 
 
+def _pending_launch(directory: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's server launched on this node but not ready yet (no record): its pid file names a
+    live process of this run (its command line carries ``--run-id``, which a reused pid would not)."""
+    pid_file = directory / f"{run_id}.pid"
+    try:
+        pid = int(pid_file.read_text())
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE or run_id not in process.cmdline():
+            return None
+        return {"pid": pid, "pgid": pid, "create_time": process.create_time()}
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+@contextlib.contextmanager
+def _this_node(run_id: str) -> Iterator[tuple[Path, Path, str, dict[str, Any] | None]]:
+    """Under the node lock: the state dir, the run's record path, the host, and the record as it is."""
+    directory = node_state.state_dir()
+    with node_state.node_lock(directory):
+        record = node_state.record_path(directory, run_id)
+        yield directory, record, socket.gethostname(), read_json(record)
+
+
+def launch_local_server(request: ServerRequest) -> dict[str, Any]:
+    """Start this node's server for the run and return at once; :func:`ensure_local_server` waits.
+
+    The job launches its servers before it reads and validates the date, so that the servers load
+    the model while Spark reads: the start stage then only waits for what is left. A node whose
+    server is healthy or already launched is left as it is.
+    """
+    with _this_node(request.run_id) as (directory, record, host, existing):
+        if existing and server_healthy(existing):
+            return {"host": host, "pid": existing["pid"], "launched": False}
+        pending = _pending_launch(directory, request.run_id)
+        if pending and not existing:
+            return {"host": host, "pid": pending["pid"], "launched": False}
+        if existing:
+            node_state.kill_group(existing, grace_s=5)
+            record.unlink(missing_ok=True)
+        _reap_stale(directory, request.run_id)
+        pid = _start_process(request, directory, record, server_devices(request, existing))
+        return {"host": host, "pid": pid, "launched": True}
+
+
 def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
     """This node's ready server for the run: the running one, or a new one if none is healthy.
 
@@ -220,11 +268,7 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
     a task rescheduled to another node, or a server that died or hung mid-job all get a working
     server instead of an error.
     """
-    directory = node_state.state_dir()
-    record = node_state.record_path(directory, request.run_id)
-    host = socket.gethostname()
-    with node_state.node_lock(directory):
-        existing = read_json(record)
+    with _this_node(request.run_id) as (directory, record, host, existing):
         if existing and server_healthy(existing):
             return {**existing, "started_here": False}
         if existing:
@@ -233,13 +277,18 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
             )
             node_state.kill_group(existing, grace_s=5)
             record.unlink(missing_ok=True)
-        _reap_stale(directory, request.run_id)
+        # Launched earlier by launch_local_server and still loading: wait for that one.
+        pending = None if existing else _pending_launch(directory, request.run_id)
+        pid = pending["pid"] if pending else None
+        if pid is None:
+            _reap_stale(directory, request.run_id)
         devices = server_devices(request, existing)
         tail = ""
         last_error = ""
         for _attempt in range(PORT_ATTEMPTS):
             started = time.monotonic()
-            pid = _start_process(request, directory, record, devices)
+            if pid is None:
+                pid = _start_process(request, directory, record, devices)
             ready = _wait_ready(pid, record, request.ready_timeout_s)
             if ready is not None:
                 return {**ready, "started_here": True, "start_s": round(time.monotonic() - started, 3)}
@@ -252,6 +301,7 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
             )
             if timed_out or "address already in use" not in tail.lower():
                 break
+            pid = None
         raise TritonStartError(
             f"Triton server for model {request.model!r} on host {host} {last_error}; server log tail:\n{tail}"
         )
@@ -259,11 +309,8 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
 
 def stop_local_server(run_id: str) -> dict[str, Any]:
     """Stop this node's server for the run, if any; safe to call from every executor and again."""
-    directory = node_state.state_dir()
-    record_file = node_state.record_path(directory, run_id)
-    host = socket.gethostname()
-    with node_state.node_lock(directory):
-        record = read_json(record_file)
+    with _this_node(run_id) as (directory, record_file, host, found):
+        record = found or _pending_launch(directory, run_id)
         if record is None:
             return {"host": host, "stopped": False, "running": False}
         started = time.monotonic()
@@ -355,7 +402,22 @@ def server_request(spark: SparkSession, job: InferenceJobConfig) -> ServerReques
     )
 
 
+def launch_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
+    """Launch every node's server without waiting for it (:func:`launch_local_server`); the job's
+    later :func:`start_servers` waits for them. A barrier stage like the start: one task per
+    executor, before any other stage of the job holds a slot."""
+    executors = wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
+    request = server_request(spark, job)
+
+    def launch(_: Any):
+        yield launch_local_server(request)
+
+    rdd = spark.sparkContext.parallelize(range(executors), executors)
+    return _one_task_per_executor(spark, rdd).barrier().mapPartitions(launch).collect()
+
+
 def start_servers(spark: SparkSession, job: InferenceJobConfig) -> list[dict[str, Any]]:
+    """Every node's ready server: the one launched earlier, or one started now."""
     executors = wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
     request = server_request(spark, job)
 

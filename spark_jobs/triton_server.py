@@ -45,6 +45,7 @@ def _pytriton_tensors(model: ServedModel):
 
 
 def serve(args: argparse.Namespace) -> int:
+    log.info("server process for run %s up; importing PyTriton and loading %s", args.run_id, args.model)
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig
     from pytriton.triton import Triton, TritonConfig

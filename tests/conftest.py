@@ -29,6 +29,8 @@ os.environ.update(
         "AIRFLOW_SPARK_TRITON_HOME": str(ROOT / "spark_triton"),
         "SPARK_TRITON_DATA_DIR": str(ROOT / "data"),
         "SPARK_TRITON_STATE_DIR": str(ROOT / "triton_state"),
+        # The drivers' class-data archive: recorded by the session's first run, mapped by the rest.
+        "SPARK_TRITON_JVM_CACHE": str(ROOT / "jvm_cache"),
         "HF_HUB_OFFLINE": "1",
         # Spark's Python workers run `python3` from PATH unless told otherwise; CI has no venv on PATH.
         "PYSPARK_PYTHON": sys.executable,
@@ -119,3 +121,31 @@ def stop_spark(spark) -> None:
             proc.wait()
     SparkContext._gateway = None
     SparkContext._jvm = None
+
+
+# The longest modules first. `make test` runs xdist with --dist loadscope --no-loadscope-reorder:
+# each module goes whole to one process, in collection order, so these start at once on the two
+# processes and the short modules fill in the end, instead of a long module starting last and
+# running alone (xdist's default order is by test count, which puts these few-test modules last).
+LONGEST_FIRST = (
+    "tests/deployed/test_nightly_deployed.py",
+    "tests/faults/test_local_dag_faults.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest modules, then the other modules with slow tests, then the rest. Whole modules move,
+    and a stable sort keeps each module's own order (the deployed scenarios rely on it)."""
+
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> int:
+        path = module(item)
+        if path in LONGEST_FIRST:
+            return LONGEST_FIRST.index(path)
+        return len(LONGEST_FIRST) + (0 if path in slow else 1)
+
+    items.sort(key=rank)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,5 @@ def deployment() -> Iterator[Deployment]:
         yield Deployment(stack, tables, root / "spark_triton", root / "data", canary, yesterday)
     finally:
         stack.stop()
+        for restart in stack.restarts:  # an Airflow component crashed (not a test failure: see _supervise)
+            warnings.warn(f"Airflow component restarted during the deployed tests: {restart}", stacklevel=1)

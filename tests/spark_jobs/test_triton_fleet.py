@@ -6,6 +6,7 @@ How it fails (a server that cannot load its model, dies, hangs or outlives its d
 from __future__ import annotations
 
 import numpy as np
+import psutil
 import pytest
 
 from spark_jobs import node_state
@@ -14,6 +15,13 @@ from spark_jobs.models.hashing_embedder import embed
 from tests.spark_jobs.conftest import TINY_MODEL, fleet_job
 
 pytestmark = pytest.mark.slow
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
@@ -43,3 +51,37 @@ def test_one_server_per_node_serves_both_executors_and_stops(cluster_spark):
     assert [s["pid"] for s in stopped if s["stopped"]] == [record["pid"]]
     assert not node_state.process_matches(record)
     assert not node_state.record_path(node_state.state_dir(), "fleet-ok").exists()
+
+
+def test_launch_then_start_waits_for_the_launched_server_on_the_nodes(cluster_spark):
+    """The job launches its servers before it reads the input; the start stage waits for those
+    same processes instead of starting others."""
+    from spark_jobs.triton_fleet import launch_servers, start_servers, stop_servers
+
+    config = fleet_job("fleet-launch")
+    try:
+        launched = launch_servers(cluster_spark, config)
+        assert len({r["pid"] for r in launched}) == 1, "two executors on one host launch one server"
+        assert sum(r["launched"] for r in launched) == 1
+        servers = start_servers(cluster_spark, config)
+        assert [s["pid"] for s in servers] == [launched[0]["pid"]]
+    finally:
+        stopped = stop_servers(cluster_spark, config)
+    assert [s["pid"] for s in stopped if s["stopped"]] == [launched[0]["pid"]]
+    assert gone(launched[0]["pid"])
+
+
+def test_a_server_stopped_while_it_loads_is_gone():
+    """A run canceled between launch and start (or a date whose rows were all rejected) stops a
+    server that has no record yet, by the pid its launch wrote."""
+    from spark_jobs import triton_fleet as fleet
+    from tests.spark_jobs.test_multi_gpu_server import request
+
+    launched = fleet.launch_local_server(request(0, "fleet-loading"))
+    try:
+        assert launched["launched"]
+        assert not node_state.record_path(node_state.state_dir(), "fleet-loading").exists()
+    finally:
+        stopped = fleet.stop_local_server("fleet-loading")
+    assert (stopped["pid"], stopped["stopped"], stopped["running"]) == (launched["pid"], True, False)
+    assert gone(launched["pid"])

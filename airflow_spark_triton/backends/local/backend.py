@@ -53,8 +53,8 @@ from typing import Any
 
 import psutil
 
-from airflow_spark_triton.backends.base import ClusterError
-from airflow_spark_triton.backends.local import commands
+from airflow_spark_triton.backends.base import ClusterError, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.local import commands, jvm_archive
 from airflow_spark_triton.backends.local.cluster_state import (
     CLUSTER_FILE,
     LIVE_STATES,
@@ -638,6 +638,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
     def _remove_scratch(self, cluster_id: str) -> None:
         """Shuffle and spill files can be large; logs, records and reports are kept."""
         cdir = self.cluster_dir(cluster_id)
+        for recorded in (cdir / "runs").glob(f"*/{jvm_archive.RUN_ARCHIVE}"):
+            self.get_run_status(recorded.parent.name)  # publishes or removes it (the run is over)
         for scratch in [cdir / "local", *(cdir / "runs").glob("*/local")]:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -660,6 +662,17 @@ class LocalSparkBackend(SupervisedRunsBackend):
         return list(records.values())
 
     # -- runs ---------------------------------------------------------------------------------
+
+    def get_run_status(self, run_id: str) -> RunStatus:
+        """The supervised run's status; a finished run's driver class-data archive, if it recorded
+        one, is published to the cache (success) or removed (:mod:`.jvm_archive`)."""
+        status = super().get_run_status(run_id)
+        run_dir = self.run_dir(run_id)
+        if status.state.is_terminal and (run_dir / jvm_archive.RUN_ARCHIVE).exists():
+            cluster = self.get_cluster(self.runs.owner_of(run_id)) or {}
+            spark_home = cluster.get("spark_home") or str(commands.spark_home())
+            jvm_archive.settle(spark_home, run_dir, status.state == RunLifecycle.SUCCESS)
+        return status
 
     def submit_job(
         self,
