@@ -638,8 +638,10 @@ class LocalSparkBackend(SupervisedRunsBackend):
     def _remove_scratch(self, cluster_id: str) -> None:
         """Shuffle and spill files can be large; logs, records and reports are kept."""
         cdir = self.cluster_dir(cluster_id)
-        for recorded in (cdir / "runs").glob(f"*/{jvm_archive.RUN_ARCHIVE}"):
-            self.get_run_status(recorded.parent.name)  # publishes or removes it (the run is over)
+        for run_dir in (cdir / "runs").glob("*"):  # the workers are stopped: so are the executors
+            if jvm_archive.recorded_files(run_dir):
+                succeeded = super().get_run_status(run_dir.name).state == RunLifecycle.SUCCESS
+                jvm_archive.settle(self._spark_home(cluster_id), run_dir, succeeded)
         for scratch in [cdir / "local", *(cdir / "runs").glob("*/local")]:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -664,15 +666,18 @@ class LocalSparkBackend(SupervisedRunsBackend):
     # -- runs ---------------------------------------------------------------------------------
 
     def get_run_status(self, run_id: str) -> RunStatus:
-        """The supervised run's status; a finished run's driver class-data archive, if it recorded
-        one, is published to the cache (success) or removed (:mod:`.jvm_archive`)."""
+        """The supervised run's status; once it is over, the class-data archive its driver
+        recorded, if any, is published to the cache (success) or removed (:mod:`.jvm_archive`;
+        the executors' are settled at cluster delete, once they have exited)."""
         status = super().get_run_status(run_id)
         run_dir = self.run_dir(run_id)
-        if status.state.is_terminal and (run_dir / jvm_archive.RUN_ARCHIVE).exists():
-            cluster = self.get_cluster(self.runs.owner_of(run_id)) or {}
-            spark_home = cluster.get("spark_home") or str(commands.spark_home())
-            jvm_archive.settle(spark_home, run_dir, status.state == RunLifecycle.SUCCESS)
+        if status.state.is_terminal and jvm_archive.recorded_files(run_dir, ("driver",)):
+            spark_home = self._spark_home(self.runs.owner_of(run_id))
+            jvm_archive.settle(spark_home, run_dir, status.state == RunLifecycle.SUCCESS, ("driver",))
         return status
+
+    def _spark_home(self, cluster_id: str) -> str:
+        return (self.get_cluster(cluster_id) or {}).get("spark_home") or str(commands.spark_home())
 
     def submit_job(
         self,

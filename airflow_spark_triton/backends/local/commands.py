@@ -37,7 +37,7 @@ MODEL_REQUIREMENTS_ENV = "SPARK_TRITON_MODEL_REQUIREMENTS"
 #: and parallel GC threads competing with the Python workers for the same cores. C1 only and the
 #: serial collector halved the JVMs' CPU time of a nightly run (97 -> 48 CPU-s on 2 cores) and cut
 #: its wall time from 87 s to 69 s, with no measurable loss in rows/s (``benchmarks/TUNING.md``).
-#: The driver also maps a class-data archive (:mod:`~airflow_spark_triton.backends.local.jvm_archive`).
+#: The driver and executors also map class-data archives (:mod:`~airflow_spark_triton.backends.local.jvm_archive`).
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 _DAEMON_JVM_ENV = ("SPARK_DAEMON_JAVA_OPTS", "SPARK_LAUNCHER_OPTS")
 
@@ -236,9 +236,9 @@ def spark_submit_command(
     # The driver's scratch space; spark.local.dir would only earn a warning in standalone mode.
     env["SPARK_LOCAL_DIRS"] = str(run_dir / "local")
     conf.setdefault("spark.executor.memory", f"{memory_mb(spec.worker_memory)}m")
-    archive = jvm_archive.driver_options(cluster["spark_home"], run_dir)
-    conf.setdefault("spark.driver.extraJavaOptions", f"{LOCAL_JVM_OPTIONS} {archive}".strip())
-    conf.setdefault("spark.executor.extraJavaOptions", LOCAL_JVM_OPTIONS)
+    for role in jvm_archive.ROLES:
+        archive = jvm_archive.jvm_options(cluster["spark_home"], run_dir, role)
+        conf.setdefault(f"spark.{role}.extraJavaOptions", f"{LOCAL_JVM_OPTIONS} {archive}".strip())
     conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
     conf.setdefault("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
     for key, value in (spec.spark_env_vars or {}).items():

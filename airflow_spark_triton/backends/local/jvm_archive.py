@@ -1,23 +1,25 @@
-"""Class-data sharing (AppCDS) for the driver JVM of local runs: its classes mapped from an archive
-instead of parsed and verified again by every driver.
+"""Class-data sharing (AppCDS) for the driver and executor JVMs of local runs: their classes mapped
+from an archive instead of parsed and verified again by every JVM.
 
 Why: after the light JVM flags (:data:`~airflow_spark_triton.backends.local.commands.LOCAL_JVM_OPTIONS`),
 the driver JVM's start-up was still the largest single cost of a small local run: loading some
 15,000 Spark classes on a cold JVM. Measured on a 60-row nightly DAG run (2 cores): driver JVM
-18.7 CPU-s without an archive, 9.9 with one, and the DAG run 70 s instead of 51 s
-(``benchmarks/TUNING.md``).
+18.7 CPU-s without an archive, 9.9 with one, and the DAG run 70 s instead of 51 s; its two
+executors 15-17 CPU-s, 10.8 with theirs (``benchmarks/TUNING.md``).
 
-How: the first driver on a machine (per Java and Spark installation) records the archive itself as
-it exits (``-XX:ArchiveClassesAtExit``, JDK 13+) into its own run directory. Once that run has
-succeeded, the backend publishes the file into the cache with an atomic rename; every later driver
-maps it (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is
+How: the first run on a machine (per Java and Spark installation) has its driver and executors
+record the archives themselves as they exit (``-XX:ArchiveClassesAtExit``, JDK 13+) into the
+run's directory (one file per executor: ``{{EXECUTOR_ID}}``). Once that run has succeeded, the
+backend publishes the driver's and the largest executor's file into the cache with an atomic
+rename (the driver's once the run is over, the executors' once the cluster's workers are
+stopped); every later JVM of that role maps it (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is
 ignored, never fatal). Concurrent first runs each record their own and the last one published wins;
 a JVM that mapped an earlier file keeps its mapping. The archive holds class metadata only (about
 170 MB), nothing of the data or the environment.
 
 The cache is ``$SPARK_TRITON_JVM_CACHE`` or ``~/.cache/airflow-spark-triton/jvm``;
 ``SPARK_TRITON_JVM_CACHE=off`` turns archives off, and so does a spec's own
-``spark.driver.extraJavaOptions``.
+``spark.driver.extraJavaOptions`` / ``spark.executor.extraJavaOptions`` for that role.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ import shutil
 from pathlib import Path
 
 CACHE_ENV = "SPARK_TRITON_JVM_CACHE"
-RUN_ARCHIVE = "driver-classes.jsa"  # what a recording driver writes into its run directory
+ROLES = ("driver", "executor")
+DYNAMIC_ARCHIVE_MAGIC = (0xF00BABA8).to_bytes(4, "little")  # HotSpot's CDS_DYNAMIC_ARCHIVE_MAGIC
+# What a recording JVM writes into its run directory; Spark fills in each executor's id.
+RECORDED = {"driver": "driver-classes.jsa", "executor": "executor-classes-{{EXECUTOR_ID}}.jsa"}
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +58,8 @@ def _java() -> Path | None:
     return Path(found).resolve() if found else None
 
 
-def archive_path(spark_home: str) -> Path | None:
-    """The cached archive for this Java and this Spark (a new JDK or Spark gets a new one)."""
+def archive_path(spark_home: str, role: str = "driver") -> Path | None:
+    """The cached archive of ``role`` for this Java and this Spark (a new JDK or Spark gets a new one)."""
     directory, java = cache_dir(), _java()
     if directory is None or java is None or not java.exists():
         return None
@@ -63,40 +68,59 @@ def archive_path(spark_home: str) -> Path | None:
     with contextlib.suppress(OSError):
         identity.append(str(jars.stat().st_mtime_ns))
     key = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
-    return directory / f"driver-{key}.jsa"
+    return directory / f"{role}-{key}.jsa"
 
 
-def driver_options(spark_home: str, run_dir: Path) -> str:
-    """JVM flags for a run's driver: map the cached archive, or record one if there is none yet."""
-    archive = archive_path(spark_home)
+def jvm_options(spark_home: str, run_dir: Path, role: str) -> str:
+    """JVM flags for a run's driver or executors: map the cached archive, or record one."""
+    archive = archive_path(spark_home, role)
     if archive is None:
         return ""
     if archive.is_file():
         return f"-XX:SharedArchiveFile={archive} -Xshare:auto"
-    return f"-XX:ArchiveClassesAtExit={run_dir / RUN_ARCHIVE}"
+    return f"-XX:ArchiveClassesAtExit={run_dir / RECORDED[role]}"
 
 
-def settle(spark_home: str, run_dir: Path, succeeded: bool) -> Path | None:
-    """Once a run has finished: publish the archive its driver recorded if the run succeeded,
-    and never leave the file in the run directory. Idempotent; returns what was published."""
-    recorded = run_dir / RUN_ARCHIVE
-    if not recorded.is_file():
-        return None
-    target = archive_path(spark_home) if succeeded else None
+def recorded_files(run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
+    """Archives the run's JVMs of ``roles`` recorded (none once :func:`settle` has run)."""
+    return sorted(p for role in roles for p in run_dir.glob(RECORDED[role].replace("{{EXECUTOR_ID}}", "*")))
+
+
+def complete(path: Path) -> bool:
+    """A whole dynamic archive: the JVM writes the header, with its magic number, after every
+    region, so a JVM killed while dumping (or still dumping) leaves no magic at the start."""
+    with contextlib.suppress(OSError), path.open("rb") as archive:
+        return archive.read(4) == DYNAMIC_ARCHIVE_MAGIC
+    return False
+
+
+def settle(spark_home: str, run_dir: Path, succeeded: bool, roles: tuple[str, ...] = ROLES) -> list[Path]:
+    """Once the JVMs of ``roles`` have exited: publish what they recorded if the run succeeded (the
+    driver's, and the largest whole executor's), and never leave the files in the run directory.
+    The driver has exited when the run is over; executors only once their workers are stopped.
+    Idempotent; returns what was published."""
+    published = []
     try:
-        if target is None:
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            os.replace(recorded, staged)
-        except OSError:  # another filesystem
-            shutil.copyfile(recorded, staged)
-        os.replace(staged, target)
-        log.info("Published the driver JVM's class-data archive %s", target)
-        return target
+        for role in roles if succeeded else ():
+            found = [p for p in recorded_files(run_dir, (role,)) if complete(p)]
+            target = archive_path(spark_home, role)
+            if found and target is not None:
+                published.append(_publish(max(found, key=lambda p: p.stat().st_size), target))
     except OSError as exc:
-        log.warning("Could not publish the class-data archive %s: %s", recorded, exc)
-        return None
+        log.warning("Could not publish the class-data archives of %s: %s", run_dir, exc)
     finally:
-        recorded.unlink(missing_ok=True)
+        for path in recorded_files(run_dir, roles):
+            path.unlink(missing_ok=True)
+    return published
+
+
+def _publish(recorded: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        os.replace(recorded, staged)
+    except OSError:  # another filesystem
+        shutil.copyfile(recorded, staged)
+    os.replace(staged, target)
+    log.info("Published the class-data archive %s", target)
+    return target

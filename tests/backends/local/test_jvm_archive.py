@@ -17,43 +17,49 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def recorded_by(run_dir: Path) -> Path:
-    """What a recording driver leaves as it exits (a stand-in: the JVM writes the real one)."""
+def recorded_by(run_dir: Path, name: str = "driver-classes.jsa", size: int = 16) -> Path:
+    """What a recording JVM leaves as it exits (a stand-in with the archive's magic number)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / jvm_archive.RUN_ARCHIVE).write_bytes(b"classes")
-    return run_dir / jvm_archive.RUN_ARCHIVE
+    (run_dir / name).write_bytes(jvm_archive.DYNAMIC_ARCHIVE_MAGIC + b"c" * size)
+    return run_dir / name
 
 
-def test_the_first_run_records_and_its_success_publishes_for_every_later_driver(cache, tmp_path):
+def test_the_first_run_records_and_its_success_publishes_for_every_later_jvm(cache, tmp_path):
     home = str(spark_home())
     first = tmp_path / "run-1"
-    assert (
-        jvm_archive.driver_options(home, first)
-        == f"-XX:ArchiveClassesAtExit={first / jvm_archive.RUN_ARCHIVE}"
-    )
+    driver_flag = jvm_archive.jvm_options(home, first, "driver")
+    assert driver_flag == f"-XX:ArchiveClassesAtExit={first}/driver-classes.jsa"
+    executor_flag = jvm_archive.jvm_options(home, first, "executor")  # Spark fills in the id
+    assert executor_flag == f"-XX:ArchiveClassesAtExit={first}/executor-classes-{{{{EXECUTOR_ID}}}}.jsa"
 
-    recorded = recorded_by(first)
-    published = jvm_archive.settle(home, first, succeeded=True)
-    assert published == jvm_archive.archive_path(home) and published.read_bytes() == b"classes"
-    assert published.parent == cache and not recorded.exists()
-    assert jvm_archive.settle(home, first, succeeded=True) is None  # idempotent
+    recorded = [recorded_by(first), recorded_by(first, "executor-classes-0.jsa", 64)]
+    recorded.append(recorded_by(first, "executor-classes-1.jsa", 32))
+    recorded.append(first / "executor-classes-2.jsa")  # killed while dumping: no header yet
+    recorded[-1].write_bytes(b"\0" * 128)
+    driver, executor = jvm_archive.settle(home, first, succeeded=True)
+    assert driver == jvm_archive.archive_path(home, "driver") and driver.parent == cache
+    assert executor == jvm_archive.archive_path(home, "executor")
+    assert executor.stat().st_size == 4 + 64  # the largest whole one
+    assert not any(p.exists() for p in recorded)
+    assert jvm_archive.settle(home, first, succeeded=True) == []  # idempotent
 
-    options = jvm_archive.driver_options(home, tmp_path / "run-2")
-    assert options == f"-XX:SharedArchiveFile={published} -Xshare:auto"
+    for role, archive in (("driver", driver), ("executor", executor)):
+        options = jvm_archive.jvm_options(home, tmp_path / "run-2", role)
+        assert options == f"-XX:SharedArchiveFile={archive} -Xshare:auto"
 
 
 def test_a_failed_run_publishes_nothing_and_leaves_no_archive(cache, tmp_path):
     home = str(spark_home())
     recorded = recorded_by(tmp_path / "run")
-    assert jvm_archive.settle(home, tmp_path / "run", succeeded=False) is None
+    assert jvm_archive.settle(home, tmp_path / "run", succeeded=False) == []
     assert not recorded.exists() and not cache.exists()
 
 
 def test_off_means_no_archive_flags(monkeypatch, tmp_path):
     monkeypatch.setenv(jvm_archive.CACHE_ENV, "off")
-    assert jvm_archive.driver_options(str(spark_home()), tmp_path) == ""
+    assert jvm_archive.jvm_options(str(spark_home()), tmp_path, "driver") == ""
     recorded = recorded_by(tmp_path)
-    assert jvm_archive.settle(str(spark_home()), tmp_path, succeeded=True) is None
+    assert jvm_archive.settle(str(spark_home()), tmp_path, succeeded=True) == []
     assert not recorded.exists()
 
 
