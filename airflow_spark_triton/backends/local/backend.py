@@ -53,7 +53,7 @@ from typing import Any
 
 import psutil
 
-from airflow_spark_triton.backends.base import ClusterError, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.base import ClusterError, RunStatus
 from airflow_spark_triton.backends.local import commands, jvm_archive
 from airflow_spark_triton.backends.local.cluster_state import (
     CLUSTER_FILE,
@@ -640,8 +640,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cdir = self.cluster_dir(cluster_id)
         for run_dir in (cdir / "runs").glob("*"):  # the workers are stopped: so are the executors
             if jvm_archive.recorded_files(run_dir):
-                succeeded = super().get_run_status(run_dir.name).state == RunLifecycle.SUCCESS
-                jvm_archive.settle(self._spark_home(cluster_id), run_dir, succeeded)
+                jvm_archive.settle(self._spark_home(cluster_id), run_dir)
         for scratch in [cdir / "local", *(cdir / "runs").glob("*/local")]:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -667,13 +666,12 @@ class LocalSparkBackend(SupervisedRunsBackend):
 
     def get_run_status(self, run_id: str) -> RunStatus:
         """The supervised run's status; once it is over, the class-data archive its driver
-        recorded, if any, is published to the cache (success) or removed (:mod:`.jvm_archive`;
+        recorded, if any and whole, is published to the cache, and removed (:mod:`.jvm_archive`;
         the executors' are settled at cluster delete, once they have exited)."""
         status = super().get_run_status(run_id)
         run_dir = self.run_dir(run_id)
         if status.state.is_terminal and jvm_archive.recorded_files(run_dir, ("driver",)):
-            spark_home = self._spark_home(self.runs.owner_of(run_id))
-            jvm_archive.settle(spark_home, run_dir, status.state == RunLifecycle.SUCCESS, ("driver",))
+            jvm_archive.settle(self._spark_home(self.runs.owner_of(run_id)), run_dir, ("driver",))
         return status
 
     def _spark_home(self, cluster_id: str) -> str:

@@ -9,13 +9,14 @@ executors 15-17 CPU-s, 10.8 with theirs (``benchmarks/TUNING.md``).
 
 How: the first run on a machine (per Java and Spark installation) has its driver and executors
 record the archives themselves as they exit (``-XX:ArchiveClassesAtExit``, JDK 13+) into the
-run's directory (one file per executor: ``{{EXECUTOR_ID}}``). Once that run has succeeded, the
-backend publishes the driver's and the largest executor's file into the cache with an atomic
-rename (the driver's once the run is over, the executors' once the cluster's workers are
-stopped); every later JVM of that role maps it (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is
-ignored, never fatal). Concurrent first runs each record their own and the last one published wins;
-a JVM that mapped an earlier file keeps its mapping. The archive holds class metadata only (about
-170 MB), nothing of the data or the environment.
+run's directory (one file per executor: ``{{EXECUTOR_ID}}``). Once those JVMs have exited (the
+driver's when the run is over, the executors' when the cluster's workers are stopped), the backend
+publishes the driver's and the largest executor's file into the cache with an atomic rename, if
+whole (a JVM killed while dumping leaves no header). Every later JVM of that role maps it
+(``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is ignored, never
+fatal). Concurrent first runs each record their own and the last one published wins; a JVM that
+mapped an earlier file keeps its mapping. The archives hold class metadata only (60-170 MB),
+nothing of the data or the environment.
 
 The cache is ``$SPARK_TRITON_JVM_CACHE`` or ``~/.cache/airflow-spark-triton/jvm``;
 ``SPARK_TRITON_JVM_CACHE=off`` turns archives off, and so does a spec's own
@@ -94,14 +95,15 @@ def complete(path: Path) -> bool:
     return False
 
 
-def settle(spark_home: str, run_dir: Path, succeeded: bool, roles: tuple[str, ...] = ROLES) -> list[Path]:
-    """Once the JVMs of ``roles`` have exited: publish what they recorded if the run succeeded (the
-    driver's, and the largest whole executor's), and never leave the files in the run directory.
-    The driver has exited when the run is over; executors only once their workers are stopped.
-    Idempotent; returns what was published."""
+def settle(spark_home: str, run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
+    """Once the JVMs of ``roles`` have exited: publish the whole archives they recorded (the
+    driver's, and the largest executor's), and never leave the files in the run directory. A run
+    that failed in its job still exited its JVMs normally, so its archives are as good; a JVM
+    killed while dumping left no whole one. The driver has exited when the run is over,
+    executors only once their workers are stopped. Idempotent; returns what was published."""
     published = []
     try:
-        for role in roles if succeeded else ():
+        for role in roles:
             found = [p for p in recorded_files(run_dir, (role,)) if complete(p)]
             target = archive_path(spark_home, role)
             if found and target is not None:

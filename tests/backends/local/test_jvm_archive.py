@@ -36,30 +36,30 @@ def test_the_first_run_records_and_its_success_publishes_for_every_later_jvm(cac
     recorded.append(recorded_by(first, "executor-classes-1.jsa", 32))
     recorded.append(first / "executor-classes-2.jsa")  # killed while dumping: no header yet
     recorded[-1].write_bytes(b"\0" * 128)
-    driver, executor = jvm_archive.settle(home, first, succeeded=True)
+    driver, executor = jvm_archive.settle(home, first)
     assert driver == jvm_archive.archive_path(home, "driver") and driver.parent == cache
     assert executor == jvm_archive.archive_path(home, "executor")
     assert executor.stat().st_size == 4 + 64  # the largest whole one
     assert not any(p.exists() for p in recorded)
-    assert jvm_archive.settle(home, first, succeeded=True) == []  # idempotent
+    assert jvm_archive.settle(home, first) == []  # idempotent
 
     for role, archive in (("driver", driver), ("executor", executor)):
         options = jvm_archive.jvm_options(home, tmp_path / "run-2", role)
         assert options == f"-XX:SharedArchiveFile={archive} -Xshare:auto"
 
 
-def test_a_failed_run_publishes_nothing_and_leaves_no_archive(cache, tmp_path):
+def test_a_run_that_failed_in_its_job_publishes_its_whole_archive_too(cache, tmp_path):
     home = str(spark_home())
     recorded = recorded_by(tmp_path / "run")
-    assert jvm_archive.settle(home, tmp_path / "run", succeeded=False) == []
-    assert not recorded.exists() and not cache.exists()
+    assert jvm_archive.settle(home, tmp_path / "run", ("driver",)) == [jvm_archive.archive_path(home)]
+    assert not recorded.exists()
 
 
 def test_off_means_no_archive_flags(monkeypatch, tmp_path):
     monkeypatch.setenv(jvm_archive.CACHE_ENV, "off")
     assert jvm_archive.jvm_options(str(spark_home()), tmp_path, "driver") == ""
     recorded = recorded_by(tmp_path)
-    assert jvm_archive.settle(str(spark_home()), tmp_path, succeeded=True) == []
+    assert jvm_archive.settle(str(spark_home()), tmp_path) == []
     assert not recorded.exists()
 
 
