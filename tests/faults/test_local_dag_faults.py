@@ -26,6 +26,7 @@ from tests.faults import ledger
 from tests.faults.nightly import (
     DAY,
     PREVIOUS,
+    TEST_SPARK_CONF,
     Probe,
     Strike,
     Tables,
@@ -316,6 +317,9 @@ FAULTS = {
         name="mid-write driver kill, then Airflow retry",
         # The first try's driver dies mid-write; Airflow's retry scores the date on the same cluster.
         overrides={"retries": 1, "retry_delay": dt.timedelta(seconds=5)},
+        # Four write tasks, not one: AQE would coalesce 57 tiny rows into a single partition, whose
+        # file then lands just before the commit, and a fast driver committed before the kill (CI).
+        params={"spark_conf": {**TEST_SPARK_CONF, "spark.sql.adaptive.coalescePartitions.enabled": "false"}},
         # 1 s per batch of 4 rows: the other partitions are still scoring when the first file lands.
         model_options=lambda _: {"seconds_per_batch": 1},
         strike=_kill_mid_write,
