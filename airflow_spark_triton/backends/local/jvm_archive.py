@@ -12,7 +12,7 @@ record the archives themselves as they exit (``-XX:ArchiveClassesAtExit``, JDK 1
 run's directory (one file per executor: ``{{EXECUTOR_ID}}``). Once those JVMs have exited (the
 driver's when the run is over, the executors' when the cluster's workers are stopped), the backend
 publishes the driver's and the largest executor's file into the cache with an atomic rename, if
-whole (a JVM killed while dumping leaves no header). Every later JVM of that role maps it
+it starts with the archive magic (:func:`complete`). Every later JVM of that role maps it
 (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is ignored, never
 fatal). Concurrent first runs each record their own and the last one published wins; a JVM that
 mapped an earlier file keeps its mapping. The archives hold class metadata only (60-170 MB),
@@ -88,8 +88,9 @@ def recorded_files(run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
 
 
 def complete(path: Path) -> bool:
-    """A whole dynamic archive: the JVM writes the header, with its magic number, after every
-    region, so a JVM killed while dumping (or still dumping) leaves no magic at the start."""
+    """Starts with HotSpot's dynamic-archive magic number. Whole archives do (checked on the
+    files recorded here); a file without it is never published. That a JVM killed mid-dump leaves
+    no magic is HotSpot's write order, not measured here; -Xshare:auto ignores an unusable one."""
     with contextlib.suppress(OSError), path.open("rb") as archive:
         return archive.read(4) == DYNAMIC_ARCHIVE_MAGIC
     return False
@@ -98,8 +99,7 @@ def complete(path: Path) -> bool:
 def settle(spark_home: str, run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
     """Once the JVMs of ``roles`` have exited: publish the whole archives they recorded (the
     driver's, and the largest executor's), and never leave the files in the run directory. A run
-    that failed in its job still exited its JVMs normally, so its archives are as good; a JVM
-    killed while dumping left no whole one. The driver has exited when the run is over,
+    that failed in its job still exited its JVMs normally, so its archives are as good. The driver has exited when the run is over,
     executors only once their workers are stopped. Idempotent; returns what was published."""
     published = []
     try:

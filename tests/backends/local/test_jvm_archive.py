@@ -34,7 +34,7 @@ def test_the_first_run_records_and_its_success_publishes_for_every_later_jvm(cac
 
     recorded = [recorded_by(first), recorded_by(first, "executor-classes-0.jsa", 64)]
     recorded.append(recorded_by(first, "executor-classes-1.jsa", 32))
-    recorded.append(first / "executor-classes-2.jsa")  # killed while dumping: no header yet
+    recorded.append(first / "executor-classes-2.jsa")  # no archive magic at its start
     recorded[-1].write_bytes(b"\0" * 128)
     driver, executor = jvm_archive.settle(home, first)
     assert driver == jvm_archive.archive_path(home, "driver") and driver.parent == cache
