@@ -261,6 +261,7 @@ def job_deadline(spark, timeout_s: float | None) -> Iterator[None]:
 
 def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
     """Score one date; whatever happens, stop every server this run started and write the report."""
+    from spark_jobs.class_archive import dump_executor_archive
     from spark_jobs.progress import ProgressReporter
     from spark_jobs.triton_fleet import stop_servers
 
@@ -297,6 +298,10 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
             report["servers_stopped"] = stop_servers(spark, job)
         finally:
             report["timings_s"]["servers_stop"] = round(time.monotonic() - stop_started, 3)
+            if not CANCEL_REQUESTED.is_set():  # a local cluster's first run only; a cancel must be quick
+                dump_started = time.monotonic()
+                if dump_executor_archive(spark):
+                    report["timings_s"]["executor_archive"] = round(time.monotonic() - dump_started, 3)
             report["timings_s"]["total"] = round(time.monotonic() - started, 3)
             progress.stop(report["status"].lower())
             if job.report_path:

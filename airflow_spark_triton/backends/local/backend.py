@@ -85,6 +85,9 @@ MASTER_START_TIMEOUT_S = 120.0
 MASTER_BIND_ATTEMPTS = 4
 INIT_SCRIPT_TIMEOUT_S = 600.0
 MASTER_JSON_TIMEOUT_S = 3.0
+# A master or worker recording its class-data archive writes it as it exits on SIGTERM: 30-60 MB,
+# which took over 15 s on a loaded 2-core machine. Killed half way, it would record again next time.
+ARCHIVE_DUMP_GRACE_S = 90.0
 
 CLUSTER_ID_PATTERN = r"local-[0-9a-f]{12}"
 _CLUSTER_ID = re.compile(rf"^{CLUSTER_ID_PATTERN}$")
@@ -294,14 +297,13 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cdir = self.cluster_dir(cluster_id)
         port, webui_port = free_port(), free_port()
         log_path = cdir / "logs" / "master.log"
+        env = commands.master_env(cluster, cdir)
         record = procs.start_detached(
-            commands.master_command(cluster, port, webui_port),
-            env=commands.master_env(cluster, cdir),
-            log_path=log_path,
-            cwd=cdir,
+            commands.master_command(cluster, port, webui_port), env=env, log_path=log_path, cwd=cdir
         )
         master = {
             **record.to_dict(),
+            "records_archive": commands.records_archive(env),
             "port": port,
             "webui_port": webui_port,
             "url": f"spark://{LOCALHOST}:{port}",
@@ -386,18 +388,20 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cluster = self.get_cluster(cluster_id) or {}
         cdir = self.cluster_dir(cluster_id)
         work_dir = cdir / "work" / f"worker-{index}"
-        local_dir = cdir / "local" / f"worker-{index}"
+        local_dir = commands.scratch_dir(cdir) / f"worker-{index}"
         local_dir.mkdir(parents=True, exist_ok=True)
         webui_port = free_port()
         log_path = cdir / "logs" / f"worker-{index}.log"
+        env = commands.worker_env(cluster, cdir, work_dir, local_dir, index)
         record = procs.start_detached(
             commands.worker_command(cluster, spec, webui_port, work_dir),
-            env=commands.worker_env(cluster, cdir, work_dir, local_dir),
+            env=env,
             log_path=log_path,
             cwd=work_dir,
         )
         worker = {
             **record.to_dict(),
+            "records_archive": commands.records_archive(env),
             "index": index,
             "webui_port": webui_port,
             "log": str(log_path),
@@ -609,10 +613,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
             log.info("Stopping %d Triton server(s) of %s", len(servers), cluster_id)
             procs.stop_groups(servers, grace_s=STOP_GRACE_S)
         cluster = self._require_cluster(cluster_id)
-        workers = [r for name, r in self._cluster_processes(cluster) if name != "master"]
-        procs.stop_groups(workers, grace_s=STOP_GRACE_S)
-        master = [r for name, r in self._cluster_processes(cluster) if name == "master"]
-        procs.stop_groups(master, grace_s=STOP_GRACE_S)
+        self._stop_daemons(list(cluster.get("workers", [])))
+        self._stop_daemons([cluster.get("master")])
 
         left = [
             f"{name} pid {r.pid}" for name, r in self._cluster_processes(cluster) if procs.group_members(r)
@@ -635,13 +637,24 @@ class LocalSparkBackend(SupervisedRunsBackend):
             self.cluster_dir(cluster_id),
         )
 
+    @staticmethod
+    def _stop_daemons(daemons: list[dict[str, Any] | None]) -> None:
+        """SIGTERM, then SIGKILL after the grace; longer for a JVM writing its class-data archive."""
+        records = [r for r in map(process_record, daemons) if r is not None]
+        recording = any(d and d.get("records_archive") for d in daemons)
+        procs.stop_groups(records, grace_s=ARCHIVE_DUMP_GRACE_S if recording else STOP_GRACE_S)
+
     def _remove_scratch(self, cluster_id: str) -> None:
-        """Shuffle and spill files can be large; logs, records and reports are kept."""
+        """Shuffle and spill files can be large; logs, records and reports are kept. Every JVM of
+        the cluster has exited: the class-data archives they recorded are settled first."""
         cdir = self.cluster_dir(cluster_id)
-        for run_dir in (cdir / "runs").glob("*"):  # the workers are stopped: so are the executors
+        spark_home = self._spark_home(cluster_id)
+        for run_dir in (cdir / "runs").glob("*"):
             if jvm_archive.recorded_files(run_dir):
-                jvm_archive.settle(self._spark_home(cluster_id), run_dir)
-        for scratch in [cdir / "local", *(cdir / "runs").glob("*/local")]:
+                jvm_archive.settle(spark_home, run_dir)
+        if jvm_archive.recorded_files(commands.scratch_dir(cdir), jvm_archive.DAEMON_ROLES):
+            jvm_archive.settle(spark_home, commands.scratch_dir(cdir), jvm_archive.DAEMON_ROLES)
+        for scratch in [commands.scratch_dir(cdir), *(cdir / "runs").glob("*/local")]:
             shutil.rmtree(scratch, ignore_errors=True)
 
     def _triton_servers(self, cluster_id: str) -> list[ProcessRecord]:
@@ -665,13 +678,13 @@ class LocalSparkBackend(SupervisedRunsBackend):
     # -- runs ---------------------------------------------------------------------------------
 
     def get_run_status(self, run_id: str) -> RunStatus:
-        """The supervised run's status; once it is over, the class-data archive its driver
-        recorded, if any and whole, is published to the cache, and removed (:mod:`.jvm_archive`;
-        the executors' are settled at cluster delete, once they have exited)."""
+        """The supervised run's status; once it is over, the class-data archives its driver and
+        an executor recorded, if any and whole, are published to the cache, and removed
+        (:mod:`.jvm_archive`)."""
         status = super().get_run_status(run_id)
         run_dir = self.run_dir(run_id)
-        if status.state.is_terminal and jvm_archive.recorded_files(run_dir, ("driver",)):
-            jvm_archive.settle(self._spark_home(self.runs.owner_of(run_id)), run_dir, ("driver",))
+        if status.state.is_terminal and jvm_archive.recorded_files(run_dir):
+            jvm_archive.settle(self._spark_home(self.runs.owner_of(run_id)), run_dir)
         return status
 
     def _spark_home(self, cluster_id: str) -> str:

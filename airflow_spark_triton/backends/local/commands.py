@@ -23,6 +23,7 @@ from airflow_spark_triton.backends.local import jvm_archive
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.runs.env import run_environment
+from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
 from spark_jobs.node_state import STATE_DIR_ENV
 
 LOCALHOST = "127.0.0.1"
@@ -37,9 +38,11 @@ MODEL_REQUIREMENTS_ENV = "SPARK_TRITON_MODEL_REQUIREMENTS"
 #: and parallel GC threads competing with the Python workers for the same cores. C1 only and the
 #: serial collector halved the JVMs' CPU time of a nightly run (97 -> 48 CPU-s on 2 cores) and cut
 #: its wall time from 87 s to 69 s, with no measurable loss in rows/s (``benchmarks/TUNING.md``).
-#: The driver and executors also map class-data archives (:mod:`~airflow_spark_triton.backends.local.jvm_archive`).
+#: The master, workers, driver and executors also map class-data archives
+#: (:mod:`~airflow_spark_triton.backends.local.jvm_archive`).
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-_DAEMON_JVM_ENV = ("SPARK_DAEMON_JAVA_OPTS", "SPARK_LAUNCHER_OPTS")
+DAEMON_JVM_ENV = "SPARK_DAEMON_JAVA_OPTS"
+_DAEMON_JVM_ENVS = (DAEMON_JVM_ENV, "SPARK_LAUNCHER_OPTS")
 
 _MEMORY = re.compile(r"^\s*(?P<amount>\d+)\s*(?P<unit>[kmgt])b?\s*$", re.IGNORECASE)
 
@@ -97,6 +100,11 @@ def spark_bin(cluster: dict[str, Any], name: str) -> str:
     return str(Path(cluster["spark_home"]) / "bin" / name)
 
 
+def scratch_dir(cluster_dir: Path) -> Path:
+    """The cluster's scratch space (removed at delete): workers' local dirs, daemons' recordings."""
+    return cluster_dir / "local"
+
+
 def servers_dir(cluster_dir: Path) -> Path:
     """Where the job records the cluster's Triton servers (``SPARK_TRITON_STATE_DIR``)."""
     return cluster_dir / "triton"
@@ -108,7 +116,7 @@ def base_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
     The spec's ``spark_env_vars`` are added as given: they are how a job gets a credential on purpose.
     """
     env = run_environment()
-    env.update(dict.fromkeys(_DAEMON_JVM_ENV, LOCAL_JVM_OPTIONS))
+    env.update(dict.fromkeys(_DAEMON_JVM_ENVS, LOCAL_JVM_OPTIONS))
     env.update(
         {
             "SPARK_HOME": cluster["spark_home"],
@@ -135,8 +143,22 @@ def master_command(cluster: dict[str, Any], port: int, webui_port: int) -> list[
     ]  # fmt: skip
 
 
-def master_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
+def _daemon_env(cluster: dict[str, Any], cluster_dir: Path, role: str, node: str = "") -> dict[str, str]:
+    """:func:`base_env` with the daemon's class-data archive, unless the spec sets its own flags."""
     env = base_env(cluster, cluster_dir)
+    if DAEMON_JVM_ENV not in (cluster["spec"].get("spark_env_vars") or {}):
+        archive = jvm_archive.jvm_options(cluster["spark_home"], scratch_dir(cluster_dir), role, node)
+        env[DAEMON_JVM_ENV] = f"{LOCAL_JVM_OPTIONS} {archive}".strip()
+    return env
+
+
+def records_archive(env: dict[str, str]) -> bool:
+    """The daemon started with ``env`` writes its class-data archive as it exits."""
+    return "-XX:ArchiveClassesAtExit=" in env.get(DAEMON_JVM_ENV, "")
+
+
+def master_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
+    env = _daemon_env(cluster, cluster_dir, "master")
     # Fail instead of silently moving to port+1: the URL we recorded must be the real one.
     # The REST submission server would otherwise take port 6066 and clash between clusters.
     env["SPARK_MASTER_OPTS"] = "-Dspark.port.maxRetries=0 -Dspark.master.rest.enabled=false"
@@ -158,11 +180,13 @@ def worker_command(
     ]  # fmt: skip
 
 
-def worker_env(cluster: dict[str, Any], cluster_dir: Path, work_dir: Path, local_dir: Path) -> dict[str, str]:
+def worker_env(
+    cluster: dict[str, Any], cluster_dir: Path, work_dir: Path, local_dir: Path, index: int
+) -> dict[str, str]:
     # Executors inherit the worker's environment (ProcessBuilder copies it), and their Python
     # workers inherit the executor's: LD_LIBRARY_PATH set here reaches PyTriton's stub even
     # for an application that forgets spark.executorEnv.LD_LIBRARY_PATH.
-    env = base_env(cluster, cluster_dir)
+    env = _daemon_env(cluster, cluster_dir, "worker", str(index))
     env.update({"SPARK_WORKER_DIR": str(work_dir), "SPARK_LOCAL_DIRS": str(local_dir)})
     return env
 
@@ -236,9 +260,14 @@ def spark_submit_command(
     # The driver's scratch space; spark.local.dir would only earn a warning in standalone mode.
     env["SPARK_LOCAL_DIRS"] = str(run_dir / "local")
     conf.setdefault("spark.executor.memory", f"{memory_mb(spec.worker_memory)}m")
-    for role in jvm_archive.ROLES:
+    for role in jvm_archive.RUN_ROLES:
         archive = jvm_archive.jvm_options(cluster["spark_home"], run_dir, role)
-        conf.setdefault(f"spark.{role}.extraJavaOptions", f"{LOCAL_JVM_OPTIONS} {archive}".strip())
+        ours = f"{LOCAL_JVM_OPTIONS} {archive}".strip()
+        if (
+            conf.setdefault(f"spark.{role}.extraJavaOptions", ours) == ours
+            and archive == jvm_archive.DUMP_ON_REQUEST
+        ):
+            conf[f"spark.executorEnv.{EXECUTOR_ARCHIVE_ENV}"] = str(run_dir)  # the job asks one to dump
     conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
     conf.setdefault("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
     for key, value in (spec.spark_env_vars or {}).items():

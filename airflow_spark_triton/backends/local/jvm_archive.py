@@ -1,26 +1,30 @@
-"""Class-data sharing (AppCDS) for the driver and executor JVMs of local runs: their classes mapped
-from an archive instead of parsed and verified again by every JVM.
+"""Class-data sharing (AppCDS) for the JVMs of a local cluster: their classes mapped from an
+archive instead of parsed and verified again by every JVM.
 
 Why: after the light JVM flags (:data:`~airflow_spark_triton.backends.local.commands.LOCAL_JVM_OPTIONS`),
-the driver JVM's start-up was still the largest single cost of a small local run: loading some
-15,000 Spark classes on a cold JVM. Measured on a 60-row nightly DAG run (2 cores): driver JVM
-18.7 CPU-s without an archive, 9.9 with one, and the DAG run 70 s instead of 51 s; its two
-executors 15-17 CPU-s, 10.8 with theirs (``benchmarks/TUNING.md``).
+JVM start-up was still the largest single cost of a small local run: loading some 15,000 Spark
+classes on a cold JVM. Measured on a 60-row nightly DAG run (2 cores): driver JVM 18.7 CPU-s
+without an archive, 9.9 with one, and the DAG run 70 s instead of 51 s; its two executors 15-17
+CPU-s, 10.8 with theirs; the master and each worker (every cluster starts them) about 5 CPU-s
+each without (``benchmarks/TUNING.md``).
 
-How: the first run on a machine (per Java and Spark installation) has its driver and executors
-record the archives themselves as they exit (``-XX:ArchiveClassesAtExit``, JDK 13+) into the
-run's directory (one file per executor: ``{{EXECUTOR_ID}}``). Once those JVMs have exited (the
-driver's when the run is over, the executors' when the cluster's workers are stopped), the backend
-publishes the driver's and the largest executor's file into the cache with an atomic rename, if
-it starts with the archive magic (:func:`complete`). Every later JVM of that role maps it
+How: the first run on a machine (per Java and Spark installation) has its JVMs record the
+archives themselves: the driver into the run's directory as it exits (``-XX:ArchiveClassesAtExit``,
+JDK 13+); one executor into the same directory while the application still runs, on the job's
+request (``jcmd VM.cds dynamic_dump``, :mod:`spark_jobs.class_archive`: at exit, the Spark worker
+killed most such dumps); the master and workers into the cluster's scratch directory as they exit
+(one file per worker; their stop waits for it). When the run is over (driver, executor) or the
+cluster deleted (master, workers), the backend publishes one file per role, the largest, into the
+cache with an atomic rename, if it starts with the archive magic (:func:`complete`). Every later JVM of that role maps it
 (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is ignored, never
 fatal). Concurrent first runs each record their own and the last one published wins; a JVM that
-mapped an earlier file keeps its mapping. The archives hold class metadata only (60-170 MB),
+mapped an earlier file keeps its mapping. The archives hold class metadata only (30-170 MB),
 nothing of the data or the environment.
 
 The cache is ``$SPARK_TRITON_JVM_CACHE`` or ``~/.cache/airflow-spark-triton/jvm``;
-``SPARK_TRITON_JVM_CACHE=off`` turns archives off, and so does a spec's own
-``spark.driver.extraJavaOptions`` / ``spark.executor.extraJavaOptions`` for that role.
+``SPARK_TRITON_JVM_CACHE=off`` turns archives off, and so does a spec's own JVM options for the
+roles they cover (``spark.driver.extraJavaOptions``, ``spark.executor.extraJavaOptions``,
+``SPARK_DAEMON_JAVA_OPTS``).
 """
 
 from __future__ import annotations
@@ -33,11 +37,21 @@ import secrets
 import shutil
 from pathlib import Path
 
+from spark_jobs.class_archive import ARCHIVE_NAME
+
 CACHE_ENV = "SPARK_TRITON_JVM_CACHE"
-ROLES = ("driver", "executor")
+RUN_ROLES = ("driver", "executor")  # a run's JVMs: recorded into the run's directory
+DAEMON_ROLES = ("master", "worker")  # a cluster's: recorded into its scratch directory
 DYNAMIC_ARCHIVE_MAGIC = (0xF00BABA8).to_bytes(4, "little")  # HotSpot's CDS_DYNAMIC_ARCHIVE_MAGIC
-# What a recording JVM writes into its run directory; Spark fills in each executor's id.
-RECORDED = {"driver": "driver-classes.jsa", "executor": "executor-classes-{{EXECUTOR_ID}}.jsa"}
+# What recording JVMs write: ``*`` is a worker's index, or the executor JVM's pid.
+RECORDED = {
+    "driver": "driver-classes.jsa",
+    "executor": ARCHIVE_NAME.format(pid="*"),
+    "master": "master-classes.jsa",
+    "worker": "worker-classes-*.jsa",
+}
+#: A recording executor dumps on request while its application runs (:mod:`spark_jobs.class_archive`).
+DUMP_ON_REQUEST = "-XX:+RecordDynamicDumpInfo"
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +86,23 @@ def archive_path(spark_home: str, role: str = "driver") -> Path | None:
     return directory / f"{role}-{key}.jsa"
 
 
-def jvm_options(spark_home: str, run_dir: Path, role: str) -> str:
-    """JVM flags for a run's driver or executors: map the cached archive, or record one."""
+def jvm_options(spark_home: str, directory: Path, role: str, node: str = "") -> str:
+    """JVM flags for a JVM of ``role``: map the cached archive, or record one into ``directory``
+    (``node`` names a worker's file). An executor records on request, not at exit: the Spark
+    worker kills executors 10 s after their application ends, often before such a dump is whole."""
     archive = archive_path(spark_home, role)
     if archive is None:
         return ""
     if archive.is_file():
         return f"-XX:SharedArchiveFile={archive} -Xshare:auto"
-    return f"-XX:ArchiveClassesAtExit={run_dir / RECORDED[role]}"
+    if role == "executor":
+        return DUMP_ON_REQUEST
+    return f"-XX:ArchiveClassesAtExit={directory / RECORDED[role].replace('*', node)}"
 
 
-def recorded_files(run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
-    """Archives the run's JVMs of ``roles`` recorded (none once :func:`settle` has run)."""
-    return sorted(p for role in roles for p in run_dir.glob(RECORDED[role].replace("{{EXECUTOR_ID}}", "*")))
+def recorded_files(directory: Path, roles: tuple[str, ...] = RUN_ROLES) -> list[Path]:
+    """Archives the JVMs of ``roles`` recorded into ``directory`` (none once :func:`settle` has run)."""
+    return sorted(p for role in roles for p in directory.glob(RECORDED[role]))
 
 
 def complete(path: Path) -> bool:
@@ -96,22 +114,23 @@ def complete(path: Path) -> bool:
     return False
 
 
-def settle(spark_home: str, run_dir: Path, roles: tuple[str, ...] = ROLES) -> list[Path]:
-    """Once the JVMs of ``roles`` have exited: publish the whole archives they recorded (the
-    driver's, and the largest executor's), and never leave the files in the run directory. A run
-    that failed in its job still exited its JVMs normally, so its archives are as good. The driver has exited when the run is over,
-    executors only once their workers are stopped. Idempotent; returns what was published."""
+def settle(spark_home: str, directory: Path, roles: tuple[str, ...] = RUN_ROLES) -> list[Path]:
+    """Once the JVMs of ``roles`` have exited: publish the largest whole archive they recorded into
+    ``directory`` for each role, and never leave the files there. A run that failed in its job
+    still exited its JVMs normally, so its archives are as good. When the run is over, the driver
+    has exited and an executor's dump on request has returned; workers and the master have exited
+    once the cluster is stopped. Idempotent; returns what was published."""
     published = []
     try:
         for role in roles:
-            found = [p for p in recorded_files(run_dir, (role,)) if complete(p)]
+            found = [p for p in recorded_files(directory, (role,)) if complete(p)]
             target = archive_path(spark_home, role)
             if found and target is not None:
                 published.append(_publish(max(found, key=lambda p: p.stat().st_size), target))
     except OSError as exc:
-        log.warning("Could not publish the class-data archives of %s: %s", run_dir, exc)
+        log.warning("Could not publish the class-data archives of %s: %s", directory, exc)
     finally:
-        for path in recorded_files(run_dir, roles):
+        for path in recorded_files(directory, roles):
             path.unlink(missing_ok=True)
     return published
 

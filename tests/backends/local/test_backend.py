@@ -25,6 +25,7 @@ from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import HOME_ENV, TransitionRefused
+from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import write_json_atomic
 
@@ -257,6 +258,15 @@ def test_every_jvm_gets_the_light_options_unless_the_spec_sets_its_own(tmp_path)
     conf = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
     for role in ("driver", "executor"):  # + the class-data archive (test_jvm_archive.py)
         assert conf[f"spark.{role}.extraJavaOptions"].startswith(LOCAL_JVM_OPTIONS + " -XX:")
+    # A recording executor is asked to dump into the run's directory; one that maps is not.
+    records = conf["spark.executor.extraJavaOptions"].endswith("-XX:+RecordDynamicDumpInfo")
+    assert conf.get(f"spark.executorEnv.{EXECUTOR_ARCHIVE_ENV}") == (str(tmp_path / "r") if records else None)
+    daemons = [
+        commands.master_env(record, tmp_path),
+        commands.worker_env(record, tmp_path, tmp_path, tmp_path, 0),
+    ]
+    for env in daemons:  # + their class-data archive, recorded into the cluster's scratch dir or mapped
+        assert env["SPARK_DAEMON_JAVA_OPTS"].startswith(LOCAL_JVM_OPTIONS + " -XX:")
 
     own = GpuClusterSpec(
         num_workers=1,
@@ -265,9 +275,12 @@ def test_every_jvm_gets_the_light_options_unless_the_spec_sets_its_own(tmp_path)
     )
     record["spec"] = own.to_dict()
     assert commands.base_env(record, tmp_path)["SPARK_DAEMON_JAVA_OPTS"] == "-Xss4m"
+    assert commands.master_env(record, tmp_path)["SPARK_DAEMON_JAVA_OPTS"] == "-Xss4m"
+    assert commands.worker_env(record, tmp_path, tmp_path, tmp_path, 0)["SPARK_DAEMON_JAVA_OPTS"] == "-Xss4m"
     argv, _ = commands.spark_submit_command(record, tmp_path, "r", tmp_path / "r", Path("job.py"), [])
     conf = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--conf")
     assert conf["spark.executor.extraJavaOptions"] == "-XX:+UseG1GC"
+    assert f"spark.executorEnv.{EXECUTOR_ARCHIVE_ENV}" not in conf
     assert conf["spark.driver.extraJavaOptions"].startswith(LOCAL_JVM_OPTIONS)
 
 

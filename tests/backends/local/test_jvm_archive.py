@@ -1,5 +1,5 @@
-"""The driver's class-data archive: recorded by the first run, published only after a success,
-mapped by every later driver, never left in a run directory."""
+"""Class-data archives: recorded by the first run's JVMs, published once they exited (whole ones
+only), mapped by every later JVM of the role, never left in a run or cluster directory."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_the_first_run_records_and_its_success_publishes_for_every_later_jvm(cac
     first = tmp_path / "run-1"
     driver_flag = jvm_archive.jvm_options(home, first, "driver")
     assert driver_flag == f"-XX:ArchiveClassesAtExit={first}/driver-classes.jsa"
-    executor_flag = jvm_archive.jvm_options(home, first, "executor")  # Spark fills in the id
-    assert executor_flag == f"-XX:ArchiveClassesAtExit={first}/executor-classes-{{{{EXECUTOR_ID}}}}.jsa"
+    # An executor dumps on the job's request, into the directory the job is given (spark_jobs.class_archive).
+    assert jvm_archive.jvm_options(home, first, "executor") == "-XX:+RecordDynamicDumpInfo"
 
     recorded = [recorded_by(first), recorded_by(first, "executor-classes-0.jsa", 64)]
     recorded.append(recorded_by(first, "executor-classes-1.jsa", 32))
@@ -71,3 +71,27 @@ def test_another_java_or_spark_gets_another_archive(cache, monkeypatch, tmp_path
     assert jvm_archive.archive_path(str(other_spark)) != here
     monkeypatch.setattr(jvm_archive, "_java", lambda: Path("/bin/sh").resolve())
     assert jvm_archive.archive_path(home) != here
+
+
+def test_the_daemons_record_one_file_per_worker_and_the_largest_is_published(cache, tmp_path):
+    home, scratch = str(spark_home()), tmp_path / "cluster" / "local"
+    assert (
+        jvm_archive.jvm_options(home, scratch, "master")
+        == f"-XX:ArchiveClassesAtExit={scratch}/master-classes.jsa"
+    )
+    flag = jvm_archive.jvm_options(home, scratch, "worker", "1")
+    assert flag == f"-XX:ArchiveClassesAtExit={scratch}/worker-classes-1.jsa"
+    recorded = [recorded_by(scratch, "master-classes.jsa"), recorded_by(scratch, "worker-classes-0.jsa", 8)]
+    recorded.append(recorded_by(scratch, "worker-classes-1.jsa", 40))
+    assert jvm_archive.recorded_files(scratch) == []  # a run's roles are not the daemons'
+    master, worker = jvm_archive.settle(home, scratch, jvm_archive.DAEMON_ROLES)
+    assert (master, worker) == (
+        jvm_archive.archive_path(home, "master"),
+        jvm_archive.archive_path(home, "worker"),
+    )
+    assert worker.stat().st_size == 4 + 40
+    assert not any(p.exists() for p in recorded)
+    assert (
+        jvm_archive.jvm_options(home, scratch, "worker", "0")
+        == f"-XX:SharedArchiveFile={worker} -Xshare:auto"
+    )
