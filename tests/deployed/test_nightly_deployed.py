@@ -23,6 +23,7 @@ import pytest
 from tests.deployed.conftest import PER_DAY, Deployment
 from tests.faults import ledger
 from tests.faults.nightly import TINY, Tables, nightly_conf
+from tests.harness.airflow_stack import LOCKED
 from tests.processes import describe, processes_under
 
 pytestmark = pytest.mark.slow
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 NIGHTLY = "nightly_embeddings"
 RUN_TIMEOUT_S = 600
 REAPER_BOUND_S = 60  # a cluster whose creating task died is gone within this (the reaper's poll + stop)
+BACKFILL_CREATE_ATTEMPTS = 4
 
 
 def reused_conf(tables: Tables, **params: Any) -> dict[str, Any]:
@@ -163,7 +165,13 @@ def test_scheduled_run_scores_the_last_complete_day(deployment: Deployment) -> N
 
 
 def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
-    """``airflow backfill create`` over ``days``; waits until the scheduler completes the backfill."""
+    """``airflow backfill create`` over ``days``; waits until the scheduler completes the backfill.
+
+    Airflow commits a backfill before it creates its runs, and removes a partial one only after a
+    Postgres or MySQL lock error: on SQLite, a "database is locked" in between left a backfill with
+    none of its runs, which the scheduler then marked complete (seen in CI). As a user would, the
+    partial backfill is canceled, its runs are let finish, and the backfill is created again.
+    """
     stack = deployment.stack
     args = [
         "backfill", "create", "--dag-id", NIGHTLY,
@@ -176,14 +184,22 @@ def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
         backfills = stack.api("GET", f"/api/v2/backfills?dag_id={NIGHTLY}")["backfills"]
         return [b for b in backfills if b["id"] not in before]
 
+    def no_run_in_flight() -> bool:
+        return all(run["state"] not in ("queued", "running") for run in stack.dag_runs(NIGHTLY))
+
     before = {b["id"] for b in stack.api("GET", f"/api/v2/backfills?dag_id={NIGHTLY}")["backfills"]}
-    try:
-        stack.cli(*args)
-    except RuntimeError as exc:
-        # The CLI is retried on "database is locked"; an attempt that had already created the
-        # backfill makes the retry fail with AlreadyRunningBackfill (seen in CI). Ours exists: go on.
-        if "AlreadyRunningBackfill" not in str(exc) or not created():
-            raise
+    for attempt in range(1, BACKFILL_CREATE_ATTEMPTS + 1):
+        try:
+            stack.cli(*args, attempts=1)
+            break
+        except RuntimeError as exc:
+            if LOCKED not in str(exc) or attempt == BACKFILL_CREATE_ATTEMPTS:
+                raise
+        for partial in created():
+            if not partial.get("completed_at"):
+                stack.api("PUT", f"/api/v2/backfills/{partial['id']}/cancel")
+            before.add(partial["id"])
+        stack.wait_for("the runs of a canceled partial backfill", no_run_in_flight, RUN_TIMEOUT_S)
     new = created()
     assert len(new) == 1, new
 
