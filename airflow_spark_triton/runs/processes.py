@@ -52,9 +52,12 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 def is_alive(record: ProcessRecord | None) -> bool:
     """True while the recorded process runs; a zombie or a reused pid counts as gone."""
-    if record is not None:
-        forget_child(record.pid)  # reap it if it is our exited child, so it stops showing as a zombie
-    return _shared.is_alive(record)
+    alive = _shared.is_alive(record)
+    if record is not None and not alive:
+        # Reap it if it is our exited child, so it stops showing as a zombie. After the check, not
+        # before: a child that exited between a reap and the check stayed a zombie (seen in CI).
+        forget_child(record.pid)
+    return alive
 
 
 def start_detached(
