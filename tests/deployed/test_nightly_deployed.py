@@ -168,9 +168,10 @@ def backfill(deployment: Deployment, days: list[dt.date], *extra: str) -> None:
     """``airflow backfill create`` over ``days``; waits until the scheduler completes the backfill.
 
     Airflow commits a backfill before it creates its runs, and removes a partial one only after a
-    Postgres or MySQL lock error: on SQLite, a "database is locked" in between left a backfill with
-    none of its runs, which the scheduler then marked complete (seen in CI). As a user would, the
-    partial backfill is canceled, its runs are let finish, and the backfill is created again.
+    Postgres or MySQL lock error, so on SQLite a "database is locked" in between leaves a backfill
+    without its runs. CI showed one (a reprocess backfill with no runs, marked complete; its CLI
+    output was not kept). So a create that loses the lock is not retried blindly: as a user would,
+    the partial backfill is canceled, its runs are let finish, and the backfill is created again.
     """
     stack = deployment.stack
     args = [

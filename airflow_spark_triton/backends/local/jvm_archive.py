@@ -18,7 +18,7 @@ cluster deleted (master, workers), the backend publishes one file per role, the 
 cache with an atomic rename, if it starts with the archive magic (:func:`complete`). Every later JVM of that role maps it
 (``-XX:SharedArchiveFile`` with ``-Xshare:auto``: an archive the JVM cannot use is ignored, never
 fatal). Concurrent first runs each record their own and the last one published wins; a JVM that
-mapped an earlier file keeps its mapping. The archives hold class metadata only (30-170 MB),
+mapped an earlier file keeps its mapping. The archives hold class metadata only (50-170 MB measured),
 nothing of the data or the environment.
 
 The cache is ``$SPARK_TRITON_JVM_CACHE`` or ``~/.cache/airflow-spark-triton/jvm``;
