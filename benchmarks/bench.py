@@ -45,7 +45,10 @@ LABELS = {
     "inprocess_udf": "2. predict_batch_udf, model in each worker",
     "triton_udf": "3. predict_batch_udf -> PyTriton per node",
 }
-TARGETS = {"triton_vs_inprocess_udf": 0.8, "triton_vs_plain_torch": 0.6, "local_overhead_s": 30.0}
+# Issue #14's CPU targets for the default comparison (1 Python worker per node): the Triton path at
+# least 0.95x the in-process UDF and 0.85x plain torch, and the local backend's fixed overhead at most
+# 15 s. The first targets (0.8, 0.6, 30 s) were met by the 2026-11-25 run.
+TARGETS = {"triton_vs_inprocess_udf": 0.95, "triton_vs_plain_torch": 0.85, "local_overhead_s": 15.0}
 
 
 def machine_name() -> str:
@@ -89,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-options",
         default="{}",
         help="model options of the Triton server (path 3), JSON, e.g. '{\"torch_threads\": 2}'",
+    )
+    parser.add_argument(
+        "--job-settings",
+        type=json.loads,
+        default={},
+        help="InferenceJobConfig fields of paths 2 and 3, JSON, e.g. '{\"server_model_instances\": 2}'",
     )
     parser.add_argument(
         "--session-conf",
@@ -210,7 +219,7 @@ def run_spark_path(hook, cluster_id: str, path: str, args, table: Path, work: Pa
         "partitions": args.partitions,
         "executors": args.workers,
         "python_workers": getattr(args, "python_workers", args.workers),  # task slots of the cluster
-        "job_settings": getattr(args, "job_settings", {}),  # InferenceJobConfig fields (sweep)
+        "job_settings": args.job_settings,  # InferenceJobConfig fields (--job-settings, the sweep)
         "check_ids": check_ids,
         "run_id": f"bench-{path}-{os.getpid()}-{int(time.time())}",
         "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
@@ -335,21 +344,27 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
             "workers": args.workers,
             "executor_cores": 1,
             "server_model_options": json.loads(args.server_options),
+            "job_settings": args.job_settings,
             "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
             "plain_torch_threads": results.get("plain_torch", {}).get("torch_threads"),
         },
         "load_average": extra.get("load_average"),
+        # seconds of the one-time run that recorded the JVMs' class-data archives (None: they existed)
+        "class_archive_recording_s": extra.get("class_archive_recording_s"),
         "input": extra.get("input"),
         "leftover_processes": extra.get("leftovers"),
         "targets": {},
     }
     t = summary["targets"]
     if summary["triton_vs_inprocess_udf"] is not None:
-        t["triton_vs_inprocess_udf>=0.8"] = summary["triton_vs_inprocess_udf"] >= 0.8
+        goal = TARGETS["triton_vs_inprocess_udf"]
+        t[f"triton_vs_inprocess_udf>={goal}"] = summary["triton_vs_inprocess_udf"] >= goal
     if summary["triton_vs_plain_torch"] is not None:
-        t["triton_vs_plain_torch>=0.6"] = summary["triton_vs_plain_torch"] >= 0.6
+        goal = TARGETS["triton_vs_plain_torch"]
+        t[f"triton_vs_plain_torch>={goal}"] = summary["triton_vs_plain_torch"] >= goal
     if local_overhead is not None:
-        t["local_overhead_s<=30"] = local_overhead <= 30
+        goal = TARGETS["local_overhead_s"]
+        t[f"local_overhead_s<={goal:g}"] = local_overhead <= goal
     if summary["gpu"] and rps.get("triton_udf"):  # issue #14's GPU targets (4 Spark tasks per GPU)
         t["gpu_triton_rows_per_s>=10000"] = rps["triton_udf"] >= 10_000
         if summary["triton_vs_plain_torch"] is not None:
@@ -387,9 +402,9 @@ def table(summary: dict[str, Any]) -> str:
     lines += [
         "",
         f"model {summary['model']}, {summary['rows']} documents, {summary['cores']} cores, device {summary['device']}",
-        f"path 3 / path 2 = {summary['triton_vs_inprocess_udf']}   (target >= 0.8)",
-        f"path 3 / path 1 = {summary['triton_vs_plain_torch']}   (target >= 0.6)",
-        f"local fixed overhead = {summary['local_overhead_s']} s   (target <= 30): "
+        f"path 3 / path 2 = {summary['triton_vs_inprocess_udf']}   (target >= {TARGETS['triton_vs_inprocess_udf']})",
+        f"path 3 / path 1 = {summary['triton_vs_plain_torch']}   (target >= {TARGETS['triton_vs_plain_torch']})",
+        f"local fixed overhead = {summary['local_overhead_s']} s   (target <= {TARGETS['local_overhead_s']:g}): "
         + ", ".join(f"{k} {v}" for k, v in o.items()),
         f"Spark app start (submit -> session) = {summary['app_start_s']}",
         f"min cosine vs plain torch = {summary['min_cosine_vs_plain_torch']}",
@@ -399,6 +414,48 @@ def table(summary: dict[str, Any]) -> str:
 
 
 # -- main -------------------------------------------------------------------------------------
+
+
+def record_class_archives(hook, spec, work: Path) -> float | None:
+    """Record the local cluster's class-data archives if this machine has none yet; their seconds.
+
+    The first local run on a machine (per JDK and Spark install) records the archives every later
+    JVM maps (``backends/local/jvm_archive.py``): it runs slower and its cluster's delete waits for
+    the master's and workers' dumps. The fixed overhead is what every nightly run pays, so a fresh
+    clone's first ``make bench`` first runs the nightly job once on a few rows, on a cluster of its
+    own (the executors record on the job's request, the daemons when the cluster stops), and
+    reports that set-up apart (``class_archive_recording_s``). ``None``: nothing to record.
+    """
+    from airflow_spark_triton.backends.base import RunLifecycle
+    from airflow_spark_triton.backends.local import commands, jvm_archive
+    from spark_jobs.job_config import InferenceJobConfig
+
+    spark_home = str(commands.spark_home())
+    roles = jvm_archive.RUN_ROLES + jvm_archive.DAEMON_ROLES
+    archives = [jvm_archive.archive_path(spark_home, role) for role in roles]
+    if any(path is None for path in archives) or all(path.is_file() for path in archives):
+        return None
+    log("recording the local JVMs' class-data archives (once per machine): the nightly job on 64 rows")
+    started = time.monotonic()
+    table = work / "data" / "archive-warmup"
+    make_input(table, 64)
+    cluster_id = hook.create_cluster(spec, {"purpose": "bench-class-archives"})
+    try:
+        hook.wait_for_cluster(cluster_id, 300)
+        job = InferenceJobConfig(
+            input_table=str(table), output_table=f"{table}_out", model=MODEL, logical_date=DATE
+        )
+        run_id = hook.submit_job(cluster_id, job, f"bench-archives-{os.getpid()}")
+        while not (status := hook.get_run_status(run_id)).state.is_terminal:
+            time.sleep(1)
+        if status.state != RunLifecycle.SUCCESS:
+            raise RuntimeError(f"class-archive run {run_id} {status.state}: {status.message}")
+    finally:
+        hook.delete_cluster(cluster_id)
+    seconds = round(time.monotonic() - started, 1)
+    missing = [role for role, path in zip(roles, archives, strict=True) if not path.is_file()]
+    log(f"class-data archives recorded in {seconds} s" + (f"; not recorded: {missing}" if missing else ""))
+    return seconds
 
 
 def bench_workdir(kind: str) -> Path:
@@ -452,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = GpuClusterSpec(
             num_workers=args.workers, executor_cores=1, worker_memory="2g", spark_conf=jvm_conf
         )
+        extra["class_archive_recording_s"] = record_class_archives(hook, spec, work)
         cluster_id = None
         started = time.monotonic()
         try:

@@ -38,7 +38,7 @@ class InferenceJobConfig:
     client_protocol: str = "http"
     server_max_queue_delay_us: int = 2000
     server_preferred_batch_sizes: tuple[int, ...] = ()
-    server_model_instances: int = 1
+    server_model_instances: int | None = None  # None: one per core on a CPU node, else 1 (per GPU)
     expected_executors: int | None = None
     server_ready_timeout_s: float = 180.0
     inference_timeout_s: float = 300.0
@@ -77,7 +77,7 @@ class InferenceJobConfig:
                 "job setting 'server_preferred_batch_sizes' must hold sizes >= 1, "
                 f"got {list(self.server_preferred_batch_sizes)}"
             )
-        if self.server_model_instances < 1:
+        if self.server_model_instances is not None and self.server_model_instances < 1:
             raise JobConfigError(
                 f"job setting 'server_model_instances' must be >= 1, got {self.server_model_instances}"
             )

@@ -57,13 +57,34 @@ class ServerRequest:
     client_protocol: str = "http"  # how the workers' clients reach it: "http" or "grpc"
 
 
-def _server_env() -> dict[str, str]:
+# A server on a node without GPUs runs one single-threaded model instance per core, all sharing one
+# model copy: as many independent forward passes at once as the in-process UDF's single-threaded
+# Python workers, without torch's intra-op threads synchronising over small batches. Measured on
+# 2 cores (benchmarks/TUNING.md, "Model instances on CPU"): Triton path / in-process UDF 0.84 with
+# one 2-thread instance, 1.14 with two 1-thread instances. Capped, since each instance is a
+# Python-backend stub process of its own.
+MAX_CPU_INSTANCES = 8
+
+
+def cpu_instances(request: ServerRequest, devices: list[str]) -> tuple[int, int] | None:
+    """(model instances, torch threads each) for this node's server when the job leaves the instances
+    to us and the node serves from its CPUs; ``None`` where a GPU serves (one instance per copy)."""
+    if request.gpus or devices or "--instances" in request.server_args:
+        return None
+    cores = len(os.sched_getaffinity(0))
+    instances = max(1, min(cores, MAX_CPU_INSTANCES))
+    return instances, max(1, cores // instances)
+
+
+def _server_env(torch_threads: int | None = None) -> dict[str, str]:
     """PyTriton's Python-backend stub must load this interpreter's libpython, not the system one."""
     env = dict(os.environ)
     # Spark sets OMP_NUM_THREADS to spark.executor.cores in every Python worker (SPARK-28843); the
     # server we launch from one would inherit it and run torch on one executor's cores, not the
-    # node's. The server serves every executor on the node: let torch size its pool to the node.
+    # node's. The server serves every executor on the node: its threads are sized to the node.
     env.pop("OMP_NUM_THREADS", None)
+    if torch_threads:
+        env["OMP_NUM_THREADS"] = str(torch_threads)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
@@ -139,13 +160,16 @@ def _start_process(request: ServerRequest, directory: Path, record: Path, device
     cmd += list(request.server_args)
     if devices:
         cmd += ["--devices", ",".join(devices)]
+    on_cpu = cpu_instances(request, devices)
+    if on_cpu:
+        cmd += ["--instances", str(on_cpu[0])]
     with open(log_path, "ab") as log_file:
         launcher = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=_server_env(),
+            env=_server_env(on_cpu[1] if on_cpu else None),
             timeout=60,
         )
     deadline = time.monotonic() + 30  # the daemon writes its pid just after the launcher exits
@@ -385,7 +409,7 @@ def _server_args(job: InferenceJobConfig) -> tuple[str, ...]:
     return (
         *("--max-queue-delay-us", str(job.server_max_queue_delay_us)),
         *("--preferred-batch-sizes", sizes),
-        *("--instances", str(job.server_model_instances)),
+        *(("--instances", str(job.server_model_instances)) if job.server_model_instances else ()),
     )
 
 

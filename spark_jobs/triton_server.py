@@ -106,6 +106,7 @@ def serve(args: argparse.Namespace) -> int:
                 "driver": args.driver,
                 "devices": devices,
                 "model_copies": len(copies),
+                "instances_per_copy": args.instances,
                 "ready_s": round(time.monotonic() - started, 3),
                 "state": "READY",
             },

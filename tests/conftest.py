@@ -124,7 +124,7 @@ def stop_spark(spark) -> None:
 
 
 # The longest modules first. `make test` runs xdist with --dist loadscope --no-loadscope-reorder:
-# each module goes whole to one process, in collection order, so these start at once on the two
+# each module goes whole to one process, in collection order, so these start at once on their own
 # processes and the short modules fill in the end, instead of a long module starting last and
 # running alone (xdist's default order is by test count, which puts these few-test modules last).
 LONGEST_FIRST = (

@@ -44,7 +44,9 @@ def _load(options: Mapping[str, Any]) -> InferFn:
 
     def infer(text: np.ndarray) -> dict[str, np.ndarray]:
         sentences = [value.decode("utf-8") for value in text.reshape(-1)]
-        vectors = model.encode(sentences, batch_size=encode_batch, convert_to_numpy=True)
+        vectors = model.encode(
+            sentences, batch_size=encode_batch, convert_to_numpy=True, show_progress_bar=False
+        )  # the bar would redraw into the server's log for every request
         return {"embedding": vectors.astype(np.float32)}
 
     return infer

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from spark_jobs.job_config import InferenceJobConfig, JobConfigError
-from spark_jobs.triton_fleet import _server_args
+from spark_jobs.triton_fleet import MAX_CPU_INSTANCES, ServerRequest, _server_args, cpu_instances
 from spark_jobs.triton_server import parse_args as server_args
 
 BASE = {"input_table": "in", "output_table": "out", "model": "m:M", "logical_date": "2026-01-01"}
@@ -16,10 +18,30 @@ SERVER = ["--model", "m:M", "--run-id", "r", "--record", "x", "--http-port", "1"
 def test_defaults_keep_todays_server_and_client():
     job = InferenceJobConfig(**BASE)
     assert job.client_protocol == "http"
+    assert job.server_model_instances is None, "instances are the node's choice unless the job sets them"
+    assert "--instances" not in _server_args(job)
     flags = server_args(SERVER + list(_server_args(job)))
     defaults = server_args(SERVER)
     assert (flags.max_queue_delay_us, flags.preferred_batch_sizes, flags.instances) == (2000, "", 1)
     assert (defaults.max_queue_delay_us, defaults.preferred_batch_sizes, defaults.instances) == (2000, "", 1)
+
+
+def request(gpus: int = 0, server_args: tuple[str, ...] = ()) -> ServerRequest:
+    return ServerRequest("r", "m:M", "{}", 60.0, None, server_args=server_args, gpus=gpus)
+
+
+def test_a_cpu_node_serves_one_single_threaded_instance_per_core(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(4)))
+    assert cpu_instances(request(), []) == (4, 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(4 * MAX_CPU_INSTANCES)))
+    assert cpu_instances(request(), []) == (MAX_CPU_INSTANCES, 4), "capped; the cores shared out"
+
+
+def test_gpus_or_the_jobs_own_instances_keep_one_instance_per_copy():
+    assert cpu_instances(request(gpus=1), []) is None
+    assert cpu_instances(request(), ["cuda:0", "cuda:1"]) is None
+    job = InferenceJobConfig(**BASE, server_model_instances=3)
+    assert cpu_instances(request(server_args=_server_args(job)), []) is None
 
 
 def test_job_settings_reach_the_server_flags_and_survive_json():
