@@ -322,12 +322,20 @@ def write_report(path: str, report: dict[str, Any]) -> None:
 # a few thousand rows ran 200 near-empty tasks per stage: measured 34.9 s vs 1.5 s for 40 rows on
 # two cores. With it, adaptive execution coalesces them like any other shuffle.
 COALESCE_CACHED = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
+# Adaptive execution sizes coalesced partitions as total / default parallelism (the task slots), but
+# never below this, 1 MB by default. Scoring costs CPU or GPU per row, not per byte: a 20,000-row
+# date is under 2 MB after validation, so it became one partition, and one task scored it while the
+# other slot idled (benchmarks.scale: 70.8 rows/s at 20k rows, 119.1 at 200k, which had 2 tasks).
+COALESCE_MIN_SIZE = "spark.sql.adaptive.coalescePartitions.minPartitionSize"
+COALESCE_SETTINGS = {COALESCE_CACHED: "true", COALESCE_MIN_SIZE: "1KB"}
 
 
 def let_adaptive_execution_coalesce_cached_shuffles(spark: SparkSession) -> None:
-    """Turn :data:`COALESCE_CACHED` on unless the cluster's or the user's Spark conf sets it."""
-    if not spark.sparkContext.getConf().contains(COALESCE_CACHED):
-        spark.conf.set(COALESCE_CACHED, "true")
+    """Apply :data:`COALESCE_SETTINGS`, each unless the cluster's or the user's Spark conf sets it."""
+    conf = spark.sparkContext.getConf()
+    for key, value in COALESCE_SETTINGS.items():
+        if not conf.contains(key):
+            spark.conf.set(key, value)
 
 
 def main(argv: list[str] | None = None) -> int:
