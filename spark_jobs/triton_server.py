@@ -35,6 +35,45 @@ log = logging.getLogger("spark_jobs.triton_server")
 # 7.2 s per stop at 5, most of the job's ``servers_stop``.
 EXIT_TIMEOUT_S = 1
 
+# PyTriton runs each model instance as a Triton Python-backend stub. Triton initialises a model's
+# instances in parallel; instance 0 starts the model's data channel (a process of its own) and then
+# a handshake socket, and every other instance gives up on that socket after 1 s
+# (``pytriton.proxy.communication.get_config_from_handshake_server``, ``timeout_s: float = 1.0``).
+# On a busy node instance 0 needs longer, and the model fails to load: measured in CI with two CPU
+# instances per server and three test processes on 2 cores ("Timeout occurred while waiting for
+# config file ...-config.sock"). Multi-GPU nodes (one instance per GPU) race the same way. The stubs
+# run the proxy files PyTriton sends with the load request, so those get a patient default.
+HANDSHAKE_WAIT_S = 60
+_HANDSHAKE_DEFAULT = b"timeout_s: float = 1.0) -> dict:"
+
+
+def patient_handshake(files: dict[str, bytes]) -> dict[str, bytes]:
+    """PyTriton's proxy files with the instances' handshake wait raised to ``HANDSHAKE_WAIT_S``.
+
+    Raises ``RuntimeError`` when the installed PyTriton no longer has the 1 s default in exactly one
+    place, so an upgrade that changes it is noticed (by the test of this function) instead of
+    silently bringing the race back."""
+    (name,) = [n for n in files if n.endswith("/communication.py")]
+    if files[name].count(_HANDSHAKE_DEFAULT) != 1:
+        raise RuntimeError(f"PyTriton's {name} no longer has {_HANDSHAKE_DEFAULT!r} exactly once")
+    patient = _HANDSHAKE_DEFAULT.replace(b"1.0", f"{HANDSHAKE_WAIT_S:.1f}".encode())
+    return {**files, name: files[name].replace(_HANDSHAKE_DEFAULT, patient)}
+
+
+def _send_patient_proxy_files() -> None:
+    """Make every model this process binds load with ``patient_handshake``'s proxy files."""
+    from pytriton.models.model import Model
+
+    original = Model.get_proxy_model_files
+    if getattr(original, "patient_handshake", False):
+        return
+
+    def get_proxy_model_files(self: Model) -> dict[str, bytes]:
+        return patient_handshake(original(self))
+
+    get_proxy_model_files.patient_handshake = True  # type: ignore[attr-defined]
+    Model.get_proxy_model_files = get_proxy_model_files  # type: ignore[method-assign]
+
 
 def _pytriton_tensors(model: ServedModel):
     from pytriton.model_config import Tensor
@@ -50,6 +89,7 @@ def serve(args: argparse.Namespace) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig
     from pytriton.triton import Triton, TritonConfig
 
+    _send_patient_proxy_files()
     model = resolve_model(args.model)
     devices = instance_devices(args.devices)
     options = json.loads(args.model_options)

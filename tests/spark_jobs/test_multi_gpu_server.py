@@ -12,8 +12,11 @@ import json
 import sysconfig
 import threading
 import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 
 from spark_jobs import node_state
@@ -21,7 +24,7 @@ from spark_jobs import triton_fleet as fleet
 from spark_jobs.models.base import ServedModel, TensorSpec, resolve_model
 from spark_jobs.models.hashing_embedder import embed
 from spark_jobs.triton_fleet import ServerRequest
-from spark_jobs.triton_server import instance_devices
+from spark_jobs.triton_server import HANDSHAKE_WAIT_S, instance_devices, patient_handshake
 from tests.spark_jobs.conftest import TINY_MODEL
 
 
@@ -92,6 +95,28 @@ def test_the_start_task_of_a_multi_gpu_executor_asks_for_all_its_gpus():
     assert (multi["cpus"].amount, multi["gpu"].amount) == (8, 4.0)
 
 
+def test_instances_wait_patiently_for_the_first_instances_handshake():
+    """The installed PyTriton's proxy files, as its load request sends them: the 1 s default the
+    second and later instances wait for instance 0 becomes ``HANDSHAKE_WAIT_S``, nothing else changes.
+    A PyTriton without that default fails here, not as a model that fails to load on a busy node."""
+    from pytriton.models.model import Model
+
+    files = Model.get_proxy_model_files(
+        SimpleNamespace(model_version=1, SCRIPT_FILES_TO_COPY=Model.SCRIPT_FILES_TO_COPY)
+    )
+    patched = patient_handshake(files)
+    assert set(patched) == set(files)
+    changed = [name for name in files if patched[name] != files[name]]
+    assert changed == ["file:1/communication.py"]
+    before, after = files[changed[0]].decode(), patched[changed[0]].decode()
+    assert "timeout_s: float = 1.0) -> dict:" in before
+    assert after == before.replace(
+        "timeout_s: float = 1.0) -> dict:", f"timeout_s: float = {HANDSHAKE_WAIT_S:.1f}) -> dict:"
+    )
+    with pytest.raises(RuntimeError, match=r"communication\.py"):
+        patient_handshake(patched)
+
+
 # -- a real server with two copies -------------------------------------------------------------
 
 
@@ -112,6 +137,14 @@ def test_a_node_server_with_two_model_copies_serves_from_both(monkeypatch):
         with urllib.request.urlopen(f"{url}/v2/models/{model.name}/config", timeout=10) as reply:
             config = json.load(reply)
         assert sum(int(g["count"]) for g in config["instance_group"]) == 2
+        stubs = [p for p in psutil.Process(record["pid"]).children(recursive=True)
+                 if p.name() == "triton_python_backend_stub"]  # fmt: skip
+        assert len(stubs) == 2, stubs
+        for stub in stubs:  # each instance runs the proxy files it was sent: the patient handshake
+            proxy_dir = Path(next(a for a in stub.cmdline() if a.endswith("/model.py"))).parent
+            assert (
+                f"timeout_s: float = {HANDSHAKE_WAIT_S:.1f})" in (proxy_dir / "communication.py").read_text()
+            )
 
         texts = [f"document {i} on node {i % 3}" for i in range(64)]
         results: dict[int, np.ndarray] = {}
