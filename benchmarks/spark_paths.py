@@ -49,6 +49,7 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
     from spark_jobs.delta_io import delta_io_for
     from spark_jobs.job_config import InferenceJobConfig
     from spark_jobs.models.base import resolve_model
+    from spark_jobs.triton_fleet import wait_for_executors
 
     stamps = result["stamps"]
     job = InferenceJobConfig(
@@ -62,6 +63,11 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
         run_id=cfg["run_id"],
         **cfg.get("job_settings", {}),  # Triton batcher / protocol knobs of benchmarks.sweep
     )
+    # Both Spark paths wait for their executors to register first (the app's start, not a cost of
+    # Triton): apart, so that neither path 2's read nor path 3's server launch carries it.
+    started = time.monotonic()
+    wait_for_executors(spark, job.expected_executors, job.server_ready_timeout_s)
+    result["executors_registered_s"] = round(time.monotonic() - started, 3)
     launch_start = time.monotonic()
     if cfg["path"] == "triton_udf":  # as the job does: the servers load while the input is read
         from spark_jobs.triton_fleet import launch_servers

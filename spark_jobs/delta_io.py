@@ -134,6 +134,38 @@ def _write_tag(run_id: str, logical_date: str) -> str:
     return f"spark-triton run_id={run_id} date={logical_date} write={uuid.uuid4().hex[:8]}"
 
 
+# How far back a writer looks for its own commit: the commits other writers land between its commit
+# and this look-up, far fewer than this even in a wide backfill.
+COMMIT_LOOKBACK = 50
+_COMMIT_FILE = re.compile(r"(\d{20})\.json")
+
+
+def _tagged_commit_version(filesystem, root: str, tag: str) -> int:
+    """The version of the commit tagged ``tag``, from the Delta log's file names, newest first.
+
+    Not from ``DeltaTable.history()``: deltalake (1.6.6) numbers its entries down from the version
+    the handle loaded while listing every commit on storage, so a commit landing in between shifts
+    every number (measured: two dates of a parallel backfill both reported version 3, the table at 5).
+    """
+    from pyarrow import fs as pafs
+
+    log_dir = f"{root}/_delta_log"
+    versions = sorted(
+        (int(m.group(1)) for i in filesystem.get_file_info(pafs.FileSelector(log_dir))
+         if (m := _COMMIT_FILE.fullmatch(i.base_name))),
+        reverse=True,
+    )  # fmt: skip
+    for version in versions[:COMMIT_LOOKBACK]:
+        with filesystem.open_input_stream(f"{log_dir}/{version:020d}.json") as commit:
+            for line in commit.read().decode().splitlines():
+                info = json.loads(line).get("commitInfo")
+                if info is not None and info.get("userMetadata") == tag:
+                    return version
+    # Committed, but more than COMMIT_LOOKBACK commits landed since: the newest is the best answer.
+    log.warning("Delta table %s: commit %r not among its last %d versions", root, tag, COMMIT_LOOKBACK)
+    return versions[0]
+
+
 _TAG = re.compile(r"spark-triton run_id=(?P<run_id>.*) date=(?P<date>\S+) write=\w+")
 
 
@@ -462,9 +494,7 @@ class DeltaRsIO:
                 with contextlib.suppress(FileNotFoundError):
                     filesystem.delete_dir(f"{root}/{staging}")
             raise
-        delta = self._open(table)
-        mine = (int(h["version"]) for h in delta.history(50) if h.get("userMetadata") == tag)
-        return next(mine, delta.version())
+        return _tagged_commit_version(filesystem, root, tag)
 
     def _references(self, table: str, staging: str) -> bool:
         try:

@@ -121,21 +121,23 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
 
 
 def stop_groups(records: Sequence[ProcessRecord], grace_s: float = 15.0, kill_wait_s: float = 10.0) -> bool:
-    """SIGTERM each recorded process group, SIGKILL what is left after ``grace_s``.
+    """SIGTERM each recorded process group, SIGKILL what is left after ``grace_s`` (at once, with
+    no SIGTERM, when ``grace_s`` is 0).
 
     All groups get SIGTERM first and share one grace period, so stopping N groups costs one
     grace period, not N. Only what :func:`belongs` to a record is ever signalled. Returns True
     when nothing of any group is left.
     """
     live = [r for r in records if group_members(r)]
-    for record in live:
-        _signal_group(record, signal.SIGTERM)
+    if grace_s > 0:
+        for record in live:
+            _signal_group(record, signal.SIGTERM)
 
     def all_gone() -> bool:
         return not any(group_members(r) for r in live)
 
-    if live and not wait_until(all_gone, grace_s):
+    if live and (grace_s <= 0 or not wait_until(all_gone, grace_s)):
         for record in live:
             _signal_group(record, signal.SIGKILL)
-        wait_until(all_gone, kill_wait_s)
+        wait_until(all_gone, kill_wait_s, interval_s=0.05)  # SIGKILL takes effect within ms
     return all_gone()

@@ -233,7 +233,7 @@ def _reap_stale(directory: Path, run_id: str) -> list[str]:
             continue
         if node_state.process_matches(record) and _driver_reachable(record.get("driver")):
             continue  # a concurrent job on a shared cluster: not ours to stop
-        node_state.kill_group(record, grace_s=5)
+        node_state.kill_group(record)
         path.unlink(missing_ok=True)
         reaped.append(str(record.get("run_id")))
     if reaped:
@@ -278,7 +278,7 @@ def launch_local_server(request: ServerRequest) -> dict[str, Any]:
         if pending and not existing:
             return {"host": host, "pid": pending["pid"], "launched": False}
         if existing:
-            node_state.kill_group(existing, grace_s=5)
+            node_state.kill_group(existing)
             record.unlink(missing_ok=True)
         _reap_stale(directory, request.run_id)
         pid = _start_process(request, directory, record, server_devices(request, existing))
@@ -299,7 +299,7 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
             log.warning(
                 "Triton server %s on host %s is not healthy; restarting it", existing.get("pid"), host
             )
-            node_state.kill_group(existing, grace_s=5)
+            node_state.kill_group(existing)
             record.unlink(missing_ok=True)
         # Launched earlier by launch_local_server and still loading: wait for that one.
         pending = None if existing else _pending_launch(directory, request.run_id)
@@ -317,7 +317,7 @@ def ensure_local_server(request: ServerRequest) -> dict[str, Any]:
             if ready is not None:
                 return {**ready, "started_here": True, "start_s": round(time.monotonic() - started, 3)}
             timed_out = _alive(pid)
-            node_state.kill_group({"pid": pid, "pgid": pid}, grace_s=5)
+            node_state.kill_group({"pid": pid, "pgid": pid})
             record.unlink(missing_ok=True)
             tail = _log_tail(directory / f"{request.run_id}.log")
             last_error = (

@@ -23,6 +23,7 @@ from spark_jobs import node_state
 from spark_jobs import triton_fleet as fleet
 from spark_jobs.models.base import ServedModel, TensorSpec, resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from spark_jobs.processes import group_members
 from spark_jobs.triton_fleet import ServerRequest
 from spark_jobs.triton_server import HANDSHAKE_WAIT_S, instance_devices, patient_handshake
 from tests.spark_jobs.conftest import TINY_MODEL
@@ -166,12 +167,17 @@ def test_a_node_server_with_two_model_copies_serves_from_both(monkeypatch):
         assert not errors, errors
         for part in range(4):
             np.testing.assert_allclose(results[part], embed(texts[part::4]), rtol=1e-5, atol=1e-6)
+        # What the stop below must remove: the group is killed, so nothing of it cleans up itself.
+        leftovers = node_state.server_leftovers(group_members(node_state.server_process(record)))
+        assert sum(p.name.startswith(f"pytrtion{record['pid']}-") for p in leftovers) == 2, leftovers
+        assert any((p / "model-store").is_dir() for p in leftovers), leftovers  # PyTriton's workspace
     finally:
         stopped = fleet.stop_local_server(run_id)
         if record:
-            node_state.kill_group(record, grace_s=5)  # by pid, should the stop above have missed it
+            node_state.kill_group(record)  # by pid, should the stop above have missed it
     assert stopped["pid"] == record["pid"] and stopped["stopped"] and not stopped["running"]
     assert not node_state.process_matches(record)
+    assert not [p for p in leftovers if p.exists()]
 
 
 # -- a Spark cluster whose executor has two (invented) GPUs ---------------------------------------

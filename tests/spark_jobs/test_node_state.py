@@ -88,3 +88,38 @@ def test_the_cluster_side_needs_only_psutil():
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+MAPS_SEGMENTS = """
+import mmap, os, sys, time
+from multiprocessing import resource_tracker, shared_memory
+ours = shared_memory.SharedMemory(create=True, size=4096)  # psm_...: as PyTriton's tensor store
+resource_tracker.unregister(ours._name, "shared_memory")  # as in a killed group: nothing unlinks it
+fd = os.open("/dev/shm/" + sys.argv[1], os.O_CREAT | os.O_RDWR)  # not a server's name
+os.ftruncate(fd, 4096)
+other = mmap.mmap(fd, 4096)
+print(ours.name, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_server_group_leaves_no_shared_memory_of_its_own(tmp_path):
+    """The kill removes the segments the group maps under the server prefixes; no other file."""
+    other = f"not-a-server-{tmp_path.name}"
+    leader = subprocess.Popen(
+        [sys.executable, "-c", MAPS_SEGMENTS, other],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ours = node_state.SHM_DIR / leader.stdout.readline().strip()
+        assert ours.name.startswith("psm_") and ours.exists()
+        assert node_state.kill_group(ProcessRecord.of(leader.pid).to_dict())
+        assert leader.wait(5) is not None
+        assert not ours.exists(), "the group's own segment outlived it"
+        assert (node_state.SHM_DIR / other).exists(), "a segment under another name is not ours to remove"
+    finally:
+        leader.kill()
+        leader.wait(5)
+        (node_state.SHM_DIR / other).unlink(missing_ok=True)
