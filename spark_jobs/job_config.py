@@ -36,7 +36,7 @@ class InferenceJobConfig:
     # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
     # server's dynamic batcher and model instances, and how the Spark workers talk to it.
     client_protocol: str = "http"
-    server_max_queue_delay_us: int = 2000
+    server_max_queue_delay_us: int | None = None  # None: 0 for a CPU node's per-core instances, else 2 ms
     server_preferred_batch_sizes: tuple[int, ...] = ()
     server_model_instances: int | None = None  # None: one per core on a CPU node, else 1 (per GPU)
     expected_executors: int | None = None
@@ -68,7 +68,7 @@ class InferenceJobConfig:
             raise JobConfigError(
                 f"job setting 'client_protocol' must be 'http' or 'grpc', got {self.client_protocol!r}"
             )
-        if self.server_max_queue_delay_us < 0:
+        if self.server_max_queue_delay_us is not None and self.server_max_queue_delay_us < 0:
             raise JobConfigError(
                 f"job setting 'server_max_queue_delay_us' must be >= 0, got {self.server_max_queue_delay_us}"
             )

@@ -64,6 +64,12 @@ class ServerRequest:
 # one 2-thread instance, 1.14 with two 1-thread instances. Capped, since each instance is a
 # Python-backend stub process of its own.
 MAX_CPU_INSTANCES = 8
+# ... and no dynamic-batcher delay: with one single-threaded instance per core, merging two workers'
+# requests into one batch runs them one after the other on one core while the other idles. Measured
+# on 2 cores, 3,000 documents (benchmarks/TUNING.md, "Queue delay on CPU"): Triton path / in-process
+# UDF 0.90 and 0.97 with the 2 ms default, 1.07 and 1.07 with none. A GPU keeps the 2 ms default:
+# there bigger batches fill the device.
+CPU_MAX_QUEUE_DELAY_US = 0
 
 
 def cpu_instances(request: ServerRequest, devices: list[str]) -> tuple[int, int] | None:
@@ -74,6 +80,19 @@ def cpu_instances(request: ServerRequest, devices: list[str]) -> tuple[int, int]
     cores = len(os.sched_getaffinity(0))
     instances = max(1, min(cores, MAX_CPU_INSTANCES))
     return instances, max(1, cores // instances)
+
+
+def cpu_server_flags(request: ServerRequest, devices: list[str]) -> tuple[list[str], int | None]:
+    """The server flags a CPU node adds to the job's (:func:`cpu_instances`, and no queue delay
+    unless the job sets one), and the torch threads of each instance; nothing where a GPU serves."""
+    on_cpu = cpu_instances(request, devices)
+    if on_cpu is None:
+        return [], None
+    instances, torch_threads = on_cpu
+    flags = ["--instances", str(instances)]
+    if "--max-queue-delay-us" not in request.server_args:
+        flags += ["--max-queue-delay-us", str(CPU_MAX_QUEUE_DELAY_US)]
+    return flags, torch_threads
 
 
 def _server_env(torch_threads: int | None = None) -> dict[str, str]:
@@ -160,16 +179,15 @@ def _start_process(request: ServerRequest, directory: Path, record: Path, device
     cmd += list(request.server_args)
     if devices:
         cmd += ["--devices", ",".join(devices)]
-    on_cpu = cpu_instances(request, devices)
-    if on_cpu:
-        cmd += ["--instances", str(on_cpu[0])]
+    cpu_flags, torch_threads = cpu_server_flags(request, devices)
+    cmd += cpu_flags
     with open(log_path, "ab") as log_file:
         launcher = subprocess.run(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=_server_env(on_cpu[1] if on_cpu else None),
+            env=_server_env(torch_threads),
             timeout=60,
         )
     deadline = time.monotonic() + 30  # the daemon writes its pid just after the launcher exits
@@ -407,7 +425,11 @@ def _server_args(job: InferenceJobConfig) -> tuple[str, ...]:
     """The job's dynamic-batcher and instance settings as ``spark_jobs.triton_server`` flags."""
     sizes = ",".join(str(size) for size in job.server_preferred_batch_sizes)
     return (
-        *("--max-queue-delay-us", str(job.server_max_queue_delay_us)),
+        *(
+            ("--max-queue-delay-us", str(job.server_max_queue_delay_us))
+            if job.server_max_queue_delay_us is not None
+            else ()
+        ),
         *("--preferred-batch-sizes", sizes),
         *(("--instances", str(job.server_model_instances)) if job.server_model_instances else ()),
     )

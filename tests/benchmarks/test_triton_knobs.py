@@ -7,7 +7,14 @@ import os
 import pytest
 
 from spark_jobs.job_config import InferenceJobConfig, JobConfigError
-from spark_jobs.triton_fleet import MAX_CPU_INSTANCES, ServerRequest, _server_args, cpu_instances
+from spark_jobs.triton_fleet import (
+    CPU_MAX_QUEUE_DELAY_US,
+    MAX_CPU_INSTANCES,
+    ServerRequest,
+    _server_args,
+    cpu_instances,
+    cpu_server_flags,
+)
 from spark_jobs.triton_server import parse_args as server_args
 
 BASE = {"input_table": "in", "output_table": "out", "model": "m:M", "logical_date": "2026-01-01"}
@@ -19,7 +26,8 @@ def test_defaults_keep_todays_server_and_client():
     job = InferenceJobConfig(**BASE)
     assert job.client_protocol == "http"
     assert job.server_model_instances is None, "instances are the node's choice unless the job sets them"
-    assert "--instances" not in _server_args(job)
+    assert job.server_max_queue_delay_us is None, "the queue delay too"
+    assert "--instances" not in _server_args(job) and "--max-queue-delay-us" not in _server_args(job)
     flags = server_args(SERVER + list(_server_args(job)))
     defaults = server_args(SERVER)
     assert (flags.max_queue_delay_us, flags.preferred_batch_sizes, flags.instances) == (2000, "", 1)
@@ -35,6 +43,19 @@ def test_a_cpu_node_serves_one_single_threaded_instance_per_core(monkeypatch):
     assert cpu_instances(request(), []) == (4, 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(4 * MAX_CPU_INSTANCES)))
     assert cpu_instances(request(), []) == (MAX_CPU_INSTANCES, 4), "capped; the cores shared out"
+
+
+def test_a_cpu_nodes_instances_take_requests_without_a_queue_delay(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(2)))
+    flags, threads = cpu_server_flags(request(), [])
+    assert server_args(SERVER + flags).instances == 2 and threads == 1
+    assert server_args(SERVER + flags).max_queue_delay_us == CPU_MAX_QUEUE_DELAY_US == 0
+    job = InferenceJobConfig(**BASE, server_max_queue_delay_us=500)
+    flags, _ = cpu_server_flags(request(server_args=_server_args(job)), [])
+    assert server_args(SERVER + list(_server_args(job)) + flags).max_queue_delay_us == 500, (
+        "the job's own wins"
+    )
+    assert cpu_server_flags(request(gpus=1), []) == ([], None), "a GPU keeps the 2 ms default"
 
 
 def test_gpus_or_the_jobs_own_instances_keep_one_instance_per_copy():
