@@ -41,27 +41,45 @@ EXIT_TIMEOUT_S = 1
 
 # PyTriton runs each model instance as a Triton Python-backend stub. Triton initialises a model's
 # instances in parallel; instance 0 starts the model's data channel (a process of its own) and then
-# a handshake socket, and every other instance gives up on that socket after 1 s
-# (``pytriton.proxy.communication.get_config_from_handshake_server``, ``timeout_s: float = 1.0``).
-# On a busy node instance 0 needs longer, and the model fails to load: measured in CI with two CPU
-# instances per server and three test processes on 2 cores ("Timeout occurred while waiting for
-# config file ...-config.sock"). Multi-GPU nodes (one instance per GPU) race the same way. The stubs
-# run the proxy files PyTriton sends with the load request, so those get a patient default.
+# a handshake server on a Unix socket, and every other instance asks it for the channel's config
+# (``pytriton.proxy.communication.get_config_from_handshake_server``). That call waits at most 1 s for
+# the socket file and gives up at once if the server is not listening yet (the file exists between
+# its bind and its listen). On a busy node either happens and the model fails to load; both were
+# seen in CI with two CPU instances per server and three test processes on 2 cores: "Timeout
+# occurred while waiting for config file ...-config.sock", then "ConnectionRefusedError". Multi-GPU
+# nodes (one instance per GPU) race the same way. The stubs run the proxy files PyTriton sends with
+# the load request, so ``communication.py`` goes with a patient version of that call appended.
 HANDSHAKE_WAIT_S = 60
-_HANDSHAKE_DEFAULT = b"timeout_s: float = 1.0) -> dict:"
+_HANDSHAKE_CALL = b"def get_config_from_handshake_server("
+_PATIENT_HANDSHAKE = f"""
+
+# Appended by airflow-spark-triton (spark_jobs/triton_server.py): wait up to {HANDSHAKE_WAIT_S} s for
+# instance 0's handshake server, through a missing socket file and a refused connection.
+_pytriton_get_config_from_handshake_server = get_config_from_handshake_server
+
+
+def get_config_from_handshake_server(socket_path, timeout_s=1.0):
+    deadline = time.time() + max(timeout_s, {HANDSHAKE_WAIT_S})
+    while True:
+        try:
+            return _pytriton_get_config_from_handshake_server(socket_path, max(deadline - time.time(), 0.01))
+        except (TimeoutError, ConnectionRefusedError, FileNotFoundError):
+            if time.time() >= deadline:
+                raise
+            time.sleep(0.05)
+""".encode()
 
 
 def patient_handshake(files: dict[str, bytes]) -> dict[str, bytes]:
-    """PyTriton's proxy files with the instances' handshake wait raised to ``HANDSHAKE_WAIT_S``.
+    """PyTriton's proxy files with :data:`_PATIENT_HANDSHAKE` appended to ``communication.py``.
 
-    Raises ``RuntimeError`` when the installed PyTriton no longer has the 1 s default in exactly one
-    place, so an upgrade that changes it is noticed by the test of this function; a server then
-    logs it and loads the files as they are."""
+    Raises ``RuntimeError`` when the installed PyTriton's ``communication.py`` does not define the
+    call exactly once, so an upgrade that changes it is noticed by the test of this function; a
+    server then logs it and loads the files as they are."""
     (name,) = [n for n in files if n.endswith("/communication.py")]
-    if files[name].count(_HANDSHAKE_DEFAULT) != 1:
-        raise RuntimeError(f"PyTriton's {name} no longer has {_HANDSHAKE_DEFAULT!r} exactly once")
-    patient = _HANDSHAKE_DEFAULT.replace(b"1.0", f"{HANDSHAKE_WAIT_S:.1f}".encode())
-    return {**files, name: files[name].replace(_HANDSHAKE_DEFAULT, patient)}
+    if files[name].count(_HANDSHAKE_CALL) != 1:
+        raise RuntimeError(f"PyTriton's {name} does not define {_HANDSHAKE_CALL.decode()!r} exactly once")
+    return {**files, name: files[name] + _PATIENT_HANDSHAKE}
 
 
 def _send_patient_proxy_files() -> None:

@@ -9,11 +9,13 @@ addresses stubbed, because Spark only hands out addresses its resource discovery
 from __future__ import annotations
 
 import json
+import socket
 import sysconfig
 import threading
+import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 import psutil
@@ -25,7 +27,7 @@ from spark_jobs.models.base import ServedModel, TensorSpec, resolve_model
 from spark_jobs.models.hashing_embedder import embed
 from spark_jobs.processes import group_members
 from spark_jobs.triton_fleet import ServerRequest
-from spark_jobs.triton_server import HANDSHAKE_WAIT_S, instance_devices, patient_handshake
+from spark_jobs.triton_server import instance_devices, patient_handshake
 from tests.spark_jobs.conftest import TINY_MODEL
 
 
@@ -96,26 +98,56 @@ def test_the_start_task_of_a_multi_gpu_executor_asks_for_all_its_gpus():
     assert (multi["cpus"].amount, multi["gpu"].amount) == (8, 4.0)
 
 
-def test_instances_wait_patiently_for_the_first_instances_handshake():
-    """The installed PyTriton's proxy files, as its load request sends them: the 1 s default the
-    second and later instances wait for instance 0 becomes ``HANDSHAKE_WAIT_S``, nothing else changes.
-    A PyTriton without that default fails here, not as a model that fails to load on a busy node."""
+def proxy_files() -> dict[str, bytes]:
+    """The installed PyTriton's proxy files, as its load request sends them."""
     from pytriton.models.model import Model
 
-    files = Model.get_proxy_model_files(
+    return Model.get_proxy_model_files(
         SimpleNamespace(model_version=1, SCRIPT_FILES_TO_COPY=Model.SCRIPT_FILES_TO_COPY)
     )
+
+
+def communication_module(source: bytes) -> ModuleType:
+    module = ModuleType("stub_communication")
+    exec(compile(source, "communication.py", "exec"), module.__dict__)
+    return module
+
+
+def late_handshake_server(module: ModuleType, path: Path, config: dict) -> None:
+    """Instance 0 on a busy node: the socket file appears after 1.5 s but refuses connections for
+    0.5 s more (bound, not yet listening), then the handshake server answers."""
+
+    def serve() -> None:
+        time.sleep(1.5)
+        bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound.bind(str(path))
+        time.sleep(0.5)
+        bound.close()
+        path.unlink()
+        module.HandshakeServer(path, config).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+def test_later_instances_wait_for_the_first_instances_handshake(tmp_path):
+    """Only ``communication.py`` changes, by an appended wrapper; the stub's handshake call then gets
+    the config from a handshake server that is late and refuses at first, where PyTriton's own call
+    gives up. A PyTriton without that call fails here, not as a model that fails to load."""
+    files = proxy_files()
     patched = patient_handshake(files)
-    assert set(patched) == set(files)
     changed = [name for name in files if patched[name] != files[name]]
-    assert changed == ["file:1/communication.py"]
-    before, after = files[changed[0]].decode(), patched[changed[0]].decode()
-    assert "timeout_s: float = 1.0) -> dict:" in before
-    assert after == before.replace(
-        "timeout_s: float = 1.0) -> dict:", f"timeout_s: float = {HANDSHAKE_WAIT_S:.1f}) -> dict:"
-    )
+    assert set(patched) == set(files) and changed == ["file:1/communication.py"]
+    assert patched[changed[0]].startswith(files[changed[0]])
     with pytest.raises(RuntimeError, match=r"communication\.py"):
         patient_handshake(patched)
+
+    original, patient = communication_module(files[changed[0]]), communication_module(patched[changed[0]])
+    config = {"data_socket": "x", "authkey": "y"}
+    late_handshake_server(original, tmp_path / "own.sock", config)
+    with pytest.raises((TimeoutError, ConnectionRefusedError)):
+        original.get_config_from_handshake_server(tmp_path / "own.sock")
+    late_handshake_server(patient, tmp_path / "patient.sock", config)
+    assert patient.get_config_from_handshake_server(tmp_path / "patient.sock") == config
 
 
 # -- a real server with two copies -------------------------------------------------------------
@@ -143,9 +175,8 @@ def test_a_node_server_with_two_model_copies_serves_from_both(monkeypatch):
         assert len(stubs) == 2, stubs
         for stub in stubs:  # each instance runs the proxy files it was sent: the patient handshake
             proxy_dir = Path(next(a for a in stub.cmdline() if a.endswith("/model.py"))).parent
-            assert (
-                f"timeout_s: float = {HANDSHAKE_WAIT_S:.1f})" in (proxy_dir / "communication.py").read_text()
-            )
+            sent = patient_handshake(proxy_files())["file:1/communication.py"]
+            assert (proxy_dir / "communication.py").read_bytes() == sent
 
         texts = [f"document {i} on node {i % 3}" for i in range(64)]
         results: dict[int, np.ndarray] = {}
