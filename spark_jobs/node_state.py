@@ -110,10 +110,11 @@ def kill_group(record: Mapping[str, Any], grace_s: float = STOP_GRACE_S) -> bool
     process = server_process(record)
     members = group_members(process) if process is not None else []
     if not members:
+        remove_leftovers(recorded_leftovers(record))  # the whole group was killed (kill -9 of it)
         return False
     leftovers = server_leftovers(members)
     if stop_groups([process], grace_s):
-        remove_leftovers(leftovers)
+        remove_leftovers(leftovers | recorded_leftovers(record))
     return True
 
 
@@ -129,10 +130,37 @@ def server_leftovers(members: list[psutil.Process]) -> set[Path]:
                 path = Path(mapped[0]) if mapped else None
                 if path and path.parent == SHM_DIR and path.name.startswith(SERVER_SHM_PREFIXES):
                     found.add(path)
-            if member.name() == "tritonserver":
-                workspace = Path(member.cmdline()[0]).parents[2]  # <workspace>/tritonserver/bin/tritonserver
-                if (workspace / "model-store").is_dir():
-                    found.add(workspace)
+            workspace = pytriton_workspace(member)
+            if workspace is not None:
+                found.add(workspace)
+    return found
+
+
+def pytriton_workspace(process: psutil.Process) -> Path | None:
+    """PyTriton's workspace, if ``process`` is a tritonserver it runs: the binary runs from a copy
+    at ``<workspace>/tritonserver/bin/tritonserver``, next to the workspace's ``model-store``."""
+    with contextlib.suppress(psutil.Error, IndexError):
+        if process.name() == "tritonserver":
+            workspace = Path(process.cmdline()[0]).parents[2]
+            if (workspace / "model-store").is_dir():
+                return workspace
+    return None
+
+
+def recorded_leftovers(record: Mapping[str, Any]) -> set[Path]:
+    """What a server group killed as a whole leaves, from its record alone: the Python backend's
+    segments, named after the server's pid (``pytrtion<pid>-``), and the workspace the server
+    recorded. Only once that pid is free: a reused pid may be another server's, with its own."""
+    try:
+        pid = int(record["pid"])
+    except (KeyError, TypeError, ValueError):
+        return set()
+    if psutil.pid_exists(pid):
+        return set()
+    found = set(SHM_DIR.glob(f"pytrtion{pid}-*"))
+    workspace = Path(str(record.get("workspace") or ""))
+    if record.get("workspace") and (workspace / "model-store").is_dir():
+        found.add(workspace)
     return found
 
 

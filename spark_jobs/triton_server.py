@@ -178,6 +178,9 @@ def serve(args: argparse.Namespace) -> int:
                 "model_copies": len(copies),
                 "instances_per_copy": args.instances,
                 "ready_s": round(time.monotonic() - started, 3),
+                "workspace": next(
+                    (str(w) for c in me.children() if (w := node_state.pytriton_workspace(c))), None
+                ),
                 "state": "READY",
             },
         )

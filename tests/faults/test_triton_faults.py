@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from spark_jobs.processes import group_members
 from tests.faults import ledger
 from tests.spark_jobs.conftest import TINY_MODEL, fleet_job
 
@@ -104,6 +106,10 @@ def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(request, cluste
     texts = [f"row {i} of the recovery test" for i in range(24)]
     (first,) = start_servers(cluster_spark, config)
     ids: list[int] = []
+    # What the broken server's group holds that outlives it unless the fleet removes it.
+    leftovers = node_state.server_leftovers(group_members(node_state.server_process(first)))
+    assert any(p.name.startswith(f"pytrtion{first['pid']}-") for p in leftovers), leftovers
+    assert Path(first["workspace"]) in leftovers
     try:
         struck = time.monotonic()
         os.killpg(first["pgid"], sig)
@@ -118,6 +124,7 @@ def test_a_dead_or_hung_server_is_replaced_and_the_job_completes(request, cluste
     )
     assert current["pid"] != first["pid"], "a new server must have replaced the broken one"
     assert not node_state.process_matches(first)
+    assert not [p for p in leftovers if p.exists()], "the replaced server's shared memory or workspace"
     assert_clean(row)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -123,3 +124,34 @@ def test_a_killed_server_group_leaves_no_shared_memory_of_its_own(tmp_path):
         leader.kill()
         leader.wait(5)
         (node_state.SHM_DIR / other).unlink(missing_ok=True)
+
+
+def test_a_group_killed_whole_leaves_nothing_once_its_pid_is_free(tmp_path):
+    """Nothing of the group is left to read: the record names the segments (by pid) and the
+    workspace. While the pid lives (reused), they may be another server's and stay."""
+    gone_server = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone_server.wait()
+    workspace = tmp_path / "workspace"
+    (workspace / "model-store").mkdir(parents=True)
+    records = {
+        "dead": {
+            "pid": gone_server.pid,
+            "pgid": gone_server.pid,
+            "create_time": 1.0,
+            "workspace": str(workspace),
+        },
+        "reused": {"pid": os.getpid(), "pgid": os.getpid(), "create_time": 1.0, "workspace": str(workspace)},
+    }
+    segments = {
+        name: node_state.SHM_DIR / f"pytrtion{r['pid']}-test-{tmp_path.name}" for name, r in records.items()
+    }
+    try:
+        for segment in segments.values():
+            segment.write_bytes(b"x")
+        assert not node_state.kill_group(records["reused"])
+        assert segments["reused"].exists() and workspace.exists(), "a live pid's segments are not ours"
+        assert not node_state.kill_group(records["dead"])
+        assert not segments["dead"].exists() and not workspace.exists()
+    finally:
+        for segment in segments.values():
+            segment.unlink(missing_ok=True)
