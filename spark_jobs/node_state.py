@@ -147,6 +147,11 @@ def pytriton_workspace(process: psutil.Process) -> Path | None:
     return None
 
 
+def backend_segments(server_pid: int) -> set[Path]:
+    """The Python backend's shared-memory regions of the server with this pid (``pytrtion<pid>-``)."""
+    return set(SHM_DIR.glob(f"pytrtion{server_pid}-*"))
+
+
 def recorded_leftovers(record: Mapping[str, Any]) -> set[Path]:
     """What a server group killed as a whole leaves, from its record alone: the Python backend's
     segments, named after the server's pid (``pytrtion<pid>-``), and the workspace the server
@@ -157,7 +162,7 @@ def recorded_leftovers(record: Mapping[str, Any]) -> set[Path]:
         return set()
     if psutil.pid_exists(pid):
         return set()
-    found = set(SHM_DIR.glob(f"pytrtion{pid}-*"))
+    found = backend_segments(pid)
     workspace = Path(str(record.get("workspace") or ""))
     if record.get("workspace") and (workspace / "model-store").is_dir():
         found.add(workspace)

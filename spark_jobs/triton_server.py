@@ -198,7 +198,8 @@ def _no_stragglers() -> Iterator[None]:
     tritonserver can exit before a Python-backend stub it started, which then lives on alone (seen
     with two model instances: a stub outlived its server by 10 minutes, and the watchdog test found
     one left). Only in the session this server leads: one started in a test's or a task's group
-    must not signal that group."""
+    must not signal that group. Last, the backend's shared-memory regions named after this server.
+    """
     try:
         yield
     finally:
@@ -213,6 +214,10 @@ def _no_stragglers() -> Iterator[None]:
                         member.kill()
                 psutil.wait_procs(members, timeout=10)
                 node_state.remove_leftovers(leftovers)
+        # Triton is stopped: no region named after this server is in use. tritonserver unlinks a
+        # stub's region when it stops that stub; one that crashed on exit (seen in CI: SIGSEGV after
+        # its exit timeout) leaves the regions of the stubs that had exited already.
+        node_state.remove_leftovers(node_state.backend_segments(me.pid))
 
 
 def instance_devices(text: str | None) -> list[str]:
