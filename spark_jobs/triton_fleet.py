@@ -66,7 +66,7 @@ class ServerRequest:
 MAX_CPU_INSTANCES = 8
 # ... and no dynamic-batcher delay: with one single-threaded instance per core, merging two workers'
 # requests into one batch runs them one after the other on one core while the other idles. Measured
-# on 2 cores, 3,000 documents (benchmarks/TUNING.md, "Queue delay on CPU"): Triton path / in-process
+# on 2 cores, 3,000 documents (benchmarks/TUNING.md, "Stop, start and queue delay"): Triton path / in-process
 # UDF 0.90 and 0.97 with the 2 ms default, 1.07 and 1.07 with none. A GPU keeps the 2 ms default:
 # there bigger batches fill the device.
 CPU_MAX_QUEUE_DELAY_US = 0
