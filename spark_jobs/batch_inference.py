@@ -134,19 +134,23 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
     """Read the date, split rows into scored and rejected, write both tables; fills ``report``."""
     from pyspark.sql import functions as F
 
+    from spark_jobs.columns import check_settings, input_mapping, output_names
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.inference import triton_predict_udf
+    from spark_jobs.inference import prediction_columns, triton_predict_udf
     from spark_jobs.models.base import resolve_model
     from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
     from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
 
     model = resolve_model(job.model)
+    check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
+    mapping = input_mapping(job, model)
+    columns = tuple(column for _, column in mapping)
+    names = output_names(job, model)
     io = delta_io_for(spark)
     report["delta_engine"] = io.name
-    columns = job.input_columns
     read = io.read_date(job.input_table, job.date_column, job.logical_date, [job.key_column, *columns])
     report["input_version"] = read.version
-    check_schema(read.df, job.input_table, job.key_column, columns, model)
+    check_schema(read.df, job.input_table, job, model)
 
     # Launch the servers now, without waiting: they load the model while Spark reads and validates
     # the date (start_servers below waits for them). Not for a date without rows: nothing to score.
@@ -181,9 +185,13 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         counter = progress.accumulator if progress is not None else None
         request = server_request(spark, job)
         predict = triton_predict_udf(model, request, job.batch_size, job.inference_timeout_s, counter)
-        scored = validated.where(F.col(REJECT_REASON).isNull()).select(
+        # The prediction is computed once, in its own projection, and then split into its columns.
+        predicted = validated.where(F.col(REJECT_REASON).isNull()).select(
+            F.col(job.key_column), predict(*[F.col(c) for c in columns]).alias(PREDICTION)
+        )
+        scored = predicted.select(
             F.col(job.key_column),
-            predict(*[F.col(c) for c in columns]).alias(job.output_column),
+            *prediction_columns(model, F.col(PREDICTION), names),
             F.lit(model.name).alias("model"),
             F.lit(job.run_id).alias("run_id"),
             F.current_timestamp().alias("scored_at"),
@@ -191,7 +199,7 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         rejects = validated.where(F.col(REJECT_REASON).isNotNull()).select(
             F.col(job.key_column).cast("string").alias(job.key_column),
             F.col(REJECT_REASON).alias("reason"),
-            F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in columns]))
+            F.to_json(F.struct(*[_preview(F.col(c), spec).alias(c) for spec, c in mapping]))
             .substr(1, REJECT_PREVIEW_CHARS)
             .alias("input_preview"),
             F.lit(job.run_id).alias("run_id"),
@@ -225,6 +233,19 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         )
     seconds = report["timings_s"].get("inference_and_write") or 0
     report["rows_per_s"] = round(report["rows_scored"] / seconds, 1) if seconds else None
+
+
+# The UDF's result column before it is split into one column per output.
+PREDICTION = "__prediction"
+
+
+def _preview(column, spec):
+    """A rejected row's input as text: binary input (an encoded image) as its size, not its bytes."""
+    from pyspark.sql import functions as F
+
+    if spec.is_binary:
+        return F.concat(F.lit("<"), F.octet_length(column).cast("string"), F.lit(" bytes>"))
+    return column.cast("string")
 
 
 class JobTimeout(TimeoutError):

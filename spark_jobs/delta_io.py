@@ -188,6 +188,54 @@ def _valid_date(logical_date: str) -> str:
     return logical_date
 
 
+def _date_type(schema: StructType, table: str, date_column: str) -> str:
+    """The date column's type name: one of ``spark_jobs.columns.DATE_COLUMN_TYPES``."""
+    from spark_jobs.columns import DATE_COLUMN_TYPES, type_text
+
+    kind = schema[date_column].dataType.jsonValue()
+    if kind not in DATE_COLUMN_TYPES:
+        raise DeltaSchemaError(
+            f"Delta table {table} column {date_column!r} (date_column) is {type_text(kind)}; a run selects "
+            "its date from a DATE, TIMESTAMP or 'YYYY-MM-DD' string column"
+        )
+    return kind
+
+
+def _day_bounds(logical_date: str, before: int = 0, after: int = 1) -> tuple[str, str]:
+    day = dt.date.fromisoformat(_valid_date(logical_date))
+    return (
+        (day - dt.timedelta(days=before)).isoformat() + "T00:00:00",
+        (day + dt.timedelta(days=after)).isoformat() + "T00:00:00",
+    )
+
+
+def date_condition(date_type: str, date_column: str, logical_date: str):
+    """The rows of ``logical_date``: equal for a string or DATE column; for a TIMESTAMP, the instants
+    of that UTC day (Airflow's logical dates are UTC days, whatever the Spark session's time zone);
+    for a TIMESTAMP_NTZ, the wall-clock times of that day."""
+    column = F.col(date_column)
+    if date_type == "string":
+        return column == F.lit(logical_date)
+    if date_type == "date":
+        return column == F.lit(_valid_date(logical_date)).cast("date")
+    start, end = _day_bounds(logical_date)
+    if date_type == "timestamp":
+        start, end = start + "+00:00", end + "+00:00"
+    return (column >= F.lit(start).cast(date_type)) & (column < F.lit(end).cast(date_type))
+
+
+def _pruning_predicate(date_type: str, date_column: str, logical_date: str) -> list[tuple[str, str, str]]:
+    """delta-rs file pruning for the date (a superset: the rows are filtered by :func:`date_condition`).
+
+    A timestamp is pruned a day wider on each side, since statistics and partition values may be
+    written in any zone's terms; delta-rs parses timestamps only in full ISO form."""
+    if date_type in ("string", "date"):
+        return [(date_column, "=", _valid_date(logical_date))]
+    start, end = _day_bounds(logical_date, before=1, after=2)
+    suffix = "Z" if date_type == "timestamp" else ""
+    return [(date_column, ">=", start + suffix), (date_column, "<", end + suffix)]
+
+
 class DeltaSparkIO:
     name = "delta-spark"
 
@@ -232,7 +280,8 @@ class DeltaSparkIO:
         else:
             df = self.spark.sql(f"SELECT * FROM {table} VERSION AS OF {version}")
         _check_columns(df.columns, [date_column, *required_columns], table)
-        return ReadResult(df.where(F.col(date_column) == F.lit(_valid_date(logical_date))), version)
+        date_type = _date_type(df.schema, table, date_column)
+        return ReadResult(df.where(date_condition(date_type, date_column, logical_date)), version)
 
     def replace_date(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
@@ -353,9 +402,10 @@ class DeltaRsIO:
         self._refuse_unsupported(delta, table)
         schema = self._spark_schema(delta)
         _check_columns(schema.fieldNames(), [date_column, *required_columns], table)
+        date_type = _date_type(schema, table, date_column)
         partition_columns = delta.metadata().partition_columns
         data_schema = StructType([f for f in schema.fields if f.name not in partition_columns])
-        predicate = [(date_column, "=", _valid_date(logical_date))]
+        predicate = _pruning_predicate(date_type, date_column, logical_date)
         frames = []
         # Partition values live only in the log, not in the files: read each partition, add them back.
         for values in delta.partitions(file_pruning_predicate=predicate) if partition_columns else [{}]:
@@ -369,7 +419,7 @@ class DeltaRsIO:
         if not frames:
             return ReadResult(self.spark.createDataFrame([], schema), version)
         df = reduce(DataFrame.unionByName, frames)  # pruning by statistics keeps a superset: filter rows
-        return ReadResult(df.where(F.col(date_column) == F.lit(logical_date)), version)
+        return ReadResult(df.where(date_condition(date_type, date_column, logical_date)), version)
 
     @staticmethod
     def _spark_schema(delta: DeltaTable) -> StructType:

@@ -28,9 +28,12 @@ class InferenceJobConfig:
     logical_date: str
     rejects_table: str | None = None
     key_column: str = "id"
-    input_columns: tuple[str, ...] = ("text",)
+    # The table columns fed to the model's inputs: in the inputs' order, or {model input: column}.
+    input_columns: tuple[str, ...] | dict[str, str] = ("text",)
     date_column: str = "date"
-    output_column: str = "embedding"
+    # Each output lands in a column named after it; output_columns renames ({output: column}), and
+    # output_column names the column of a single-output model (spark_jobs.columns.output_names).
+    output_column: str | None = None
     model_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
@@ -45,9 +48,13 @@ class InferenceJobConfig:
     job_timeout_s: float | None = None
     report_path: str | None = None
     run_id: str = "manual"
+    output_columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_columns", tuple(self.input_columns))
+        columns = self.input_columns
+        object.__setattr__(
+            self, "input_columns", dict(columns) if isinstance(columns, dict) else tuple(columns)
+        )
         object.__setattr__(self, "server_preferred_batch_sizes", tuple(self.server_preferred_batch_sizes))
         for name in ("input_table", "output_table", "model", "logical_date", "key_column"):
             if not getattr(self, name):
@@ -60,7 +67,8 @@ class InferenceJobConfig:
             ) from exc
         if ":" not in self.model:
             raise JobConfigError(
-                f"job setting 'model' must be a 'module:attribute' reference, got {self.model!r}"
+                "job setting 'model' must be a 'module:attribute' or 'hf:<task>:<directory or hub id>' "
+                f"reference, got {self.model!r}"
             )
         if self.batch_size < 1:
             raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
@@ -87,6 +95,19 @@ class InferenceJobConfig:
                 raise JobConfigError(f"job setting {name!r} must be > 0 seconds, got {value}")
         if not self.input_columns:
             raise JobConfigError("job setting 'input_columns' must name at least one column")
+        named = [
+            *self.input_columns,
+            *self.input_columns_list,
+            *self.output_columns,
+            *self.output_columns.values(),
+        ]
+        if self.output_column is not None:
+            named.append(self.output_column)
+        if not all(isinstance(name, str) and name for name in named):
+            raise JobConfigError(
+                "job settings 'input_columns', 'output_column' and 'output_columns' must hold non-empty "
+                f"names, got {self.input_columns!r}, {self.output_column!r}, {self.output_columns!r}"
+            )
         if self.rejects_table is None:
             object.__setattr__(self, "rejects_table", self.output_table.rstrip("/") + "_rejects")
         tables = {self.input_table, self.output_table, self.rejects_table}
@@ -94,6 +115,12 @@ class InferenceJobConfig:
             raise JobConfigError(
                 "job settings 'input_table', 'output_table' and 'rejects_table' must be three different tables"
             )
+
+    @property
+    def input_columns_list(self) -> tuple[str, ...]:
+        """The table columns the model reads, whichever form ``input_columns`` has."""
+        columns = self.input_columns
+        return tuple(columns.values()) if isinstance(columns, dict) else tuple(columns)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

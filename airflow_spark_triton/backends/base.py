@@ -11,6 +11,7 @@ fails with the backend's own reason and a DAG author can catch one type for all 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -142,4 +143,17 @@ class GpuSparkBackend(abc.ABC):
 
     def run_summary_uri(self, run_id: str) -> str | None:
         """Where a person reads the run's summary (a file or page), for the task's extra link; None if none."""
+        return None
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """The input table's columns as ``{name: Spark JSON type}``, read without a cluster, for the
+        pre-flight check (:mod:`airflow_spark_triton.preflight`); raises
+        :class:`~airflow_spark_triton.backends.table_schema.TableNotFound` for a table that does
+        not exist. None: this backend cannot tell before a cluster exists (the job checks then)."""
+        return None
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """``read(name)`` of the files in ``directory`` as the cluster's nodes see it (the file's
+        bytes, None if missing), for the pre-flight check of an ``hf:`` model directory; None:
+        this backend cannot look there before a cluster exists (the nodes check when they load it)."""
         return None

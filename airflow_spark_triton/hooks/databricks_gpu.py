@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
@@ -35,8 +35,12 @@ from tenacity.wait import wait_base
 
 from airflow_spark_triton.backends.base import BackendConfigError, BackendError
 
+if TYPE_CHECKING:
+    from databricks.sdk.service.catalog import TableInfo
+
 SCIM_ME_ENDPOINT = ("GET", "2.0/preview/scim/v2/Me")
 FILES_API = "api/2.0/fs/files"
+UNITY_CATALOG_TABLES = "2.1/unity-catalog/tables"
 DIRECTORIES_API = "api/2.0/fs/directories"
 MAX_RETRY_AFTER_S = 120.0
 
@@ -373,6 +377,21 @@ class DatabricksGpuHook(DatabricksHook):
     def delete_file(self, remote_path: str) -> None:
         """Delete a file; deleting a file that is not there succeeds."""
         self._raw_call("DELETE", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True)
+
+    # -- Unity Catalog ---------------------------------------------------------------------------
+
+    def get_table(self, full_name: str) -> TableInfo | None:
+        """A Unity Catalog table's info (``GET /api/2.1/unity-catalog/tables/{full_name}``, columns
+        included), or ``None`` when the table does not exist or this identity cannot see it."""
+        from databricks.sdk.service.catalog import TableInfo
+
+        try:
+            body = self._do_api_call(("GET", f"{UNITY_CATALOG_TABLES}/{quote(full_name, safe='')}"))
+        except AirflowException as exc:
+            if is_missing(exc) or _error_details(exc)[1] in ("TABLE_DOES_NOT_EXIST", "PERMISSION_DENIED"):
+                return None
+            raise
+        return TableInfo.from_dict(body)
 
     # -- connection test -------------------------------------------------------------------------
 

@@ -80,6 +80,7 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
 
     def execute(self, context: Context) -> str:
         spec = self._spec()
+        self._check_inference_tasks(context)
         backend = self.backend
         if spec.compute == JOB:
             if backend.has_job_compute:
@@ -93,6 +94,16 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
                 type(backend).__name__,
             )
         return self.execute_resumable(context)
+
+    def _check_inference_tasks(self, context: Context) -> None:
+        """The pre-flight checks of every inference task this one sets up (its direct downstream
+        :class:`TritonInferenceOperator` tasks), before a cluster is paid for: a wrong column, model
+        or batch size fails here, naming it, and no cluster is created."""
+        from airflow_spark_triton.operators.inference import TritonInferenceOperator
+
+        for task in self.get_direct_relatives(upstream=False):
+            if isinstance(task, TritonInferenceOperator):
+                task.check_before_cluster(context)
 
     def submit_job(self, context: Context) -> str:
         spec = self._spec()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
@@ -37,6 +37,7 @@ from airflow_spark_triton.links import (
     InferenceReportLink,
     InferenceRunLink,
 )
+from airflow_spark_triton.preflight import preflight
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
@@ -62,7 +63,7 @@ def scored_date(context: Context) -> str:
 # The operator's arguments that are the job's settings, under the same names (spark_jobs.job_config).
 JOB_SETTINGS = (
     "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
-    "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
+    "date_column", "output_column", "output_columns", "model_options", "batch_size", "server_ready_timeout_s",
     "inference_timeout_s", "job_timeout_s",
 )  # fmt: skip
 
@@ -89,7 +90,9 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     :param output_table: Delta table whose ``logical_date`` partition is replaced atomically (templated).
     :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
         ``<output_table>_rejects`` (templated).
-    :param model: ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated).
+    :param model: ``hf:<task>:<directory or hub id>`` (a Hugging Face model served through its task),
+        or ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated); see
+        ``docs/serving-models.md``.
     :param logical_date: the date to score, ``YYYY-MM-DD`` (templated); defaults to the run's logical
         date (``{{ ds }}``: the day before the fire time under the nightly DAGs'
         ``CronDataIntervalTimetable``, the named dates in a backfill), or for a run without one, the
@@ -98,10 +101,14 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
     :param key_column: unique row key, carried into output and rejects.
-    :param input_columns: columns fed to the model's inputs, in order.
-    :param date_column: the date column of the input (and partition column of the outputs).
-    :param output_column: name of the prediction column in the output table.
-    :param model_options: passed to the model's loader on each node (templated).
+    :param input_columns: columns fed to the model's inputs, in order, or ``{model input: column}``.
+    :param date_column: the date column of the input, DATE, TIMESTAMP (the UTC day) or ``YYYY-MM-DD``
+        string (and the partition column of the outputs).
+    :param output_column: the output column of a single-output model (default: the output's name).
+    :param output_columns: ``{model output: column}`` renames outputs; each output lands in a column of
+        its own, named after the output unless renamed.
+    :param model_options: passed to the model's loader on each node (templated); an ``hf:`` model
+        takes its task's options (``max_new_tokens``, ``num_beams`` ...), checked before any cluster.
     :param server_ready_timeout_s: how long the job waits for every node's Triton server to be ready.
     :param inference_timeout_s: Triton client timeout per request (and for the client to connect).
     :param job_timeout_s: the job cancels its own Spark jobs and cleans up after this many seconds;
@@ -144,9 +151,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         min_rows: int = 0,
         batch_size: int = 64,
         key_column: str = "id",
-        input_columns: Sequence[str] = ("text",),
+        input_columns: Sequence[str] | Mapping[str, str] = ("text",),
         date_column: str = "date",
-        output_column: str = "embedding",
+        output_column: str | None = None,
+        output_columns: Mapping[str, str] | None = None,
         model_options: dict[str, Any] | None = None,
         server_ready_timeout_s: float = 180.0,
         inference_timeout_s: float = 300.0,
@@ -164,7 +172,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self.input_table, self.output_table, self.rejects_table = input_table, output_table, rejects_table
         self.model, self.model_options, self.batch_size = model, model_options or {}, batch_size
         self.logical_date, self.date_column, self.key_column = logical_date, date_column, key_column
-        self.input_columns, self.output_column = tuple(input_columns), output_column
+        self.input_columns = (
+            dict(input_columns) if isinstance(input_columns, Mapping) else tuple(input_columns)
+        )
+        self.output_column, self.output_columns = output_column, dict(output_columns or {})
         self.server_ready_timeout_s, self.inference_timeout_s = server_ready_timeout_s, inference_timeout_s
         self.job_timeout_s = job_timeout_s
         self._run_id: str | None = None
@@ -173,14 +184,42 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     def backend(self) -> GpuSparkBackend:
         return get_backend(self.conn_id)
 
-    def job_config(self) -> InferenceJobConfig:
-        """The job's settings, each coerced to its declared type (a rendered template is text)."""
-        settings = {name: getattr(self, name) for name in JOB_SETTINGS}
-        settings["rejects_table"] = self.rejects_table or None
-        settings["model_options"] = coerce_mapping("model_options", self.model_options, label="job setting")
-        return InferenceJobConfig(
-            **coerce_fields(InferenceJobConfig, settings, label="job setting", error=JobConfigError)
+    def job_config(self, settings: Mapping[str, Any] | None = None) -> InferenceJobConfig:
+        """The job's settings (this task's, or ``settings`` by the same names), each coerced to its
+        declared type (a rendered template is text)."""
+        values = (
+            dict(settings) if settings is not None else {name: getattr(self, name) for name in JOB_SETTINGS}
         )
+        values["rejects_table"] = values.get("rejects_table") or None
+        values["model_options"] = coerce_mapping(
+            "model_options", values.get("model_options"), label="job setting"
+        )
+        return InferenceJobConfig(
+            **coerce_fields(InferenceJobConfig, values, label="job setting", error=JobConfigError)
+        )
+
+    def check_before_cluster(self, context: Context) -> None:
+        """The pre-flight checks of this task's job, run by the create task that sets up its cluster.
+
+        This task's templates are rendered here with the create task's context (the same DAG run and
+        params); a setting that cannot be rendered yet (one reading an XCom this run has not pushed)
+        leaves the checks to this task, which runs them again before it submits.
+        """
+        env = self.get_template_env()
+        try:
+            rendered = {
+                name: self.render_template(getattr(self, name), context, env) if name in self.template_fields
+                else getattr(self, name)
+                for name in (*JOB_SETTINGS, "conn_id")
+            }  # fmt: skip
+        except Exception as exc:
+            self.log.info(
+                "Pre-flight of %s left to that task: its settings do not render yet (%s)", self.task_id, exc
+            )
+            return
+        conn_id = str(rendered.pop("conn_id"))
+        rendered["logical_date"] = rendered.get("logical_date") or scored_date(context)
+        preflight(self.job_config(rendered), get_backend(conn_id))
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.logical_date = self.logical_date or scored_date(context)
@@ -239,7 +278,9 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> str:
         job = self.job_config()
-        self._run_id = self.backend.submit_job(
+        backend = self.backend
+        preflight(job, backend)  # the create task checked too; the table may have changed since
+        self._run_id = backend.submit_job(
             str(self.cluster_id), job, idempotency_token(context), time_limit_s=self.run_time_limit_s(job)
         )
         self.log.info(

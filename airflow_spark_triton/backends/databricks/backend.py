@@ -25,6 +25,7 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,19 @@ from airflow_spark_triton.backends.databricks.libraries import (
     library_failures,
     model_libraries,
 )
+from airflow_spark_triton.backends.table_schema import TableNotFound, unity_catalog_columns
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
 from airflow_spark_triton.hooks.databricks_gpu import (
     DatabricksGpuHook,
     gave_up_retryable,
     is_missing,
     last_http_error,
+    volume_of,
 )
 from spark_jobs.batch_inference import ERROR_PREFIX  # what the job prints on failure
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.progress import PROGRESS_SUFFIX, sibling
+from spark_jobs.table_names import table_name_parts
 
 CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
 LIST_CLUSTERS_ENDPOINT = ("GET", "2.1/clusters/list")
@@ -591,3 +595,35 @@ class DatabricksBackend(GpuSparkBackend):
         """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own
         summary and error lines are (the Markdown summary on the volume needs workspace login too)."""
         return self.hook.get_run(int(run_id)).get("run_page_url")
+
+    # -- pre-flight --------------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """A ``catalog.schema.table`` from Unity Catalog's table info; a path (a volume, cloud storage)
+        is left to the job, which reads it with Spark. An API failure the hook's retries did not get
+        past is logged and left to the job too: a pre-flight check must not fail a healthy run."""
+        parts = table_name_parts(table)
+        if parts is None:
+            return None
+        full_name = ".".join(part.strip("`") for part in parts)
+        try:
+            info = self.hook.get_table(full_name)
+        except AirflowException as exc:
+            log.warning(
+                "Could not read Unity Catalog table %s before the run (%s); the job checks it", table, exc
+            )
+            return None
+        if info is None:
+            raise TableNotFound(
+                f"input table {table} does not exist in Unity Catalog, or this connection's identity "
+                "cannot see it (it needs SELECT on the table and USE on its catalog and schema)"
+            )
+        return unity_catalog_columns(info)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """Files of a ``/Volumes/...`` directory through the Files API; other paths (DBFS, the
+        workspace, a node's disk) are checked by the nodes when they load the model."""
+        if volume_of(directory) is None:
+            return None
+        root = directory.rstrip("/")
+        return lambda name: self.hook.read_file(f"{root}/{name}")

@@ -64,6 +64,7 @@ from airflow_spark_triton.backends.local.cluster_state import (
 from airflow_spark_triton.backends.local.commands import LOCALHOST, memory_mb
 from airflow_spark_triton.backends.local.reaper import REAPER_MODULE, gone_owners, owner_records
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
+from airflow_spark_triton.backends.table_schema import delta_rs_columns
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
@@ -77,6 +78,7 @@ from airflow_spark_triton.runs.supervised import (
 )
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json
+from spark_jobs.models.huggingface import local_reader
 from spark_jobs.node_state import free_port
 
 log = logging.getLogger(__name__)
@@ -735,3 +737,12 @@ class LocalSparkBackend(SupervisedRunsBackend):
             return argv, env, str(script)
 
         return self.runs.start(cluster_id, idempotency_token, build, lambda: self._require_usable(cluster_id))
+
+    # -- pre-flight ---------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """delta-rs reads the schema: the nodes are this machine, so a missing path is a missing table."""
+        return delta_rs_columns(table)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        return local_reader(directory)

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from airflow_spark_triton.backends.base import ClusterError, RunError
 from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
+from airflow_spark_triton.backends.table_schema import delta_rs_columns
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 from airflow_spark_triton.runs.env import run_environment
@@ -47,6 +48,7 @@ from airflow_spark_triton.runs.records import JsonRecord, now_iso
 from airflow_spark_triton.runs.supervised import batch_inference_script
 from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
+from spark_jobs.models.huggingface import local_reader
 
 log = logging.getLogger(__name__)
 
@@ -293,3 +295,14 @@ class SparkSubmitBackend(SupervisedRunsBackend):
             if self._attachment_report_dir(self.runs.owner_of(run_id)):
                 raise RunError(f"{exc} (is the connection's report_dir shared with the driver?)") from exc
             raise
+
+    # -- pre-flight ---------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """delta-rs reads the schema of a table this machine reaches (a shared path or a URI); a path
+        that is not here may still be the cluster's, so that is left to the job."""
+        return delta_rs_columns(table, must_exist=False)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """A model directory this machine sees too (a shared file system); else the nodes check it."""
+        return local_reader(directory) if Path(directory).expanduser().is_dir() else None
