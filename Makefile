@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 VAR := $(CURDIR)/var
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 
+# nightly_translations' model: the tiny offline T5 that `make demo` builds under var/models.
+TRANSLATION_MODEL := hf:text2text-generation:$(VAR)/models/tiny-t5-en-fr
+
 # The demo's Airflow, data and clusters all live under ./var, never in the user's home.
 DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
@@ -14,7 +17,8 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	SPARK_TRITON_DATA_DIR=$(VAR)/data \
 	AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
 	SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL)
 
 .PHONY: install demo test test-fast lint clean java airflow
 
@@ -50,7 +54,7 @@ airflow: install java
 	mkdir -p $(VAR)
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
-		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
+		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL) \
 		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
 
 lint: install

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from databricks.sdk.service import compute, files, jobs
+from databricks.sdk.service import catalog, compute, files, jobs
 
 from tests.databricks_emulator import validation
 from tests.databricks_emulator.errors import ApiError
@@ -29,6 +29,7 @@ from tests.databricks_emulator.state import Settings, Workspace
 
 log = logging.getLogger(__name__)
 REDACTED = "Bearer <redacted>"
+UC_TABLES = "2.1/unity-catalog/tables/"
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,10 @@ class DatabricksEmulator:
         """Seed an instance pool whose nodes are ``node_type_id``."""
         self.workspace.add_instance_pool(pool_id, node_type_id, name)  # type: ignore[union-attr]
 
+    def add_table(self, full_name: str, columns: list[tuple[str, str]]) -> None:
+        """Seed a Unity Catalog table: ``columns`` are ``(name, Spark type JSON)``, e.g. ``("id", '"long"')``."""
+        self.workspace.add_table(full_name, columns)  # type: ignore[union-attr]
+
     def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
         with self.workspace.lock:  # type: ignore[union-attr]
             self.workspace.init_failures.append(stderr)  # type: ignore[union-attr]
@@ -340,6 +345,11 @@ class DatabricksEmulator:
     ) -> tuple[int, Any]:
         if endpoint.startswith("2.0/fs/"):
             return self._files(method, endpoint, query, raw)
+        if endpoint.startswith(UC_TABLES) and method == "GET":
+            full_name = unquote(endpoint.removeprefix(UC_TABLES))
+            body = {"full_name": full_name, **validation.query_to_body(catalog.TablesAPI.get, query)}
+            validation.check_call(catalog.TablesAPI.get, body)
+            return 200, self.workspace.table(full_name)  # type: ignore[union-attr]
         route = self.routes().get((method, endpoint))
         if route is None:
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")

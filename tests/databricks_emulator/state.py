@@ -320,6 +320,10 @@ class Settings:
     progress_rows: int = 1000  # the rows a fast-mode run reports it scores, in its progress file
 
 
+# Spark JSON type names -> Unity Catalog's ColumnTypeName, where they differ.
+_UC_TYPE_NAMES = {"integer": "INT", "array": "ARRAY", "timestamp_ntz": "TIMESTAMP_NTZ"}
+
+
 class Workspace:
     """All emulated state; every public method takes the lock, so handler threads see one history."""
 
@@ -338,6 +342,7 @@ class Workspace:
         self.run_failures: deque[str] = deque()
         self.policies: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, dict[str, Any]] = {}
+        self.tables: dict[str, dict[str, Any]] = {}  # Unity Catalog table infos by full name
         self.cleanup_threads: list[threading.Thread] = []
         self._next_id = 1000
 
@@ -365,6 +370,39 @@ class Workspace:
                 "state": "ACTIVE",
                 "idle_instance_autotermination_minutes": 10,
             }
+
+    def add_table(self, full_name: str, columns: list[tuple[str, str]]) -> None:
+        """A Unity Catalog Delta table ``catalog.schema.table`` with ``(name, Spark type JSON)``
+        columns, stored as ``tables/get`` answers it; the SDK's ``TableInfo`` checks the shape."""
+        from databricks.sdk.service import catalog
+
+        catalog_name, schema_name, table_name = full_name.split(".")
+        infos = []
+        for position, (name, type_json) in enumerate(columns):
+            kind = json.loads(type_json)
+            text = kind if isinstance(kind, str) else f"{kind['type']}<{kind.get('elementType')}>"
+            infos.append(
+                catalog.ColumnInfo(
+                    name=name, position=position, nullable=True, type_text=text,
+                    type_json=json.dumps({"name": name, "type": kind, "nullable": True, "metadata": {}}),
+                    type_name=catalog.ColumnTypeName(_UC_TYPE_NAMES.get(text.split("<")[0], text.split("<")[0].upper())),
+                )  # fmt: skip
+            )
+        info = catalog.TableInfo(
+            name=table_name, catalog_name=catalog_name, schema_name=schema_name, full_name=full_name,
+            table_type=catalog.TableType.MANAGED, data_source_format=catalog.DataSourceFormat.DELTA,
+            columns=infos,
+        )  # fmt: skip
+        body = info.as_dict()
+        assert catalog.TableInfo.from_dict(body).as_dict() == body
+        with self.lock:
+            self.tables[full_name] = body
+
+    def table(self, full_name: str) -> dict[str, Any]:
+        with self.lock:
+            if full_name not in self.tables:
+                raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+            return self.tables[full_name]
 
     def policy(self, policy_id: str) -> dict[str, Any]:
         with self.lock:
