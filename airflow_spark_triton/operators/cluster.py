@@ -101,6 +101,8 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
         or batch size fails here, naming it, and no cluster is created."""
         from airflow_spark_triton.operators.inference import TritonInferenceOperator
 
+        if not self.has_dag():  # an operator used on its own has no inference tasks to check
+            return
         for task in self.get_direct_relatives(upstream=False):
             if isinstance(task, TritonInferenceOperator):
                 task.check_before_cluster(context)

