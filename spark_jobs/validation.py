@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs.columns import InputSchemaError, check_table
-from spark_jobs.models.base import ServedModel, TensorSpec
+from spark_jobs.models.base import IMAGE, ServedModel, TensorSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -31,11 +31,28 @@ def check_schema(df: DataFrame, table: str, job: InferenceJobConfig, model: Serv
     check_table({f.name: f.dataType.jsonValue() for f in df.schema.fields}, table, job, model)
 
 
+# Where each image format's signature starts (1-based, as Spark's substring counts) and what it is.
+IMAGE_SIGNATURES = (
+    (1, b"\x89PNG\r\n\x1a\n"), (1, b"\xff\xd8\xff"), (1, b"GIF87a"), (1, b"GIF89a"), (1, b"BM"),
+    (9, b"WEBP"), (1, b"II*\x00"), (1, b"MM\x00*"),
+)  # fmt: skip
+
+
 def _binary_reason(col: Column, name: str, spec: TensorSpec) -> Column:
-    """Raw bytes (an encoded image): present and within ``max_bytes``; what they hold is the model's."""
+    """Raw bytes: present, within ``max_bytes`` and, for an image input, an image by its signature (a
+    row the model could not decode would fail its whole batch on the server)."""
     checks = [(col.isNull(), f"{name} is null"), (F.octet_length(col) == 0, f"{name} is empty")]
     if spec.max_bytes:
         checks.append((F.octet_length(col) > spec.max_bytes, f"{name} is longer than {spec.max_bytes} bytes"))
+    if spec.content == IMAGE:
+        signed = [
+            F.substring(col, start, len(magic)) == F.lit(bytearray(magic))
+            for start, magic in IMAGE_SIGNATURES
+        ]
+        is_image = signed[0]
+        for condition in signed[1:]:
+            is_image = is_image | condition
+        checks.append((~is_image, f"{name} is not a PNG, JPEG, GIF, BMP, WEBP or TIFF image"))
     return _first_reason(checks)
 
 

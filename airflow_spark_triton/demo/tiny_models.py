@@ -206,7 +206,10 @@ def min_greedy_margin(directory: str | Path, texts: list[str], seq2seq: bool, **
             encoded = tokenizer([prefix + text], return_tensors="pt")
             encoded.pop("token_type_ids", None)
             out = model.generate(
-                **encoded, **generate, do_sample=False, output_logits=True, return_dict_in_generate=True
+                **encoded,
+                **{**generate, "do_sample": False},
+                output_logits=True,
+                return_dict_in_generate=True,
             )
             for logits in out.logits:
                 top = logits[0].float().topk(2).values

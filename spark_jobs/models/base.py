@@ -36,6 +36,8 @@ NUMERIC_DTYPES = (
     "float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "bool",
 )  # fmt: skip
 DTYPES = (TEXT, BINARY, *NUMERIC_DTYPES)
+# What a binary input holds, where the job can tell a row that cannot be one before inference.
+IMAGE = "image"  # an encoded image: PNG, JPEG, GIF, BMP, WEBP or TIFF, told by its first bytes
 # A variable-length output travels padded to its batch's longest row, with each row's length in a
 # second Triton output of this suffix; the client cuts every row back to its length.
 LENGTH_SUFFIX = "__length"
@@ -55,6 +57,7 @@ class TensorSpec:
     dtype: str  # "bytes" for text, "binary" for raw bytes, else a numpy dtype name: "float32", "int64", ...
     shape: tuple[int, ...] = (1,)
     max_bytes: int | None = None  # text or binary inputs longer than this are rejected, not truncated
+    content: str | None = None  # a binary input's kind (IMAGE): rows that are not one are rejected
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.shape) or (1,)
@@ -70,6 +73,10 @@ class TensorSpec:
             )
         if self.max_bytes is not None and self.max_bytes < 1:
             raise ValueError(f"tensor {self.name!r}: max_bytes must be >= 1, got {self.max_bytes}")
+        if self.content is not None and (self.content != IMAGE or self.dtype != BINARY):
+            raise ValueError(
+                f"tensor {self.name!r}: content {self.content!r} needs dtype {BINARY!r} and is {IMAGE!r}"
+            )
 
     @property
     def numpy_dtype(self) -> np.dtype:

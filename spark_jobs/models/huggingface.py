@@ -44,6 +44,7 @@ from spark_jobs.models.base import (
     BINARY,
     DEVICE_OPTION,
     HF_SCHEME,
+    IMAGE,
     INSTANCE_OPTION,
     TEXT,
     InferFn,
@@ -443,7 +444,7 @@ TASKS: dict[str, HfTask] = {
     ),
     "image-classification": HfTask(
         "image-classification",
-        (TensorSpec("image", BINARY, (1,), max_bytes=_IMAGE_MAX_BYTES),),
+        (TensorSpec("image", BINARY, (1,), max_bytes=_IMAGE_MAX_BYTES, content=IMAGE),),
         _LABEL_SCORE,
         {**COMMON_OPTIONS, "function_to_apply": str},
         _load_image_classification,

@@ -23,7 +23,7 @@ spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 elapsed = time.perf_counter() - start
-heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {"pyspark", "torch", "pytriton", "deltalake", "sentence_transformers"})
+heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {"pyspark", "torch", "pytriton", "deltalake", "sentence_transformers", "transformers", "PIL"})
 print(json.dumps({"seconds": elapsed, "heavy": heavy}))
 """
 
