@@ -224,16 +224,23 @@ def date_condition(date_type: str, date_column: str, logical_date: str):
     return (column >= F.lit(start).cast(date_type)) & (column < F.lit(end).cast(date_type))
 
 
+def _partition_value(value: str | None, data_type: Any):
+    """A partition value from the log as a column. Delta writes a TIMESTAMP's partition value in UTC,
+    and Spark would read a zoneless string in the session's time zone: say it is UTC."""
+    if value is not None and data_type.typeName() == "timestamp" and value[-1:].isdigit():
+        value += "Z"
+    return F.lit(value).cast(data_type)
+
+
 def _pruning_predicate(date_type: str, date_column: str, logical_date: str) -> list[tuple[str, str, str]]:
     """delta-rs file pruning for the date (a superset: the rows are filtered by :func:`date_condition`).
 
     A timestamp is pruned a day wider on each side, since statistics and partition values may be
-    written in any zone's terms; delta-rs parses timestamps only in full ISO form."""
+    written in any zone's terms; delta-rs parses ``YYYY-MM-DD hh:mm:ss`` for both timestamp types."""
     if date_type in ("string", "date"):
         return [(date_column, "=", _valid_date(logical_date))]
-    start, end = _day_bounds(logical_date, before=1, after=2)
-    suffix = "Z" if date_type == "timestamp" else ""
-    return [(date_column, ">=", start + suffix), (date_column, "<", end + suffix)]
+    start, end = (bound.replace("T", " ") for bound in _day_bounds(logical_date, before=1, after=2))
+    return [(date_column, ">=", start), (date_column, "<", end)]
 
 
 class DeltaSparkIO:
@@ -413,7 +420,7 @@ class DeltaRsIO:
             uris = delta.file_uris(file_pruning_predicate=selected)
             if files := [f"file://{u}" if u.startswith("/") else u for u in uris]:
                 frame = self.spark.read.schema(data_schema).parquet(*files)
-                columns = [F.lit(values[f.name]).cast(f.dataType).alias(f.name) if f.name in values
+                columns = [_partition_value(values[f.name], f.dataType).alias(f.name) if f.name in values
                            else F.col(f.name) for f in schema.fields]  # fmt: skip
                 frames.append(frame.select(*columns))
         if not frames:
