@@ -433,7 +433,7 @@ def record_class_archives(hook, spec, work: Path) -> float | None:
     """
     from airflow_spark_triton.backends.base import RunLifecycle
     from airflow_spark_triton.backends.local import commands, jvm_archive
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
 
     spark_home = str(commands.spark_home())
     roles = jvm_archive.RUN_ROLES + jvm_archive.DAEMON_ROLES

@@ -32,7 +32,7 @@ from spark_jobs.json_files import read_json
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
 
 log = logging.getLogger(__name__)
 

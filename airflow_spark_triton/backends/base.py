@@ -20,7 +20,7 @@ from airflow_spark_triton.runs.states import RunLifecycle
 
 if TYPE_CHECKING:
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig, RunReport
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ class GpuSparkBackend(abc.ABC):
         """Cancel and wait until the run's driver is gone; canceling a finished run is a no-op."""
 
     @abc.abstractmethod
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
-        """The JSON report the job wrote (counts, Delta versions, servers, timings); :class:`RunError` if none."""
+    def get_run_report(self, run_id: str) -> RunReport:
+        """The report the job wrote (counts, Delta versions, servers, timings); :class:`RunError` if none."""
 
     # -- optional capabilities: the defaults say "not available" -----------------------------------
 

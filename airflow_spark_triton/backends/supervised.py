@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from airflow_spark_triton.backends.base import GpuSparkBackend, RunError, RunStatus
 from airflow_spark_triton.runs.records import state_home
-from airflow_spark_triton.runs.supervised import REPORT_FILE, SupervisedRuns
+from airflow_spark_triton.runs.supervised import SupervisedRuns
+from spark_jobs.contract import REPORT_FILE, RunReport
 
 
 class SupervisedRunsBackend(GpuSparkBackend):
@@ -64,7 +65,7 @@ class SupervisedRunsBackend(GpuSparkBackend):
     def cancel_run(self, run_id: str) -> None:
         self.runs.cancel(run_id)
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         return self.runs.report(run_id)
 
     def get_run_progress(self, run_id: str) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from airflow_spark_triton.links import (
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError, RunReport, default_rejects_table
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,7 +59,7 @@ def scored_date(context: Context) -> str:
     return (run_after.date() - dt.timedelta(days=1)).isoformat()
 
 
-# The operator's arguments that are the job's settings, under the same names (spark_jobs.job_config).
+# The operator's arguments that are the job's settings, under the same names (spark_jobs.contract).
 JOB_SETTINGS = (
     "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
     "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
@@ -191,15 +191,16 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         report = self.execute_resumable(context)
         return self._complete(context, report)
 
-    def _complete(self, context: Context, report: dict[str, Any]) -> dict[str, Any]:
-        """The run is over and its report is in hand: check the floor, forget the run id, annotate."""
+    def _complete(self, context: Context, report: RunReport) -> dict[str, Any]:
+        """The run is over and its report is in hand: check the floor, forget the run id, annotate.
+        Returns the report as plain JSON values: the task's XCom, which users read."""
         store = context.get("task_state_store")
         if store is not None:
             # A later try of this task instance is a clear or a reprocess: it must score again.
             store.delete(self.external_id_key)
         self._check_rows(report)
         self._annotate_outlets(context, report)
-        return report
+        return report.to_dict()
 
     def _warn_if_day_not_over(self, context: Context) -> None:
         """A zero-width data interval (``CronTriggerTimetable``) makes ``logical_date`` the day that
@@ -216,10 +217,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
                 day, context.get("data_interval_start"), context.get("data_interval_end"),
             )  # fmt: skip
 
-    def _check_rows(self, report: dict[str, Any]) -> None:
+    def _check_rows(self, report: RunReport) -> None:
         """An empty input date is news: a warning always, a failure below ``min_rows``."""
-        rows_read = int(report.get("rows_read") or 0)
-        date, table = report.get("logical_date") or self.logical_date, self.input_table
+        rows_read = int(report.rows_read or 0)
+        date, table = report.logical_date or self.logical_date, self.input_table
         if rows_read == 0:
             self.log.warning("No input rows for %s in %s: nothing was scored", date, table)
         if rows_read < int(self.min_rows):
@@ -256,7 +257,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return status == RunLifecycle.SUCCESS.value
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+    def poll_until_complete(self, external_id: Any, context: Context) -> RunReport:
         self._run_id = str(external_id)
         self._push_links(context, self._run_id)
         if self.deferrable:
@@ -336,7 +337,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self._last_progress = key
         self.log.info("Run %s progress: %s", run_id, format_progress(progress))
 
-    def _annotate_outlets(self, context: Context, report: dict[str, Any]) -> None:
+    def _annotate_outlets(self, context: Context, report: RunReport) -> None:
         """Attach what this run wrote to each Asset outlet's event, for consumers to read."""
         from airflow.sdk import Asset
 
@@ -347,13 +348,13 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             "table": str(self.output_table),
             "table_uri": table_uri(str(self.output_table), self._workspace_host()),
             "rejects_table": self._rejects_table(),
-            "logical_date": report.get("logical_date") or str(self.logical_date),
+            "logical_date": report.logical_date or str(self.logical_date),
             "date_column": self.date_column,
-            "output_version": report.get("output_version"),
-            "rows_scored": report.get("rows_scored"),
-            "rows_rejected": report.get("rows_rejected"),
-            "model": report.get("model") or str(self.model),
-            "run_id": report.get("run_id"),
+            "output_version": report.output_version,
+            "rows_scored": report.rows_scored,
+            "rows_rejected": report.rows_rejected,
+            "model": report.model or str(self.model),
+            "run_id": report.run_id,
         }
         for outlet in self.outlets or []:
             if isinstance(outlet, Asset):
@@ -378,25 +379,25 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
 
     def _rejects_table(self) -> str:
         """The rejects table as the job resolves it, without building (and validating) a job config."""
-        return str(self.rejects_table or f"{str(self.output_table).rstrip('/')}_rejects")
+        return str(self.rejects_table or default_rejects_table(str(self.output_table)))
 
-    def _finish(self, status: RunStatus) -> dict[str, Any]:
+    def _finish(self, status: RunStatus) -> RunReport:
         if status.state is not RunLifecycle.SUCCESS:
             raise RunError(f"inference run {status.run_id} {status.state.value}: {status.message}")
         return self.get_job_result(status.run_id, {})  # type: ignore[arg-type]
 
-    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+    def get_job_result(self, external_id: Any, context: Context) -> RunReport:
         report = self.backend.get_run_report(str(external_id))
         self.log.info(
             "Run %s for %s: read %s, scored %s, rejected %s (input v%s -> output v%s) at %s rows/s",
             external_id,
-            report.get("logical_date"),
-            report.get("rows_read"),
-            report.get("rows_scored"),
-            report.get("rows_rejected"),
-            report.get("input_version"),
-            report.get("output_version"),
-            report.get("rows_per_s"),
+            report.logical_date,
+            report.rows_read,
+            report.rows_scored,
+            report.rows_rejected,
+            report.input_version,
+            report.output_version,
+            report.rows_per_s,
         )
         return report
 

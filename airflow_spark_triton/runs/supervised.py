@@ -14,7 +14,7 @@ attachment; ``run_id`` is ``<owner_id>-run-<8 hex>``)::
     status.json     PENDING → RUNNING → SUCCESS | FAILED | CANCELED, with the job's error message
                     (a guarded record: a finished run never changes state again)
     driver.log      the command's output; supervisor.log
-    report.json, report.progress.json, report.md   written by the job (spark_jobs.progress)
+    report.json, report.progress.json, report.md   written by the job (names: spark_jobs.contract)
 
 The JSON records (run, command, status) are readable by this user only (mode 0600).
 
@@ -26,7 +26,6 @@ Airflow.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -52,8 +51,8 @@ from airflow_spark_triton.runs.supervisor import (
     run_state,
     status_record,
 )
+from spark_jobs.contract import REPORT_FILE, ReportError, RunReport, progress_path, summary_path
 from spark_jobs.json_files import read_json, write_json_atomic
-from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
 STOP_GRACE_S = 15.0
 CANCEL_TIMEOUT_S = KILL_AFTER_S + 15.0  # the supervisor's own escalation, plus slack
@@ -61,7 +60,6 @@ SUPERVISOR_START_GRACE_S = 120.0
 SUPERVISOR_MODULE = "airflow_spark_triton.runs.supervisor"
 RUN_SEPARATOR = "-run-"
 RUN_FILE = "run.json"
-REPORT_FILE = "report.json"
 
 # Builds the command of a new run from its id and directory: (argv, env, script). ``script`` is
 # the Python file the driver runs; the supervisor sends it SIGTERM first on cancel. ``env`` must
@@ -71,13 +69,6 @@ CommandBuilder = Callable[[str, Path], tuple[list[str], dict[str, str], str]]
 
 class RunsError(Exception):
     """What :class:`SupervisedRuns` raises unless its backend hands it an error class of its own."""
-
-
-def batch_inference_script() -> Path:
-    """The job's entry point, as spark-submit runs it."""
-    import spark_jobs
-
-    return Path(spark_jobs.__file__).resolve().parent / "batch_inference.py"
 
 
 def process_record(data: dict[str, Any] | None) -> ProcessRecord | None:
@@ -355,22 +346,22 @@ class SupervisedRuns:
 
     # -- what the job wrote -------------------------------------------------------------------
 
-    def report(self, run_id: str) -> dict[str, Any]:
+    def report(self, run_id: str) -> RunReport:
         path = self.report_path(run_id)
         try:
-            return json.loads(path.read_text())
+            return RunReport.from_json(path.read_text())
         except FileNotFoundError as exc:
             raise self.error(f"run {run_id} wrote no report: {path} does not exist") from exc
-        except json.JSONDecodeError as exc:
+        except ReportError as exc:
             raise self.error(f"run {run_id} wrote an unreadable report {path}: {exc}") from exc
 
     def progress(self, run_id: str) -> dict[str, Any] | None:
         """The job's latest ``report.progress.json`` (rows done/total, rows/s), or None before it writes one."""
-        return read_json(self.report_path(run_id).with_name(PROGRESS_FILE))
+        return read_json(progress_path(self.report_path(run_id)))
 
     def summary_uri(self, run_id: str) -> str:
         """Where the job writes the Markdown summary of its report (exists once the run ends)."""
-        return self.report_path(run_id).with_name(SUMMARY_FILE).as_uri()
+        return summary_path(self.report_path(run_id)).as_uri()
 
     def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
         """The end of the driver's output, for operators to show in the task log on failure."""

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError
 from spark_jobs.triton_fleet import (
     CPU_MAX_QUEUE_DELAY_US,
     MAX_CPU_INSTANCES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spark_jobs.batch_inference import error_summary
-from spark_jobs.job_config import JobConfigError
+from spark_jobs.contract import JobConfigError
 
 MODEL_ERROR = """An exception was thrown from the Python worker:
 Traceback (most recent call last):

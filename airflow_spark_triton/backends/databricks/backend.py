@@ -41,7 +41,7 @@ from airflow_spark_triton.backends.base import (
     RunLifecycle,
     RunStatus,
 )
-from airflow_spark_triton.backends.databricks.artifacts import JOB_FILE, artifact_set
+from airflow_spark_triton.backends.databricks.artifacts import artifact_set
 from airflow_spark_triton.backends.databricks.cluster_spec import (
     KEY_TAG,
     WHEEL_ENV,
@@ -62,9 +62,15 @@ from airflow_spark_triton.hooks.databricks_gpu import (
     is_missing,
     last_http_error,
 )
-from spark_jobs.batch_inference import ERROR_PREFIX  # what the job prints on failure
-from spark_jobs.job_config import InferenceJobConfig
-from spark_jobs.progress import PROGRESS_SUFFIX, sibling
+from spark_jobs.contract import (
+    DEFAULT_RUN_ID,
+    ERROR_PREFIX,
+    JOB_SCRIPT,
+    InferenceJobConfig,
+    ReportError,
+    RunReport,
+    progress_path,
+)
 
 CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
 LIST_CLUSTERS_ENDPOINT = ("GET", "2.1/clusters/list")
@@ -81,7 +87,6 @@ LIVE_STATES = ("PENDING", "RUNNING", "RESTARTING", "RESIZING")
 READY_STATES = ("RUNNING", "RESIZING")
 DEAD_STATES = ("TERMINATING", "TERMINATED", "ERROR")
 TASK_KEY = "batch_inference"
-DEFAULT_RUN_ID = "manual"
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +463,7 @@ class DatabricksBackend(GpuSparkBackend):
         installed = (cluster.get("spark_env_vars") or {}).get(WHEEL_ENV)
         libraries = None
         if installed:
-            job_file = f"{installed.rsplit('/', 1)[0]}/{JOB_FILE.name}"
+            job_file = f"{installed.rsplit('/', 1)[0]}/{JOB_SCRIPT.name}"
         else:
             paths = self.ensure_artifacts()
             job_file = paths["job_file"]
@@ -472,16 +477,16 @@ class DatabricksBackend(GpuSparkBackend):
         # The model's declared requirements and wheels, on every node of the run's cluster; checked
         # (PEP 508, wheels exist) before anything is submitted.
         libraries = [*(libraries or []), *model_libraries(self.hook, job.model)] or None
-        changes: dict[str, Any] = {"report_path": f"{self.hook.artifact_root}/reports/{name}.json"}
-        if job.expected_executors is None and worker_count(cluster):
-            changes["expected_executors"] = worker_count(cluster)  # one Triton server per worker node
-        if job.run_id == DEFAULT_RUN_ID:
-            changes["run_id"] = name  # per try: a retry never adopts a server of an earlier try
-        job = job.replace(**changes)
+        job = job.for_run(
+            # per try: a retry never adopts a server of an earlier try
+            run_id=name if job.run_id == DEFAULT_RUN_ID else job.run_id,
+            report_path=f"{self.hook.artifact_root}/reports/{name}.json",
+            workers=worker_count(cluster),
+        )
         task = jobs.SubmitTask(
             task_key=TASK_KEY,
             **where,
-            spark_python_task=jobs.SparkPythonTask(python_file=job_file, parameters=["--job", job.to_json()]),
+            spark_python_task=jobs.SparkPythonTask(python_file=job_file, parameters=job.to_args()),
             libraries=libraries,
         )
         body = {
@@ -547,12 +552,12 @@ class DatabricksBackend(GpuSparkBackend):
     @staticmethod
     def report_path_of(run: dict[str, Any]) -> str | None:
         for task in run.get("tasks", []):
-            params = (task.get("spark_python_task") or {}).get("parameters") or []
-            if "--job" in params[:-1]:
-                return InferenceJobConfig.from_json(params[params.index("--job") + 1]).report_path
+            job = InferenceJobConfig.from_args((task.get("spark_python_task") or {}).get("parameters") or [])
+            if job is not None:
+                return job.report_path
         return None
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         """Read the report back from the volume; the path is in the run's own parameters."""
         run = self.hook.get_run(int(run_id))
         path = self.report_path_of(run)
@@ -566,7 +571,10 @@ class DatabricksBackend(GpuSparkBackend):
                 f"({state.get('life_cycle_state')}/{state.get('result_state')}: "
                 f"{state.get('state_message', '')})"
             )
-        return json.loads(content)
+        try:
+            return RunReport.from_json(content)
+        except ReportError as exc:
+            raise RunError(f"run {run_id} wrote an unreadable report at {path}: {exc}") from exc
 
     def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
         """The job's latest progress (rows done/total, rows/s, tasks), read from the volume; None until
@@ -576,7 +584,7 @@ class DatabricksBackend(GpuSparkBackend):
             report = self.report_path_of(self.hook.get_run(int(run_id)))
             if not report:
                 return None
-            path = self._progress_paths[run_id] = sibling(report, PROGRESS_SUFFIX).as_posix()
+            path = self._progress_paths[run_id] = progress_path(report).as_posix()
         content = self.hook.read_file(path)
         if content is None:
             return None

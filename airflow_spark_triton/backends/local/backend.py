@@ -70,12 +70,8 @@ from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.env import run_environment
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
-from airflow_spark_triton.runs.supervised import (
-    STOP_GRACE_S,
-    batch_inference_script,
-    process_record,
-)
-from spark_jobs.job_config import InferenceJobConfig
+from airflow_spark_triton.runs.supervised import STOP_GRACE_S, process_record
+from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
 from spark_jobs.json_files import read_json
 from spark_jobs.node_state import free_port
 
@@ -702,14 +698,11 @@ class LocalSparkBackend(SupervisedRunsBackend):
         num_workers = int(cluster["spec"]["num_workers"])
 
         def job_args(run_id: str, run_dir: Path) -> list[str]:
-            config = job.replace(
-                report_path=str(run_dir / "report.json"),
-                run_id=run_id,
-                expected_executors=job.expected_executors or num_workers,
-            )
-            return ["--job", config.to_json()]
+            return job.for_run(
+                run_id=run_id, report_path=str(run_dir / REPORT_FILE), workers=num_workers
+            ).to_args()
 
-        return self._submit_script(cluster_id, batch_inference_script(), job_args, idempotency_token)
+        return self._submit_script(cluster_id, JOB_SCRIPT, job_args, idempotency_token)
 
     def _submit_script(
         self,

@@ -20,7 +20,7 @@ from airflow_spark_triton.backends.base import (
 from airflow_spark_triton.backends.databricks.backend import DatabricksBackend
 from airflow_spark_triton.backends.databricks.cluster_spec import DEFAULT_SPARK_VERSION, KEY_TAG, tag_key
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.backends.databricks.test_cluster_spec import TAGS
 from tests.databricks_emulator import DatabricksEmulator, Fault
 from tests.hooks.conftest import ARTIFACT_ROOT, TOKEN
@@ -231,7 +231,7 @@ def test_submit_builds_a_typed_one_task_run_from_the_clusters_artifacts(make_bac
     status = wait_terminal(backend, run_id)
     assert status.state is RunLifecycle.SUCCESS
     assert status.url == f"{emulator.url}/?o=0#job/0/run/{run_id}"
-    assert backend.get_run_report(run_id)["run_id"] == "token-abc"
+    assert backend.get_run_report(run_id).run_id == "token-abc"
 
 
 def test_a_cluster_made_elsewhere_gets_the_wheel_as_a_library(make_backend, emulator):
@@ -313,7 +313,12 @@ def test_the_token_never_appears_in_logs_records_results_or_errors(make_backend,
     cluster_id = backend.create_cluster(GpuClusterSpec(), TAGS)
     backend.wait_for_cluster(cluster_id, timeout_s=10)
     run_id = backend.submit_job(cluster_id, job(), "t1")
-    results += [cluster_id, run_id, wait_terminal(backend, run_id).to_dict(), backend.get_run_report(run_id)]
+    results += [
+        cluster_id,
+        run_id,
+        wait_terminal(backend, run_id).to_dict(),
+        backend.get_run_report(run_id).to_dict(),
+    ]
     emulator.fail_next_run()
     results.append(wait_terminal(backend, backend.submit_job(cluster_id, job(), "t2")).to_dict())
     emulator.inject("GET", "2.1/clusters/get", Fault(400, "INVALID_PARAMETER_VALUE", "nope"))

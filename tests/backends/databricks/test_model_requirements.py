@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from airflow_spark_triton.backends.base import BackendConfigError, RunLifecycle
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.conftest import REPO
 from tests.databricks_emulator import Settings
 

@@ -26,7 +26,7 @@ from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import HOME_ENV, TransitionRefused
 from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.json_files import write_json_atomic
 
 # The fixture (tests/backends/local/conftest.py) fails a test that leaves any process it started running.
@@ -470,7 +470,7 @@ def test_tiny_script_succeeds_with_the_cluster_environment(running_cluster, tmp_
     status = wait_terminal(backend, run_id)
     assert status.state == RunLifecycle.SUCCESS, backend.driver_log_tail(run_id)
     assert status.url == (backend.run_dir(run_id) / "driver.log").as_uri()
-    report = backend.get_run_report(run_id)
+    report = json.loads((backend.run_dir(run_id) / "report.json").read_text())  # the script's own
     assert report["count"] == 1000
     state_dir = str(backend.state_dir_for_servers(cluster_id))
     assert report["driver_state_dir"] == state_dir
