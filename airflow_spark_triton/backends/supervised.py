@@ -13,7 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from airflow_spark_triton.backends.base import GpuSparkBackend, RunError, RunStatus
+from airflow_spark_triton.backends.base import GpuSparkBackend, RunStatus
+from airflow_spark_triton.errors import RunError
 from airflow_spark_triton.runs.records import state_home
 from airflow_spark_triton.runs.supervised import SupervisedRuns
 from spark_jobs.contract import REPORT_FILE, RunReport

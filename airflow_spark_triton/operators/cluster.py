@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
-from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.cluster_spec import JOB, GpuClusterSpec
+from airflow_spark_triton.operators.backend_cache import CachedBackend
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_spark_triton.backends.base import GpuSparkBackend
 
 ACTIVE = "ACTIVE"
 GONE = "GONE"
@@ -37,7 +36,7 @@ def run_tags(context: Context) -> dict[str, str]:
     return {"airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id, "airflow_task_id": ti.task_id}
 
 
-class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
+class CreateGpuClusterOperator(CachedBackend, ResumableJobMixin, BaseOperator):
     """Create a GPU Spark cluster for batch inference, wait until usable, return its ``cluster_id``.
 
     For ``compute="job"`` (the spec's default) on a backend with jobs compute, return a jobs compute
@@ -70,10 +69,6 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
         self.conn_id = conn_id
         self.tags = tags or {}
         self._cluster_id: str | None = None
-
-    @property
-    def backend(self) -> GpuSparkBackend:
-        return get_backend(self.conn_id)
 
     def _spec(self) -> GpuClusterSpec:
         return GpuClusterSpec.from_dict(self.cluster_spec)
@@ -143,7 +138,7 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
                 self.log.exception("Could not delete cluster %s; delete it by hand", self._cluster_id)
 
 
-class DeleteClusterOperator(BaseOperator):
+class DeleteClusterOperator(CachedBackend, BaseOperator):
     """Delete the cluster and everything on it. Use as the teardown of the create task.
 
     Deleting a cluster that is already gone succeeds, so the teardown is safe after a failed,
@@ -164,5 +159,5 @@ class DeleteClusterOperator(BaseOperator):
         if not self.cluster_id or self.cluster_id == "None":
             self.log.info("No cluster was created; nothing to delete")
             return
-        get_backend(self.conn_id).delete_cluster(self.cluster_id)
+        self.backend.delete_cluster(self.cluster_id)
         self.log.info("Teardown of %s done: deleted, or for jobs compute no run left active", self.cluster_id)

@@ -27,9 +27,9 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
-from airflow_spark_triton.assets import databricks_host_of, table_uri, unity_catalog_name
+from airflow_spark_triton.assets import table_uri, unity_catalog_name
 from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
-from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
     REPORT_SUMMARY_XCOM_KEY,
@@ -37,6 +37,7 @@ from airflow_spark_triton.links import (
     InferenceReportLink,
     InferenceRunLink,
 )
+from airflow_spark_triton.operators.backend_cache import CachedBackend
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
@@ -81,7 +82,7 @@ def idempotency_token(context: Context) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:48]
 
 
-class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
+class TritonInferenceOperator(CachedBackend, ResumableJobMixin, BaseOperator):
     """Score one date of a Delta table with a model served by one Triton server per node.
 
     :param cluster_id: the cluster to run on, usually ``create_task.output`` (templated).
@@ -168,10 +169,6 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self.server_ready_timeout_s, self.inference_timeout_s = server_ready_timeout_s, inference_timeout_s
         self.job_timeout_s = job_timeout_s
         self._run_id: str | None = None
-
-    @property
-    def backend(self) -> GpuSparkBackend:
-        return get_backend(self.conn_id)
 
     def job_config(self) -> InferenceJobConfig:
         """The job's settings, each coerced to its declared type (a rendered template is text)."""
@@ -375,7 +372,13 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         """The Databricks workspace of ``catalog.schema.table`` names: their asset and lineage namespace."""
         if not any(unity_catalog_name(str(t)) for t in (self.input_table, self.output_table)):
             return None
-        return databricks_host_of(str(self.conn_id))
+        try:
+            return self.backend.workspace_host()
+        except Exception:  # asset and lineage names never fail a run: a path namespace instead
+            self.log.warning(
+                "Could not read the workspace host of connection %s", self.conn_id, exc_info=True
+            )
+            return None
 
     def _rejects_table(self) -> str:
         """The rejects table as the job resolves it, without building (and validating) a job config."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import airflow_spark_triton
-from airflow_spark_triton.backends.base import BackendError
+from airflow_spark_triton.errors import BackendError
 from spark_jobs.contract import JOB_SCRIPT
 from spark_jobs.file_lock import file_lock
 

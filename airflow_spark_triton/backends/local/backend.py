@@ -53,7 +53,7 @@ from typing import Any
 
 import psutil
 
-from airflow_spark_triton.backends.base import ClusterError, RunStatus
+from airflow_spark_triton.backends.base import RunStatus
 from airflow_spark_triton.backends.local import commands, jvm_archive
 from airflow_spark_triton.backends.local.cluster_state import (
     CLUSTER_FILE,
@@ -65,6 +65,7 @@ from airflow_spark_triton.backends.local.commands import LOCALHOST, memory_mb
 from airflow_spark_triton.backends.local.reaper import REAPER_MODULE, gone_owners, owner_records
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import ClusterError
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.env import run_environment

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_spark_triton.backends.base import ClusterError, RunError
 from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import ClusterError, RunError
 from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 from airflow_spark_triton.runs.env import run_environment
 from airflow_spark_triton.runs.records import JsonRecord, now_iso

@@ -78,7 +78,7 @@ def test_create_wait_find_delete(make_backend, emulator):
     assert backend.find_cluster(TAGS) == cluster_id
     assert backend.find_cluster({**TAGS, "airflow_task_id": "other"}) is None
     backend.wait_for_cluster(cluster_id, timeout_s=10)
-    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    details = backend.hook.get_cluster(cluster_id)
     assert details["state"] == "RUNNING"
     created = emulator.calls("POST", "2.1/clusters/create")
     assert len(created) == 1 and created[0].body["custom_tags"][KEY_TAG] == tag_key(TAGS)
@@ -237,7 +237,7 @@ def test_submit_builds_a_typed_one_task_run_from_the_clusters_artifacts(make_bac
 def test_a_cluster_made_elsewhere_gets_the_wheel_as_a_library(make_backend, emulator):
     backend = make_backend()
     body = {"spark_version": DEFAULT_SPARK_VERSION, "node_type_id": "g5.xlarge", "num_workers": 1}
-    cluster_id = backend.hook._do_api_call(("POST", "2.1/clusters/create"), body)["cluster_id"]
+    cluster_id = backend.hook.create_cluster(body, lambda: None)
     backend.submit_job(cluster_id, job(expected_executors=5, run_id="nightly"), "t")
     (task,) = emulator.calls("POST", "2.2/jobs/runs/submit")[0].body["tasks"]
     assert task["libraries"][0]["whl"].endswith("/airflow_spark_triton-0.1.0-py3-none-any.whl")

@@ -238,7 +238,7 @@ def test_all_purpose_compute_sends_the_governance_settings_to_clusters_create(ma
     assert create.status == 200
     assert (create.body["policy_id"], create.body["instance_pool_id"]) == (POLICY_ID, POOL_ID)
     assert "node_type_id" not in create.body
-    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    details = backend.hook.get_cluster(cluster_id)
     assert details["node_type_id"] == "g5.xlarge" and details["cluster_source"] == "API"
     assert details["aws_attributes"] == {
         "availability": "SPOT_WITH_FALLBACK",
