@@ -11,9 +11,9 @@ PACKAGE = "airflow-spark-triton"
 LOCAL_CONN_TYPE = "spark_triton_local"
 
 
-def provider_info() -> dict[str, Any]:
-    from airflow_spark_triton import __version__
-
+def provider_info(version: str) -> dict[str, Any]:
+    """The provider's metadata at ``version`` (the package's ``__version__``, which passes it in: this
+    module imports nothing of the package, so the package can import it without a cycle)."""
     return {
         "package-name": PACKAGE,
         "name": "Spark + Triton GPU batch inference",
@@ -21,7 +21,7 @@ def provider_info() -> dict[str, Any]:
             "Create a GPU Spark cluster, run batch inference with one Triton Inference Server per node "
             "over Delta tables, and always delete the cluster: on Databricks or a local Spark cluster."
         ),
-        "versions": [__version__],
+        "versions": [version],
         "integrations": [
             {
                 "integration-name": "Spark + Triton batch inference",

@@ -56,7 +56,7 @@ def error_summary(exc: BaseException) -> str:
 
 
 def _unqualified(line: str) -> str:
-    """``spark_jobs.triton_fleet.TritonStartError: x`` -> ``TritonStartError: x``."""
+    """``spark_jobs.triton_node.TritonStartError: x`` -> ``TritonStartError: x``."""
     name, sep, message = line.partition(":")
     return name.rsplit(".", 1)[-1] + sep + message
 

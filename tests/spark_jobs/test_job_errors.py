@@ -28,8 +28,8 @@ At:
 START_ERROR = """An error occurred while calling z:org.apache.spark.api.python.PythonRDD.collectAndServe.
 : org.apache.spark.SparkException: Job aborted due to stage failure: Could not recover from a failed barrier ResultStage.
 org.apache.spark.api.python.PythonException: Traceback (most recent call last):
-  File "/work/spark_jobs/triton_fleet.py", line 200, in ensure_local_server
-spark_jobs.triton_fleet.TritonStartError: Triton server for model 'm:MODEL' on host node-1 exited before ready; server log tail:
+  File "/work/spark_jobs/triton_node.py", line 200, in ensure_local_server
+spark_jobs.triton_node.TritonStartError: Triton server for model 'm:MODEL' on host node-1 exited before ready; server log tail:
 Traceback (most recent call last):
   File "/work/spark_jobs/models/hashing_embedder.py", line 50, in _load
 ValueError: hashing_embedder option 'seconds_per_batch' must be >= 0, got -1.0

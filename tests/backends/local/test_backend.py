@@ -15,8 +15,7 @@ import psutil
 import pytest
 
 from airflow_spark_triton.backends.base import ClusterError, GpuSparkBackend, RunError, RunLifecycle
-from airflow_spark_triton.backends.local import backend as local_backend
-from airflow_spark_triton.backends.local import commands
+from airflow_spark_triton.backends.local import commands, daemons
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.backends.local.cluster_state import cluster_record
 from airflow_spark_triton.backends.local.commands import LOCAL_JVM_OPTIONS, memory_mb
@@ -323,7 +322,7 @@ def test_wait_never_brings_a_taken_cluster_back_to_running(backend, monkeypatch,
             record.update(state=state)
         return {"status": "ALIVE", "aliveworkers": SPEC.num_workers}
 
-    monkeypatch.setattr(local_backend, "_master_json", ready_while_a_deleter_takes_it)
+    monkeypatch.setattr(daemons, "master_json", ready_while_a_deleter_takes_it)
     with pytest.raises(ClusterError, match=f"cannot become RUNNING: it became {taken}"):
         backend.wait_for_cluster(cluster_id, 5)
     assert backend.get_cluster(cluster_id)["state"] == taken
