@@ -1,9 +1,10 @@
 """The Databricks backend: GPU cluster lifecycle and inference runs, composed from the provider's hook.
 
-HTTP, auth, retries and endpoints are :class:`DatabricksGpuHook`'s (the provider's ``DatabricksHook``
-plus ``Retry-After``, the Files API and one method per endpoint); request bodies are the SDK's typed classes
-(``databricks.sdk.service.compute`` and ``jobs``) so a misspelt field fails in the worker, not as a
-400 from the workspace. What is left here is what the calls mean for a cluster or a run.
+HTTP, auth, retries and endpoints are :class:`DatabricksGpuHook`'s (the provider's
+``DatabricksHook`` plus ``Retry-After``, the Files API and one method per endpoint); request bodies
+are the SDK's typed classes (``databricks.sdk.service.compute`` and ``jobs``) so a misspelt field
+fails in the worker, not as a 400 from the workspace. What is left here is what the calls mean for a
+cluster or a run.
 
 Idempotency: a retried ``clusters/create`` first looks for the cluster by its tag (the create
 endpoint has no idempotency token), and ``runs/submit`` carries the operator's idempotency token.
