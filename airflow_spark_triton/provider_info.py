@@ -13,6 +13,7 @@ LOCAL_CONN_TYPE = "spark_triton_local"
 
 def provider_info() -> dict[str, Any]:
     from airflow_spark_triton import __version__
+    from airflow_spark_triton.trigger_policy import DEFAULTS, DESCRIPTIONS, SECTION
 
     return {
         "package-name": PACKAGE,
@@ -85,6 +86,22 @@ def provider_info() -> dict[str, Any]:
                 },
             }
         ],
+        # What a DAG run's conf may set (airflow_spark_triton.trigger_policy): deployment config only.
+        "config": {
+            SECTION: {
+                "description": "Options of the Spark + Triton batch inference provider.",
+                "options": {
+                    name: {
+                        "description": DESCRIPTIONS[name],
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": None,
+                        "default": DEFAULTS[name],
+                    }
+                    for name in DEFAULTS
+                },
+            }
+        },
         "extra-links": [
             "airflow_spark_triton.links.InferenceRunLink",
             "airflow_spark_triton.links.InferenceReportLink",
