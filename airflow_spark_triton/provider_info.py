@@ -12,8 +12,10 @@ LOCAL_CONN_TYPE = "spark_triton_local"
 
 
 def provider_info(version: str) -> dict[str, Any]:
-    """The provider's metadata at ``version`` (the package's ``__version__``, which passes it in: this
-    module imports nothing of the package, so the package can import it without a cycle)."""
+    """The provider's metadata at ``version``: the package's ``__version__``, passed in by the package
+    so that this module, which the package imports, never imports the package back (no cycle)."""
+    from airflow_spark_triton.trigger_policy import DEFAULTS, DESCRIPTIONS, SECTION
+
     return {
         "package-name": PACKAGE,
         "name": "Spark + Triton GPU batch inference",
@@ -85,6 +87,22 @@ def provider_info(version: str) -> dict[str, Any]:
                 },
             }
         ],
+        # What a DAG run's conf may set (airflow_spark_triton.trigger_policy): deployment config only.
+        "config": {
+            SECTION: {
+                "description": "Options of the Spark + Triton batch inference provider.",
+                "options": {
+                    name: {
+                        "description": DESCRIPTIONS[name],
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": None,
+                        "default": DEFAULTS[name],
+                    }
+                    for name in DEFAULTS
+                },
+            }
+        },
         "extra-links": [
             "airflow_spark_triton.links.InferenceRunLink",
             "airflow_spark_triton.links.InferenceReportLink",

@@ -38,6 +38,7 @@ from airflow_spark_triton.links import (
     InferenceRunLink,
 )
 from airflow_spark_triton.operators.backend_cache import CachedBackend
+from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
@@ -82,7 +83,7 @@ def idempotency_token(context: Context) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:48]
 
 
-class TritonInferenceOperator(CachedBackend, ResumableJobMixin, BaseOperator):
+class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMixin, BaseOperator):
     """Score one date of a Delta table with a model served by one Triton server per node.
 
     :param cluster_id: the cluster to run on, usually ``create_task.output`` (templated).
@@ -111,6 +112,10 @@ class TritonInferenceOperator(CachedBackend, ResumableJobMixin, BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval_s: seconds between status checks; progress is logged at each one.
 
+    Trigger params: ``model``, ``model_options`` and ``conn_id`` values that a run's conf changed
+    from what the DAG sets must pass the deployment's ``[spark_triton]`` allow-lists
+    (:mod:`airflow_spark_triton.trigger_policy`); a refusal fails the task before anything starts.
+
     Assets: pass ``outlets=[delta_table_asset(...)]`` (see :mod:`airflow_spark_triton.assets`); on
     success every ``Asset`` outlet's event gets ``extra`` = the table actually written, the date, the
     Delta versions and the counts. Extra links: the run page and the report summary.
@@ -129,6 +134,7 @@ class TritonInferenceOperator(CachedBackend, ResumableJobMixin, BaseOperator):
         "conn_id",
     )
     template_fields_renderers = {"model_options": "json"}
+    trigger_checked_fields = {"model": "model", "model_options": "model_options", "conn_id": "conn_id"}
     ui_color = "#e6e6fa"
     external_id_key = "inference_run_id"
     operator_extra_links = (InferenceRunLink(), InferenceReportLink())

@@ -40,6 +40,18 @@ STOP_GRACE_S = 30.0
 PR_SET_PDEATHSIG = 1
 
 
+def _log_line(line: Any) -> str:
+    """One structured log line as text: its message, and the exception it carries (a failed task's
+    ``error_detail``: type, message and frames), as the UI shows it."""
+    if not isinstance(line, dict):
+        return str(line)
+    text = str(line.get("event", line))
+    for error in line.get("error_detail") or []:
+        if isinstance(error, dict):
+            text += f"\n{error.get('exc_type')}: {error.get('exc_value')}"
+    return text
+
+
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
@@ -284,9 +296,7 @@ class AirflowStack:
         quoted = urllib.request.quote(run_id, safe="")
         path = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}"
         content = self.api("GET", f"{path}?full_content=true").get("content", [])
-        return "\n".join(
-            str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content
-        )
+        return "\n".join(_log_line(line) for line in content)
 
     def wait_for(
         self, what: str, condition: Callable[[], Any], timeout_s: float, interval_s: float = 2.0
