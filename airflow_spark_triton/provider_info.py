@@ -9,6 +9,10 @@ from typing import Any
 
 PACKAGE = "airflow-spark-triton"
 LOCAL_CONN_TYPE = "spark_triton_local"
+CONFIG_SECTION = (
+    "spark_triton"  # `[spark_triton]` in airflow.cfg, AIRFLOW__SPARK_TRITON__* in the environment
+)
+DEFAULT_RETENTION_DAYS = 30
 
 
 def provider_info() -> dict[str, Any]:
@@ -35,6 +39,7 @@ def provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_spark_triton.operators.cluster",
                     "airflow_spark_triton.operators.inference",
+                    "airflow_spark_triton.operators.retention",
                 ],
             }
         ],
@@ -89,4 +94,24 @@ def provider_info() -> dict[str, Any]:
             "airflow_spark_triton.links.InferenceRunLink",
             "airflow_spark_triton.links.InferenceReportLink",
         ],
+        "config": {
+            CONFIG_SECTION: {
+                "description": "Settings of the airflow-spark-triton provider (GPU batch inference).",
+                "options": {
+                    "retention_days": {
+                        "description": (
+                            "Days after which RemoveExpiredOperator (the spark_triton_retention DAG) removes "
+                            "what finished clusters and runs left behind: local and spark-submit state "
+                            "directories with their logs and reports, and the reports, job cluster "
+                            "definitions and code versions under a Databricks connection's artifact_root. "
+                            "Never anything of a live cluster or an unfinished run. At least 1."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "14",
+                        "default": str(DEFAULT_RETENTION_DAYS),
+                    },
+                },
+            },
+        },
     }

@@ -59,6 +59,13 @@ LEAK_MARKERS = (
     "airflow dag-processor",
     "airflow triggerer",
     "airflow worker",
+    # the celery profile (tests/harness/services.py): Celery workers (setproctitle'd `[celeryd: ...]`,
+    # their pool processes `airflow supervisor: <ti id>` while they run a task), PostgreSQL, Redis
+    "[celeryd:",
+    "airflow celery",
+    "airflow supervisor",
+    "postgres",
+    "redis-server",
     "airflow_spark_triton.backends.local.reaper",  # each local cluster's reaper (see that module)
 )
 
@@ -129,6 +136,7 @@ def stop_spark(spark) -> None:
 # running alone (xdist's default order is by test count, which puts these few-test modules last).
 LONGEST_FIRST = (
     "tests/deployed/test_nightly_deployed.py",
+    "tests/deployed/test_celery_deployed.py",
     "tests/faults/test_local_dag_faults.py",
 )
 

@@ -11,6 +11,7 @@ fails with the backend's own reason and a DAG author can catch one type for all 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -143,3 +144,11 @@ class GpuSparkBackend(abc.ABC):
     def run_summary_uri(self, run_id: str) -> str | None:
         """Where a person reads the run's summary (a file or page), for the task's extra link; None if none."""
         return None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Remove what this backend keeps of finished clusters and runs (state directories, logs,
+        reports, uploaded artifacts) that was last changed more than ``older_than`` ago, and never
+        anything of a live cluster or an unfinished run; return what was removed (paths or URIs).
+        Retention (``[spark_triton] retention_days``, ``dags/spark_triton_retention.py``) calls it.
+        Default: this backend keeps nothing of its own."""
+        return []

@@ -374,6 +374,38 @@ class DatabricksGpuHook(DatabricksHook):
         """Delete a file; deleting a file that is not there succeeds."""
         self._raw_call("DELETE", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True)
 
+    def list_directory(self, remote_path: str) -> list[dict[str, Any]]:
+        """Every entry of a directory, all pages (``path``, ``name``, ``is_directory``, and for files
+        ``file_size`` and ``last_modified`` in epoch milliseconds); [] for a missing directory."""
+        entries: list[dict[str, Any]] = []
+        params: dict[str, str] | None = None
+        while True:
+            response = self._raw_call(
+                "GET", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, params=params,
+                missing_ok=True,
+            )  # fmt: skip
+            page = response.json() if response is not None and response.content else {}
+            entries += page.get("contents", [])
+            if not page.get("next_page_token"):
+                return entries
+            params = {"page_token": page["next_page_token"]}
+
+    def delete_directory(self, remote_path: str) -> None:
+        """Delete an empty directory; deleting one that is not there succeeds."""
+        self._raw_call(
+            "DELETE", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
+
+    def list_all(self, endpoint: tuple[str, str], params: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        """Every item under ``key`` of a paged list endpoint (``clusters/list``, ``jobs/runs/list``)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._do_api_call(endpoint, params)
+            items += page.get(key, [])
+            if not page.get("next_page_token"):
+                return items
+            params = {**params, "page_token": page["next_page_token"]}
+
     # -- connection test -------------------------------------------------------------------------
 
     def check_artifact_root(self) -> str:

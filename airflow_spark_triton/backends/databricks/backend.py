@@ -18,6 +18,7 @@ found by the tag key its cluster carries.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ from airflow_spark_triton.backends.base import (
     RunLifecycle,
     RunStatus,
 )
+from airflow_spark_triton.backends.databricks import retention
 from airflow_spark_triton.backends.databricks.artifacts import JOB_FILE, artifact_set
 from airflow_spark_triton.backends.databricks.cluster_spec import (
     KEY_TAG,
@@ -586,6 +588,26 @@ class DatabricksBackend(GpuSparkBackend):
             log.debug("Progress file %s of run %s is not JSON", path, run_id)
             return None
         return progress if isinstance(progress, dict) else None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Reports, job cluster definitions and code versions under ``artifact_root`` that nothing
+        live refers to (:mod:`.retention`); the clusters and runs themselves are Databricks'."""
+        cutoff_ms = int((time.time() - older_than.total_seconds()) * 1000)
+        return retention.remove_expired(self.hook, self.hook.artifact_root, cutoff_ms, self._live_references)
+
+    def _live_references(self) -> str:
+        """Every cluster the workspace lists that may still start (a terminated all-purpose cluster
+        can; a run's terminated job cluster never does) and every active run, as one JSON text."""
+        clusters = [
+            cluster
+            for cluster in self.hook.list_all(LIST_CLUSTERS_ENDPOINT, {"page_size": 100}, "clusters")
+            if not (
+                cluster.get("cluster_source") == "JOB"
+                and cluster.get("state") in ("TERMINATING", "TERMINATED")
+            )
+        ]
+        params = {"active_only": "true", "expand_tasks": "true", "limit": 25}
+        return json.dumps([*clusters, *self.hook.list_all(LIST_RUNS_ENDPOINT, params, "runs")])
 
     def run_summary_uri(self, run_id: str) -> str | None:
         """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own
