@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 OWNER_ENV = "AIRFLOW_STACK_HOME"
 PG_BIN_ENV = "PG_BIN"
 PG_USER = "airflow"  # the database superuser initdb creates (trust auth, socket and loopback only)
@@ -95,14 +97,21 @@ class Service:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        """The server's own clean shutdown, then SIGKILL to its group after the grace; by pid only."""
+        """The server's own clean shutdown, then SIGKILL after the grace to it and to each child it
+        had (PostgreSQL's backends are in sessions of their own): by pid, never by name."""
         if self.proc is not None:
+            children: list[psutil.Process] = []
+            with contextlib.suppress(psutil.Error):
+                children = psutil.Process(self.proc.pid).children(recursive=True)
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(self.stop_signal)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=STOP_GRACE_S)
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)  # a backend it forked that outlived it
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            for child in children:  # psutil checks the pid is still that process before it signals
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=10)
             self.proc = None
