@@ -232,7 +232,21 @@ def test_another_hosts_cluster_is_never_judged_or_stopped_here(backend):
         backend.submit_job(cluster_id, job, "token")
     assert backend.find_cluster({"dag": "d"}) is None  # a retry on this host makes its own cluster
     assert backend.get_cluster(cluster_id) == before  # nothing marked DELETING, FAILED or DELETED
-    assert not backend.runs.active(cluster_id)
+
+    # Its run, as a triggerer here would poll it: its supervisor pid means nothing on this host.
+    run_id = f"{cluster_id}-run-0badc0de"
+    run_dir = backend.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    gone = {"pid": 999_999_999, "create_time": 1.0}
+    write_json_atomic(run_dir / "run.json", {"run_id": run_id, "host": "worker-b", "supervisor": gone})
+    write_json_atomic(run_dir / "status.json", {"run_id": run_id, "state": "RUNNING", "supervisor": gone})
+    status = backend.get_run_status(run_id)
+    assert (status.state, status.message) == (
+        RunLifecycle.RUNNING, f"running on host 'worker-b'; this host ({this_host()!r}) cannot check it"
+    )  # fmt: skip
+    with pytest.raises(RunError, match=f"cannot cancel: run {run_id} is running on host 'worker-b'"):
+        backend.cancel_run(run_id)
+    assert backend.runs.active(cluster_id) == [run_id]
 
     record = cluster_record(backend.cluster_dir(cluster_id))
     record.update(host=this_host())  # the control: the same record on its own host is usable
