@@ -48,7 +48,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-SECTION = "spark_triton"
+from airflow_spark_triton.config_section import CONFIG_SECTION
+
 PACKAGE_INIT_SCRIPTS = Path(__file__).resolve().parent / "init_scripts"
 
 # What a trigger may set when the deployment says nothing: data, never code.
@@ -213,12 +214,12 @@ class Refusal:
     path: tuple[str, ...] = ()  # where in the operator field's value (dict keys), for finding who set it
 
     def describe(self) -> str:
-        env_name = f"AIRFLOW__{SECTION.upper()}__{self.option.upper()}"
+        env_name = f"AIRFLOW__{CONFIG_SECTION.upper()}__{self.option.upper()}"
         allowed = ", ".join(self.allowed) or "nothing"
         how = (
-            f"it carries code, so only an entry naming it exactly in [{SECTION}] {self.option} allows it"
+            f"it carries code, so only an entry naming it exactly in [{CONFIG_SECTION}] {self.option} allows it"
             if self.carries_code
-            else f"[{SECTION}] {self.option} does not allow it"
+            else f"[{CONFIG_SECTION}] {self.option} does not allow it"
         )
         return f"{self.setting} = {self.value!r}: {how} ({env_name}; allowed now: {allowed})"
 
@@ -244,7 +245,9 @@ class TriggerPolicy:
         """The deployment's allow-lists (``[spark_triton]`` in airflow.cfg or ``AIRFLOW__SPARK_TRITON__*``)."""
         from airflow.sdk.configuration import conf
 
-        return cls.from_options({name: conf.get(SECTION, name, fallback=DEFAULTS[name]) for name in DEFAULTS})
+        return cls.from_options(
+            {name: conf.get(CONFIG_SECTION, name, fallback=DEFAULTS[name]) for name in DEFAULTS}
+        )
 
     # -- one check per kind of setting ------------------------------------------------------------
 

@@ -12,6 +12,7 @@ defined in :mod:`airflow_spark_triton.errors` (which hooks import too) and are p
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,3 +142,11 @@ class GpuSparkBackend(abc.ABC):
     def workspace_host(self) -> str | None:
         """The workspace that serves ``catalog.schema.table`` names (their asset and lineage namespace); None if none."""
         return None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Remove what this backend keeps of finished clusters and runs (state directories, logs,
+        reports, uploaded artifacts) that was last changed more than ``older_than`` ago, and never
+        anything of a live cluster or an unfinished run; return what was removed (paths or URIs).
+        Retention (``[spark_triton] retention_days``, ``dags/spark_triton_retention.py``) calls it.
+        Default: this backend keeps nothing of its own."""
+        return []

@@ -251,9 +251,11 @@ class DatabricksGpuHook(DatabricksHook):
         """``clusters/get``: the cluster's whole description (state, spec, termination reason)."""
         return self._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
 
-    def list_clusters(self, states: Sequence[str]) -> list[dict[str, Any]]:
-        """``clusters/list``, every page: the clusters in one of ``states``."""
-        params = {"filter_by.cluster_states": list(states), "page_size": CLUSTERS_PAGE_SIZE}
+    def list_clusters(self, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """``clusters/list``, every page: the clusters in one of ``states`` (every cluster if none)."""
+        params: dict[str, Any] = {"page_size": CLUSTERS_PAGE_SIZE}
+        if states:
+            params["filter_by.cluster_states"] = list(states)
         return self._all_pages(LIST_CLUSTERS_ENDPOINT, params, "clusters")
 
     def create_cluster(self, json: dict[str, Any], went_through: Callable[[], str | None]) -> str:
@@ -463,6 +465,28 @@ class DatabricksGpuHook(DatabricksHook):
     def delete_file(self, remote_path: str) -> None:
         """Delete a file; deleting a file that is not there succeeds."""
         self._raw_call("DELETE", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True)
+
+    def list_directory(self, remote_path: str) -> list[dict[str, Any]]:
+        """Every entry of a directory, all pages (``path``, ``name``, ``is_directory``, and for files
+        ``file_size`` and ``last_modified`` in epoch milliseconds); [] for a missing directory."""
+        entries: list[dict[str, Any]] = []
+        params: dict[str, str] | None = None
+        while True:
+            response = self._raw_call(
+                "GET", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, params=params,
+                missing_ok=True,
+            )  # fmt: skip
+            page = response.json() if response is not None and response.content else {}
+            entries += page.get("contents", [])
+            if not page.get("next_page_token"):
+                return entries
+            params = {"page_token": page["next_page_token"]}
+
+    def delete_directory(self, remote_path: str) -> None:
+        """Delete an empty directory; deleting one that is not there succeeds."""
+        self._raw_call(
+            "DELETE", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
 
     # -- connection test -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Any later task (a retry, the teardown, the triggerer) finds the run from its id 
 Run directory ``<root>/<owner_id>/runs/<run_id>/`` (the owner is a local cluster or a spark-submit
 attachment; ``run_id`` is ``<owner_id>-run-<8 hex>``)::
 
-    run.json        id, owner, idempotency token, supervisor pid + create time
+    run.json        id, owner, idempotency token, host, supervisor pid + create time
     command.json    argv and environment of the launched command (read by the supervisor); the
                     environment comes from runs.env (allow-listed, no secrets)
     status.json     PENDING → RUNNING → SUCCESS | FAILED | CANCELED, with the job's error message
@@ -16,7 +16,9 @@ attachment; ``run_id`` is ``<owner_id>-run-<8 hex>``)::
     driver.log      the command's output; supervisor.log
     report.json, report.progress.json, report.md   written by the job (names: spark_jobs.contract)
 
-The JSON records (run, command, status) are readable by this user only (mode 0600).
+The JSON records (run, command, status) are readable by this user only (mode 0600). The pids in
+them are judged only on the run's own host (:mod:`~airflow_spark_triton.runs.hosts`): elsewhere an
+unfinished run is reported as running there, and cancel fails naming both hosts.
 
 :class:`SupervisedRuns` returns plain values (:class:`RunOutcome`, dicts, paths) and raises the
 error class its backend hands it (the backend contract's ``RunError``), so this module stays free of
@@ -40,6 +42,12 @@ import psutil
 
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.env import run_environment
+from airflow_spark_triton.runs.hosts import (
+    elsewhere_message,
+    foreign_host,
+    this_host,
+    unchecked_message,
+)
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import file_lock, now_iso
 from airflow_spark_triton.runs.states import UNFINISHED_STATES, RunLifecycle
@@ -84,7 +92,10 @@ def iter_runs(owner_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def supervisor_lost(run: dict[str, Any], status: dict[str, Any]) -> str | None:
-    """Why an unfinished run can no longer finish on its own (its supervisor is gone), or None."""
+    """Why an unfinished run can no longer finish on its own (its supervisor is gone), or None.
+    A run of another host is never judged here: its pids are that host's."""
+    if foreign_host(run):
+        return None
     supervisor = process_record(status.get("supervisor")) or process_record(run.get("supervisor"))
     if supervisor is None:
         age = time.time() - float(run.get("created_epoch", time.time()))
@@ -122,9 +133,12 @@ def run_activity(owner_dir: Path) -> RunActivity:
 
 def leftover_drivers(owner_dir: Path) -> list[tuple[str, ProcessRecord]]:
     """Recorded drivers whose process group still has members, whatever their run's state: a
-    supervisor killed with -9 leaves spark-submit running, and only its record finds it."""
+    supervisor killed with -9 leaves spark-submit running, and only its record finds it. Runs of
+    another host are not judged (an unfinished one fails its cancel first)."""
     left = []
     for run_dir, run in iter_runs(owner_dir):
+        if foreign_host(run):
+            continue
         driver = process_record((read_json(run_dir / STATUS_FILE) or {}).get("driver"))
         if driver is not None and procs.group_members(driver):
             left.append((run["run_id"], driver))
@@ -219,6 +233,7 @@ class SupervisedRuns:
                 "run_id": run_id,
                 "owner_id": owner_id,
                 "idempotency_token": idempotency_token,
+                "host": this_host(),
                 "script": script,
                 "created_at": now_iso(),
                 "created_epoch": time.time(),
@@ -266,9 +281,13 @@ class SupervisedRuns:
     # -- status -------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> RunOutcome:
-        """The recorded state; an unfinished run whose supervisor is gone is settled as FAILED."""
+        """The recorded state; an unfinished run whose supervisor is gone is settled as FAILED. One of
+        another host keeps its recorded state, with a message saying this host cannot check it."""
         run_dir, run, status = self._load(run_id)
-        if not run_state(status).is_terminal:
+        elsewhere = foreign_host(run)
+        if elsewhere and not run_state(status).is_terminal:
+            status = {**status, "message": unchecked_message(elsewhere)}
+        elif not run_state(status).is_terminal:
             lost = supervisor_lost(run, status)
             if lost:
                 # Guarded: if the supervisor wrote its outcome just before exiting, that one stands.
@@ -288,10 +307,14 @@ class SupervisedRuns:
 
         Works without the supervisor too: a supervisor killed with -9 leaves spark-submit running,
         and the run may already be recorded FAILED for it; its driver is then stopped by record.
+        An unfinished run of another host cannot be stopped from here: that raises, naming both hosts.
         """
         run_dir, run, status = self._load(run_id)
+        elsewhere = foreign_host(run)
+        if elsewhere and not run_state(status).is_terminal:
+            raise self.error(f"cannot cancel: {elsewhere_message(f'run {run_id}', elsewhere)}")
         if run_state(status).is_terminal:
-            driver = process_record(status.get("driver"))
+            driver = None if elsewhere else process_record(status.get("driver"))
             if driver is not None and procs.group_members(driver):
                 self.log.warning(
                     "Run %s is %s but its driver (pid %s) still runs: its supervisor died. Stopping it",

@@ -15,6 +15,7 @@ a real ``spark_jobs.batch_inference`` run, through :mod:`tests.databricks_emulat
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
 import threading
@@ -306,6 +307,44 @@ class FileStore:
 
     def mkdir(self, remote: str) -> None:
         self.local(remote + "/x").parent.mkdir(parents=True, exist_ok=True)
+
+    def _directory(self, remote: str) -> Path:
+        if not self.is_dir(remote):
+            raise ApiError(404, "NOT_FOUND", f"The directory being accessed is not found: {remote}")
+        parts = [p for p in remote.split("/") if p]
+        return self.root.joinpath(*parts)
+
+    def list(self, remote: str) -> list[dict[str, Any]]:
+        """``DirectoryEntry`` fields of a directory's entries, by name; ``last_modified`` in ms."""
+        entries = []
+        for path in sorted(self._directory(remote).iterdir()):
+            if path.name.endswith(".uploading"):
+                continue
+            stat = path.stat()
+            entry = {
+                "path": f"{remote.rstrip('/')}/{path.name}",
+                "name": path.name,
+                "is_directory": path.is_dir(),
+            }
+            if not path.is_dir():
+                entry.update(file_size=stat.st_size, last_modified=int(stat.st_mtime * 1000))
+            entries.append(entry)
+        return entries
+
+    def rmdir(self, remote: str) -> None:
+        """As the real API: only an empty directory, never a volume's root."""
+        path = self._directory(remote)
+        if len([p for p in remote.split("/") if p]) <= 4:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cannot delete the root of a volume: {remote}")
+        if any(path.iterdir()):
+            raise ApiError(409, "DIRECTORY_NOT_EMPTY", f"The directory being deleted is not empty: {remote}")
+        path.rmdir()
+
+    def age(self, remote: str, seconds: float) -> None:
+        """Tests: make a file look last modified ``seconds`` ago."""
+        path = self.local(remote)
+        when = time.time() - seconds
+        os.utime(path, (when, when))
 
 
 @dataclass

@@ -94,7 +94,10 @@ def wait_for_task_state(
 
 
 def task_processes(ti_id: str) -> list[psutil.Process]:
-    """The processes of one task instance: the LocalExecutor titles them ``airflow worker -- <ti id>``."""
+    """The processes of one task instance, by the ti id in their titles: the task process itself,
+    ``airflow worker -- <ti id>`` (the Task SDK's title, under any executor), and the one supervising
+    it, ``airflow worker -- LocalExecutor: <ti id>`` or a Celery pool process retitled ``airflow
+    supervisor: <ti id>``. Empty until the task process itself runs."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
@@ -102,7 +105,8 @@ def task_processes(ti_id: str) -> list[psutil.Process]:
                 found.append(proc)
         except psutil.Error:
             continue
-    return found
+    task = f"airflow worker -- {ti_id}"
+    return found if any(task in " ".join(p.info["cmdline"] or []) for p in found) else []
 
 
 def kill9_task(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> list[int]:

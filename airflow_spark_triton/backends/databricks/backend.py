@@ -19,6 +19,7 @@ found by the tag key its cluster carries.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from databricks.sdk.service import compute, jobs
 
 from airflow_spark_triton import assets
 from airflow_spark_triton.backends.base import GpuSparkBackend, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.databricks import retention
 from airflow_spark_triton.backends.databricks.artifacts import artifact_set
 from airflow_spark_triton.backends.databricks.cluster_spec import (
     KEY_TAG,
@@ -555,6 +557,25 @@ class DatabricksBackend(GpuSparkBackend):
         """The host of the connection's workspace: Unity Catalog names are that workspace's tables."""
         host = self.hook.databricks_conn.host
         return assets.workspace_host(host) if host else None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Reports, job cluster definitions and code versions under ``artifact_root`` that nothing
+        live refers to (:mod:`.retention`); the clusters and runs themselves are Databricks'."""
+        cutoff_ms = int((time.time() - older_than.total_seconds()) * 1000)
+        return retention.remove_expired(self.hook, self.hook.artifact_root, cutoff_ms, self._live_references)
+
+    def _live_references(self) -> str:
+        """Every cluster the workspace lists that may still start (a terminated all-purpose cluster
+        can; a run's terminated job cluster never does) and every active run, as one JSON text."""
+        clusters = [
+            cluster
+            for cluster in self.hook.list_clusters()
+            if not (
+                cluster.get("cluster_source") == "JOB"
+                and cluster.get("state") in ("TERMINATING", "TERMINATED")
+            )
+        ]
+        return json.dumps([*clusters, *self.hook.list_runs(active_only=True)])
 
     def run_summary_uri(self, run_id: str) -> str | None:
         """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own

@@ -19,7 +19,7 @@ its creating task is killed (kill -9, OOM) while it is PENDING, when it has idle
 
 Cluster directory ``<home>/clusters/<cluster_id>/``::
 
-    cluster.json            state, tags, spec, master URL and ports, pids + create times; owners
+    cluster.json            state, tags, spec, host, master URL and ports, pids + create times; owners
                             (creating process and, in an Airflow task, its supervisor) while
                             PENDING; reaper; deleted_by (who deleted it and why)
     logs/master.log         master JVM output (failed bind attempts: master-attempt-<n>.log)
@@ -66,6 +66,7 @@ from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.errors import ClusterError
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
+from airflow_spark_triton.runs.hosts import elsewhere_message, foreign_host, this_host
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
 from airflow_spark_triton.runs.supervised import STOP_GRACE_S, process_record
@@ -91,6 +92,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
     conn_name_attr = LocalSparkHook.conn_name_attr  # where the connection id is, as on Airflow hooks
     owners_subdir = "clusters"
     owner_pattern = CLUSTER_ID_PATTERN
+    finished_state = ClusterState.DELETED
 
     def __init__(
         self, spark_triton_conn_id: str | None = LocalSparkHook.default_conn_name, home: str | None = None
@@ -171,6 +173,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
             model_requirements=requirements,
             created_at=now_iso(),
             home=str(self.home),
+            # Its pids are this host's: another host never judges or signals them (runs.hosts).
+            host=this_host(),
             python=self.python,
             spark_home=str(commands.spark_home()),
             spark_version=commands.spark_version(),
@@ -310,8 +314,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
     def find_cluster(self, tags: dict[str, str]) -> str | None:
         wanted = {str(k): str(v) for k, v in tags.items()}
         for cluster in self._iter_clusters():
-            if cluster.get("state") not in LIVE_STATES:
-                continue
+            if cluster.get("state") not in LIVE_STATES or foreign_host(cluster):
+                continue  # another host's cluster: unusable from here, a retry here makes its own
             if any(cluster.get("tags", {}).get(k) != v for k, v in wanted.items()):
                 continue
             if cluster.get("state") == ClusterState.PENDING and gone_owners(cluster):
@@ -324,7 +328,15 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cluster = self.get_cluster(cluster_id)
         if cluster is None:
             raise ClusterError(f"unknown local cluster {cluster_id} (home {self.home})")
+        self._require_this_host(cluster_id, cluster)
         return cluster
+
+    @staticmethod
+    def _require_this_host(cluster_id: str, cluster: dict[str, Any]) -> None:
+        """Every pid in the record is its host's: another host fails here instead of judging them."""
+        host = foreign_host(cluster)
+        if host:
+            raise ClusterError(elsewhere_message(f"cluster {cluster_id}", host))
 
     def _require_usable(self, cluster_id: str) -> None:
         cluster = self._require_cluster(cluster_id)
@@ -351,11 +363,16 @@ class LocalSparkBackend(SupervisedRunsBackend):
         """
         cluster = self.get_cluster(cluster_id)
         if cluster is None:
-            log.info("Cluster %s is unknown in %s: nothing to delete", cluster_id, self.home)
+            log.info(
+                "Cluster %s is unknown in %s on host %s: nothing to delete here (a cluster another host "
+                "created, in a state directory of its own, is that host's to delete)",
+                cluster_id, self.home, this_host(),
+            )  # fmt: skip
             return
         if cluster.get("state") == ClusterState.DELETED:
             log.info("Cluster %s was already deleted", cluster_id)
             return
+        self._require_this_host(cluster_id, cluster)  # before DELETING: nothing is marked, nothing leaks
         started = time.monotonic()
         me = ProcessRecord.of(os.getpid())
 

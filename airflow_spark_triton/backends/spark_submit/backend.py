@@ -75,6 +75,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
     conn_name_attr = SparkSubmitGpuHook.conn_name_attr  # where the connection id is, as on Airflow hooks
     owners_subdir = "attachments"
     owner_pattern = ATTACHMENT_ID_PATTERN
+    finished_state = AttachmentState.DETACHED
 
     def __init__(
         self, spark_conn_id: str = SparkSubmitGpuHook.default_conn_name, home: str | None = None
