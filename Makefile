@@ -20,7 +20,7 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 	SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL)
 
-.PHONY: install demo test test-fast lint clean java airflow
+.PHONY: install demo test test-fast test-deployed lint clean java airflow
 
 install: $(STAMP)
 
@@ -50,12 +50,15 @@ demo: install java
 
 # `make airflow`: the DAGs on a real Airflow (api-server, scheduler, dag-processor, triggerer;
 # LocalExecutor, SQLite) under var/airflow-stack, as the deployed tests run it; Ctrl-C stops it all.
+# PROFILE=celery: CeleryExecutor with two workers and a Redis broker, PostgreSQL as the metadata DB
+# (throwaway servers, stopped with the rest).
+PROFILE ?= local
 airflow: install java
 	mkdir -p $(VAR)
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
 		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL) \
-		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
+		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack --profile $(PROFILE)
 
 lint: install
 	$(BIN)/ruff check .
@@ -72,6 +75,12 @@ test: install java lint
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
+
+# `make test-deployed`: the deployed scenarios alone (also in `make test`), both profiles at once:
+# LocalExecutor + SQLite, and CeleryExecutor (two workers, Redis) + PostgreSQL.
+test-deployed: install java
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=0 \
+		-n 2 --dist loadscope tests/deployed
 
 # `make faults`: issue #5's fault suite (tests/faults) on the local backend and the Databricks
 # emulator; prints the fault table and saves it to var/faults.json. `make test` runs the same tests.

@@ -27,13 +27,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_spark_triton.backends.base import BackendConfigError
 from spark_jobs.columns import InputSchemaError, check_settings, check_table
-from spark_jobs.job_config import JobConfigError
-from spark_jobs.models.base import HF_SCHEME, resolve_model
-from spark_jobs.models.huggingface import check_source, is_local_path, parse_reference
+from spark_jobs.contract import JobConfigError
+from spark_jobs.models.huggingface import HF_SCHEME, check_source, is_local_path, parse_reference
+from spark_jobs.models.references import resolve_model
 
 if TYPE_CHECKING:
     from airflow_spark_triton.backends.base import GpuSparkBackend
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.models.base import ServedModel
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,9 @@ Model: the ``model`` param, an ``hf:`` reference: ``hf:text2text-generation:goog
 (the default, downloaded from the Hub on each node) or a saved model's directory on the nodes,
 ``hf:text2text-generation:/Volumes/ml/models/t5-small`` on Databricks. ``model_options`` holds T5's
 task prefix and the generation options. ``SPARK_TRITON_TRANSLATION_MODEL`` replaces the default
-reference (``make demo`` points it at a tiny offline T5 under ``var/``). The create task checks the
+reference (``make demo`` points it at a tiny offline T5 under ``var/``). A ``model`` set by a run's
+conf must match the deployment's ``[spark_triton] allowed_models`` (no ``hf:`` reference by default;
+docs/deploying.md, "Trigger params"). The create task checks the
 reference, the options, the columns and the batch size before any cluster exists.
 
 Dates, teardown and compute as in ``nightly_embeddings``: the run fired at 00:00 UTC on day D

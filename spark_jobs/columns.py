@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.job_config import JobConfigError
+from spark_jobs.contract import JobConfigError
 
 if TYPE_CHECKING:
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.models.base import ServedModel, TensorSpec
 
 # Written by the job next to the model's outputs in every output row.

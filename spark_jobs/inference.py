@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.models.wire import decode_outputs
-from spark_jobs.triton_fleet import ServerRequest, ensure_local_server, server_healthy
+from spark_jobs.triton_node import ServerRequest, ensure_local_server, server_healthy
 
 # Per output dtype: the numpy dtype and Spark type predict_batch_udf carries it as (its return types
 # have no boolean or unsigned types: bool travels as tinyint and is cast back, unsigned widens).

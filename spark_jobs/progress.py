@@ -7,6 +7,7 @@ driver when a task ends, so progress moves per finished partition. If the sessio
 SparkContext (Spark Connect), there is no accumulator and progress falls back to task counts.
 
 Summary: ``<report>.md``, a Markdown table of the report, written by the job with the report.
+Both file names are :mod:`spark_jobs.contract`'s (:func:`progress_path`, :func:`summary_path`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
-
-REPORT_FILE = "report.json"
-PROGRESS_SUFFIX = ".progress.json"
-SUMMARY_SUFFIX = ".md"
-PROGRESS_FILE = "report" + PROGRESS_SUFFIX  # next to the local backend's report.json
-SUMMARY_FILE = "report" + SUMMARY_SUFFIX
-
-
-def sibling(report_path: str, suffix: str) -> Path:
-    target = driver_path(report_path)
-    return target.with_name(target.name.removesuffix(".json") + suffix)
+from spark_jobs.contract import RunReport, progress_path, summary_path
+from spark_jobs.json_files import READABLE_MODE, write_json_atomic
 
 
 class ProgressReporter:
     """Writes ``{rows_done, rows_total, rows_per_s, tasks_done, tasks_total, ...}`` while a run scores."""
 
     def __init__(self, spark, report_path: str | None, interval_s: float = 2.0) -> None:
-        self.path = sibling(report_path, PROGRESS_SUFFIX) if report_path else None
+        self.path = progress_path(report_path) if report_path else None
         self.interval_s = interval_s
         self.rows_total: int | None = None
         self.phase = "starting"
@@ -108,37 +99,39 @@ class ProgressReporter:
             self.flush()
 
 
-def summary_markdown(report: dict[str, Any]) -> str:
+def summary_markdown(report: RunReport) -> str:
     """The report as Markdown: status, counts, tables and versions, reject reasons, timings."""
     rows = [
-        ("status", report.get("status")),
-        ("logical date", report.get("logical_date")),
-        ("model", f"`{report.get('model')}`"),
-        ("input", f"`{report.get('input_table')}` (v{report.get('input_version')})"),
-        ("output", f"`{report.get('output_table')}` (v{report.get('output_version')})"),
-        ("rejects", f"`{report.get('rejects_table')}` (v{report.get('rejects_version')})"),
-        ("rows read / scored / rejected",
-         f"{report.get('rows_read')} / {report.get('rows_scored')} / {report.get('rows_rejected')}"),
-        ("rows/s", report.get("rows_per_s")),
-        ("Triton servers", len(report.get("servers") or [])),
-    ]  # fmt: skip
-    lines = [f"# Inference run `{report.get('run_id')}`", "", "| | |", "|---|---|"]
+        ("status", report.status),
+        ("logical date", report.logical_date),
+        ("model", f"`{report.model}`"),
+        ("input", f"`{report.input_table}` (v{report.input_version})"),
+        ("output", f"`{report.output_table}` (v{report.output_version})"),
+        ("rejects", f"`{report.rejects_table}` (v{report.rejects_version})"),
+        (
+            "rows read / scored / rejected",
+            f"{report.rows_read} / {report.rows_scored} / {report.rows_rejected}",
+        ),
+        ("rows/s", report.rows_per_s),
+        ("Triton servers", len(report.servers)),
+    ]
+    lines = [f"# Inference run `{report.run_id}`", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
-    if report.get("error"):
-        lines += ["", "## Error", "", "```", str(report["error"]), "```"]
-    reasons = report.get("reject_reasons") or {}
+    if report.error:
+        lines += ["", "## Error", "", "```", report.error, "```"]
+    reasons = report.reject_reasons
     if reasons:
         lines += ["", "## Reject reasons", "", "| reason | rows |", "|---|---|"]
         lines += [f"| {reason} | {count} |" for reason, count in sorted(reasons.items())]
-    timings = report.get("timings_s") or {}
+    timings = report.timings_s
     if timings:
         lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
         lines += [f"| {step} | {seconds} |" for step, seconds in timings.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_summary(report_path: str, report: dict[str, Any]) -> Path:
-    target = sibling(report_path, SUMMARY_SUFFIX)
+def write_summary(report_path: str, report: RunReport) -> Path:
+    target = summary_path(report_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(summary_markdown(report))
     return target

@@ -28,7 +28,8 @@ import psutil
 
 from spark_jobs import node_state
 from spark_jobs.json_files import write_json_atomic
-from spark_jobs.models.base import InferFn, ServedModel, resolve_model
+from spark_jobs.models.base import InferFn, ServedModel
+from spark_jobs.models.references import resolve_model
 from spark_jobs.models.wire import encode_outputs, triton_outputs
 from spark_jobs.processes import ProcessRecord, group_members
 

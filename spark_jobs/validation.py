@@ -19,7 +19,7 @@ from spark_jobs.models.base import IMAGE, ServedModel, TensorSpec
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
 
 __all__ = ["REJECT_REASON", "InputSchemaError", "check_schema", "with_reject_reason"]
 

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_spark_triton.backends.base import BackendConfigError
+from airflow_spark_triton.errors import BackendConfigError
 from spark_jobs.table_names import table_name_parts
 
 if TYPE_CHECKING:

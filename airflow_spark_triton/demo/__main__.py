@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spark_jobs.contract import RunReport, default_rejects_table
+
 
 def _data_root() -> Path:
     return Path(os.environ.get("SPARK_TRITON_DATA_DIR", Path.home() / "spark_triton_data"))
@@ -35,7 +37,7 @@ def write_input(root: Path, day: dt.date, per_day: int) -> Path:
     return table
 
 
-def check_output(root: Path, day: dt.date, report: dict, sample: int) -> list[str]:
+def check_output(root: Path, day: dt.date, report: RunReport, sample: int) -> list[str]:
     """Return the failed checks (empty when all hold)."""
     from deltalake import DeltaTable
 
@@ -46,17 +48,15 @@ def check_output(root: Path, day: dt.date, report: dict, sample: int) -> list[st
     output = DeltaTable(str(root / "document_embeddings")).to_pandas(
         partitions=[("date", "=", day.isoformat())]
     )
-    rejects = DeltaTable(str(root / "document_embeddings_rejects")).to_pandas(
+    rejects = DeltaTable(default_rejects_table(str(root / "document_embeddings"))).to_pandas(
         partitions=[("date", "=", day.isoformat())]
     )
     if len(output) + len(rejects) != len(documents):
         failures.append(f"{len(output)} scored + {len(rejects)} rejected != {len(documents)} input rows")
     if output["id"].duplicated().any():
         failures.append("duplicate ids in the output")
-    if (report.get("rows_scored"), report.get("rows_rejected")) != (len(output), len(rejects)):
-        failures.append(
-            f"report counts {report.get('rows_scored')}/{report.get('rows_rejected')} differ from tables"
-        )
+    if (report.rows_scored, report.rows_rejected) != (len(output), len(rejects)):
+        failures.append(f"report counts {report.rows_scored}/{report.rows_rejected} differ from tables")
     dims = {len(v) for v in output["embedding"]}
     if dims != {EMBEDDING_DIM}:
         failures.append(f"embedding sizes {sorted(dims)} != {{{EMBEDDING_DIM}}}")
@@ -86,9 +86,9 @@ def embed(root: Path, day: dt.date, args: argparse.Namespace) -> list[str]:
     print("run report:\n" + json.dumps(report, indent=2, default=str))
     if result.state != "success":
         return ["nightly_embeddings did not succeed"]
-    failures = check_output(root, day, report, args.check_sample)
+    failures = check_output(root, day, RunReport.from_dict(report), args.check_sample)
     print(f"output: {root / 'document_embeddings'} (partition date={day})")
-    print(f"rejects: {root / 'document_embeddings_rejects'}")
+    print(f"rejects: {default_rejects_table(str(root / 'document_embeddings'))}")
     return failures
 
 
@@ -114,9 +114,11 @@ def translate(root: Path, day: dt.date, args: argparse.Namespace) -> list[str]:
     days = [day - dt.timedelta(days=1), day]
     write_pandas_table(str(root / "sentences"), sample_sentences(days, args.sentences_per_day), ["date"])
     options = {"prefix": T5_PREFIX, **TRANSLATION_OPTIONS}
-    conf = {"model": f"hf:text2text-generation:{model_dir}", "model_options": options}
-    print(f"input: {root / 'sentences'} ({args.sentences_per_day} sentences per day); model {conf['model']}")
-    result = run_dag(args.dags_folder, "nightly_translations", day, conf)
+    # The DAG's own default model (what `make demo` sets too): a conf `hf:` reference would need the
+    # deployment's [spark_triton] allowed_models (trigger params are data).
+    model = os.environ["SPARK_TRITON_TRANSLATION_MODEL"] = f"hf:text2text-generation:{model_dir}"
+    print(f"input: {root / 'sentences'} ({args.sentences_per_day} sentences per day); model {model}")
+    result = run_dag(args.dags_folder, "nightly_translations", day, {"model_options": options})
     print(f"DAG run {result.run_id}: {result.state} {result.task_states}")
     report = result.xcoms.get("translate.infer") or {}
     print("run report:\n" + json.dumps(report, indent=2, default=str))
@@ -126,12 +128,16 @@ def translate(root: Path, day: dt.date, args: argparse.Namespace) -> list[str]:
     from deltalake import DeltaTable
 
     partition = [("date", "=", day.isoformat())]
+    rejects_table = default_rejects_table(str(root / "translations"))
     sentences = DeltaTable(str(root / "sentences")).to_pandas(partitions=partition)
     output = DeltaTable(str(root / "translations")).to_pandas(partitions=partition)
-    rejects = DeltaTable(str(root / "translations_rejects")).to_pandas(partitions=partition)
+    rejects = DeltaTable(rejects_table).to_pandas(partitions=partition)
     failures = []
     if len(output) + len(rejects) != len(sentences):
         failures.append(f"{len(output)} translated + {len(rejects)} rejected != {len(sentences)} sentences")
+    counts = RunReport.from_dict(report)
+    if (counts.rows_scored, counts.rows_rejected) != (len(output), len(rejects)):
+        failures.append(f"report counts {counts.rows_scored}/{counts.rows_rejected} differ from tables")
     joined = output.merge(sentences[["id", "sentence"]], on="id").sort_values("id")
     reference = t5_reference(model_dir, joined["sentence"].tolist(), **options)
     differ = [
@@ -142,7 +148,7 @@ def translate(root: Path, day: dt.date, args: argparse.Namespace) -> list[str]:
         print(f"  {sentence!r} -> {translation!r}")
     if differ:
         failures.append(f"{len(differ)} translations differ from transformers' own, e.g. {differ[0]}")
-    print(f"output: {root / 'translations'} (partition date={day}); rejects: {root / 'translations_rejects'}")
+    print(f"output: {root / 'translations'} (partition date={day}); rejects: {rejects_table}")
     return failures
 
 

@@ -12,7 +12,6 @@ this module and the example models import nothing beyond the standard library wh
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,8 +23,6 @@ InferFn = Callable[..., dict[str, "np.ndarray"]]
 # Model options the server sets per instance (see ServedModel.load).
 DEVICE_OPTION = "device"
 INSTANCE_OPTION = "instance"
-# ``hf:<task>:<source>`` references (spark_jobs.models.huggingface).
-HF_SCHEME = "hf:"
 
 
 # TensorSpec dtypes. Text is UTF-8 (a string column in, through Triton as bytes, a string column
@@ -212,40 +209,3 @@ class ServedModel:
             merged[INSTANCE_OPTION] = instance
         assert self.loader is not None  # __post_init__ requires it
         return self.loader(merged)
-
-
-def resolve_model(reference: str) -> ServedModel:
-    """The model a reference names; errors name the reference.
-
-    ``hf:<task>:<directory or hub id>``: a Hugging Face transformers model served through its task
-    (:mod:`spark_jobs.models.huggingface`; nothing is imported or downloaded to resolve it).
-    ``package.module:attribute``: import it and check it is a :class:`ServedModel` (or a callable
-    returning one).
-    """
-    if reference.startswith(HF_SCHEME):
-        from spark_jobs.models.huggingface import hf_model_from_reference
-
-        return hf_model_from_reference(reference)
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(
-            f"model reference {reference!r} must look like 'package.module:attribute' or "
-            "'hf:<task>:<directory or hub id>'"
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(
-            f"model reference {reference!r}: cannot import module {module_name!r}: {exc}"
-        ) from exc
-    try:
-        model = getattr(module, attribute)
-    except AttributeError as exc:
-        raise ValueError(
-            f"model reference {reference!r}: module {module_name!r} has no attribute {attribute!r}"
-        ) from exc
-    if callable(model) and not isinstance(model, ServedModel):
-        model = model()
-    if not isinstance(model, ServedModel):
-        raise ValueError(f"model reference {reference!r} is a {type(model).__name__}, not a ServedModel")
-    return model

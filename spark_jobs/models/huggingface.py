@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 from spark_jobs.models.base import (
     BINARY,
     DEVICE_OPTION,
-    HF_SCHEME,
     IMAGE,
     INSTANCE_OPTION,
     TEXT,
@@ -55,6 +54,8 @@ from spark_jobs.models.base import (
 if TYPE_CHECKING:
     import numpy as np
 
+# The reference form this module serves: ``hf:<task>:<source>``.
+HF_SCHEME = "hf:"
 # What every node needs beyond a Databricks ML runtime's torch: the [models] extra's specifiers.
 REQUIREMENTS = ("transformers>=4.41,<6", "tokenizers>=0.19")
 IMAGE_REQUIREMENTS = ("Pillow>=10",)

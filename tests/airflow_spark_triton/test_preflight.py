@@ -15,7 +15,7 @@ from deltalake import write_deltalake
 
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.preflight import PreflightError, preflight
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 
 DAY = "2026-11-24"
 TINY = "spark_jobs.models.hashing_embedder:MODEL"
@@ -122,12 +122,10 @@ def nightly_group(tables: dict[str, str], backend: LocalSparkBackend, monkeypatc
     """A DAG built with gpu_batch_inference whose templated settings come from params, on ``backend``."""
     from airflow.sdk import DAG, Param
 
-    from airflow_spark_triton.operators import cluster
-    from airflow_spark_triton.operators import inference as inference_module
+    from airflow_spark_triton.operators import backend_cache
     from airflow_spark_triton.task_group import gpu_batch_inference
 
-    monkeypatch.setattr(cluster, "get_backend", lambda conn_id: backend)
-    monkeypatch.setattr(inference_module, "get_backend", lambda conn_id: backend)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: backend)
     params = {"input_table": Param(tables["docs"], type="string"), "batch_size": Param(16, type="integer")}
     with DAG(
         "preflight_probe",
@@ -189,4 +187,4 @@ def test_settings_that_do_not_render_yet_leave_the_check_to_the_inference_task(b
     dag = nightly_group(tables, backend, monkeypatch)
     infer = dag.get_task("g.infer")
     infer.input_table = "{{ ti.xcom_pull(task_ids='upstream') }}"  # no ti in this context: cannot render
-    infer.check_before_cluster(context_of(dag))  # no error: the inference task checks for itself
+    infer.check_before_cluster(context_of(dag), lambda conn_id: backend)  # the inference task checks later

@@ -24,7 +24,7 @@ from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.demo import tiny_models
 from airflow_spark_triton.preflight import preflight
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig, RunReport
 from spark_jobs.models import record_stats
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def score(cluster: tuple[LocalSparkBackend, str], job: InferenceJobConfig) -> dict[str, Any]:
+def score(cluster: tuple[LocalSparkBackend, str], job: InferenceJobConfig) -> RunReport:
     """Pre-flight (as the operators do), submit, wait; the run's report."""
     backend, cluster_id = cluster
     preflight(job, backend)
@@ -70,7 +70,7 @@ def score(cluster: tuple[LocalSparkBackend, str], job: InferenceJobConfig) -> di
         time.sleep(1)
     assert status.state.value == "SUCCESS", f"{status.message}\n{backend.driver_log_tail(run_id, 80)}"
     report = backend.get_run_report(run_id)
-    print(f"{job.model}: {report['rows_scored']} rows in {time.monotonic() - started:.1f} s")
+    print(f"{job.model}: {report.rows_scored} rows in {time.monotonic() - started:.1f} s")
     return report
 
 
@@ -105,7 +105,7 @@ def test_text_generation_equals_the_pipeline_on_each_row_alone(cluster, models, 
               input_columns={"text": "body"}, output_columns={"generated_text": "continuation"},
               model_options=options)  # fmt: skip
     report = score(cluster, run)
-    assert (report["rows_read"], report["rows_scored"], report["rows_rejected"]) == (
+    assert (report.rows_read, report.rows_scored, report.rows_rejected) == (
         len(TEXTS) + 1,
         len(TEXTS),
         1,
@@ -154,7 +154,7 @@ def test_the_image_classifier_over_a_binary_column_agrees_with_the_pipeline(clus
     run = job(str(tmp_path / "photos"), tmp_path / "labels", f"hf:image-classification:{models['vit']}",
               input_columns={"image": "photo"})  # fmt: skip
     report = score(cluster, run)
-    assert report["reject_reasons"] == {
+    assert report.reject_reasons == {
         "photo is null": 1,
         "photo is empty": 1,
         "photo is not a PNG, JPEG, GIF, BMP, WEBP or TIFF image": 1,  # it would fail its whole batch
@@ -195,7 +195,7 @@ def test_several_outputs_of_every_kind_round_trip_exactly_from_a_timestamp_date(
         output_columns={"upper": "shout", "half_words": "half"},
     )  # fmt: skip
     report = score(cluster, run)
-    assert (report["rows_read"], report["rows_scored"]) == (len(TEXTS), len(TEXTS))
+    assert (report.rows_read, report.rows_scored) == (len(TEXTS), len(TEXTS))
 
     out = DeltaTable(str(tmp_path / "stats")).to_pandas().sort_values("key")
     assert out["event_time"].unique().tolist() == [DAY]  # the outputs' date column, as a YYYY-MM-DD string

@@ -20,8 +20,10 @@ PER_DAY = 40
 OPTIONS = {"prefix": T5_PREFIX, "max_new_tokens": 12, "num_beams": 1, "do_sample": False}
 
 
-def test_nightly_translations_equals_transformers_generation_row_for_row(airflow_db, tmp_path):
+def test_nightly_translations_equals_transformers_generation_row_for_row(airflow_db, tmp_path, monkeypatch):
     model_dir = build_tiny_t5(tmp_path / "tiny-t5")
+    # The conf names the model: a deployment that lets triggers pick hf: models from a directory.
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_MODELS", f"hf:text2text-generation:{tmp_path}/*")
     sentences, translations = tmp_path / "sentences", tmp_path / "translations"
     write_pandas_table(str(sentences), sample_sentences([DAY - dt.timedelta(days=1), DAY], PER_DAY), ["date"])
     conf = {

@@ -13,7 +13,7 @@ from spark_jobs.columns import (
     output_names,
     type_text,
 )
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError
 from spark_jobs.models.base import ServedModel, TensorSpec
 
 

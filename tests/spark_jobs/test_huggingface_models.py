@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from airflow_spark_triton.demo import tiny_models
-from spark_jobs.models.base import resolve_model
 from spark_jobs.models.huggingface import (
     IMAGE_REQUIREMENTS,
     REQUIREMENTS,
@@ -23,6 +22,7 @@ from spark_jobs.models.huggingface import (
     hf_model,
     local_reader,
 )
+from spark_jobs.models.references import resolve_model
 from tests.conftest import REPO
 
 TEXTS = ["the cat sat on the mat", "a dog runs to the river", "my old book", "we like this city"]
@@ -54,7 +54,7 @@ def test_references_resolve_without_transformers_or_torch():
         for name in ("torch", "transformers", "tokenizers", "PIL", "pyspark", "numpy"):
             sys.modules[name] = None  # any import of these raises ImportError
         from airflow_spark_triton.backends.model_dependencies import model_dependencies
-        from spark_jobs.models.base import resolve_model
+        from spark_jobs.models.references import resolve_model
         model = resolve_model("hf:image-classification:/models/vit")
         print(model.name, model_dependencies("hf:text2text-generation:google-t5/t5-small").requirements)
         """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import types as T
 
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.validation import REJECT_REASON, InputSchemaError, check_schema, with_reject_reason
 

@@ -12,7 +12,7 @@ import pytest
 from airflow_spark_triton.backends.table_schema import TableNotFound
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.preflight import PreflightError, preflight
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 
 ARRAY_FLOAT = json.dumps({"type": "array", "elementType": "float", "containsNull": True})
 TABLE = "main.sales.tickets"
@@ -83,11 +83,10 @@ def test_a_preflight_failure_in_the_create_task_leaves_no_cluster_and_no_run(
 
     from airflow.sdk import DAG
 
-    from airflow_spark_triton.operators import cluster, inference
+    from airflow_spark_triton.operators import backend_cache
     from airflow_spark_triton.task_group import gpu_batch_inference
 
-    monkeypatch.setattr(cluster, "get_backend", lambda conn_id: seeded)
-    monkeypatch.setattr(inference, "get_backend", lambda conn_id: seeded)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: seeded)
     with DAG("uc_probe", schedule=None, start_date=dt.datetime(2026, 1, 1)) as dag:
         gpu_batch_inference(
             "g",

@@ -14,7 +14,7 @@ import pytest
 from airflow_spark_triton.backends.base import RunLifecycle
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.progress_format import format_progress
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.databricks_emulator import Settings
 
 TAGS = {"airflow_dag_id": "d", "airflow_task_id": "create_cluster", "airflow_run_id": "r1"}
