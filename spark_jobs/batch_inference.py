@@ -166,6 +166,8 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
             report.setdefault("warnings", []).append(warning)
         reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
         report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
+        if reasons:
+            report["reject_samples"] = reject_samples(validated, job.key_column)
         to_score = report["rows_read"] - sum(report["reject_reasons"].values())
         report["rows_to_score"] = to_score
         report["timings_s"]["read_and_validate"] = round(time.monotonic() - started, 3)
@@ -179,8 +181,11 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
             report["timings_s"]["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
+        sender = progress.sender if progress is not None else None
         request = server_request(spark, job)
-        predict = triton_predict_udf(model, request, job.batch_size, job.inference_timeout_s, counter)
+        predict = triton_predict_udf(
+            model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
+        )
         scored = validated.where(F.col(REJECT_REASON).isNull()).select(
             F.col(job.key_column),
             predict(*[F.col(c) for c in columns]).alias(job.output_column),
@@ -225,6 +230,31 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         )
     seconds = report["timings_s"].get("inference_and_write") or 0
     report["rows_per_s"] = round(report["rows_scored"] / seconds, 1) if seconds else None
+
+
+REJECT_SAMPLE_KEYS = 5
+
+
+def reject_samples(validated, key_column: str) -> dict[str, list[str]]:
+    """Up to :data:`REJECT_SAMPLE_KEYS` keys per reject reason (the smallest), for the run page: a
+    window over the rejected rows only, so a date of many rejects never collects them all."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from spark_jobs.validation import REJECT_REASON
+
+    key = F.col(key_column).cast("string")
+    rank = F.row_number().over(Window.partitionBy(REJECT_REASON).orderBy(key))
+    rows = (
+        validated.where(F.col(REJECT_REASON).isNotNull())
+        .select(F.col(REJECT_REASON), key.alias("key"), rank.alias("rank"))
+        .where(F.col("rank") <= REJECT_SAMPLE_KEYS)
+        .collect()
+    )
+    samples: dict[str, list[str]] = {}
+    for row in sorted(rows, key=lambda r: (r[REJECT_REASON], r["rank"])):
+        samples.setdefault(row[REJECT_REASON], []).append(row["key"])
+    return samples
 
 
 class JobTimeout(TimeoutError):
@@ -277,7 +307,7 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
         "servers": [],
         "timings_s": {},
     }
-    progress = ProgressReporter(spark, job.report_path).start()
+    progress = ProgressReporter(spark, job.report_path, report=report).start()
     try:
         with job_deadline(spark, job.job_timeout_s):
             score_date(spark, job, report, progress)
@@ -293,6 +323,7 @@ def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
         raise
     finally:
         begin_cleanup()
+        progress.phase = "stopping servers"
         stop_started = time.monotonic()
         try:
             report["servers_stopped"] = stop_servers(spark, job)

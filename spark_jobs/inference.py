@@ -14,6 +14,7 @@ from pyspark.ml.functions import predict_batch_udf
 from pyspark.sql import types as T
 
 from spark_jobs.models.base import ServedModel, TensorSpec
+from spark_jobs.progress_channel import ProgressSender
 from spark_jobs.triton_fleet import ServerRequest, ensure_local_server, server_healthy
 
 _SPARK_TYPES = {
@@ -41,11 +42,17 @@ def return_type(model: ServedModel) -> T.DataType:
 
 
 def triton_predict_udf(
-    model: ServedModel, request: ServerRequest, batch_size: int, timeout_s: float, rows_counter=None
+    model: ServedModel,
+    request: ServerRequest,
+    batch_size: int,
+    timeout_s: float,
+    rows_counter=None,
+    progress_sender: ProgressSender | None = None,
 ):
     """``timeout_s`` bounds each batch, so a hung server fails the batch instead of hanging the job.
 
-    ``rows_counter``: an optional Spark accumulator that gets each batch's row count (progress).
+    ``rows_counter``: an optional Spark accumulator that gets each batch's row count when its task
+    ends; ``progress_sender``: the driver's progress listener, told each batch's rows at once.
     """
 
     def make_predict_fn() -> Callable[..., np.ndarray]:
@@ -85,6 +92,8 @@ def triton_predict_udf(
             result = infer(inputs)
             if rows_counter is not None:
                 _count_rows(rows_counter, len(result))
+            if progress_sender is not None:
+                progress_sender.add(len(result))
             return result
 
         return predict

@@ -1,10 +1,13 @@
 """Run progress and the human-readable report, written next to the JSON report. No Airflow imports.
 
-Progress: the predict function adds each batch's row count to a Spark accumulator (one ``add`` per
-batch, nothing per row), and a daemon thread on the driver writes ``<report>.progress.json`` every
-few seconds with rows done / total, rows/s and the stage's task counts. Accumulators reach the
-driver when a task ends, so progress moves per finished partition. If the session has no
-SparkContext (Spark Connect), there is no accumulator and progress falls back to task counts.
+Progress: the predict function reports each finished batch's row count twice (one call per batch,
+nothing per row): to the driver at once, over :mod:`spark_jobs.progress_channel`, and to a Spark
+accumulator, which reaches the driver when its task ends (the record of finished tasks, and what
+progress falls back to where the channel cannot connect). A daemon thread on the driver writes
+``<report>.progress.json`` every ``interval_s`` with rows done / total, rows/s, the stage's task
+counts, the history of rows done (the run page's rows/s chart) and the report so far (tables,
+counts read and rejected, servers). If the session has no SparkContext (Spark Connect), there is no
+accumulator and no task counts.
 
 Summary: ``<report>.md``, a Markdown table of the report, written by the job with the report.
 """
@@ -14,16 +17,24 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
+from spark_jobs.progress_channel import ProgressListener, ProgressSender
 
 REPORT_FILE = "report.json"
 PROGRESS_SUFFIX = ".progress.json"
 SUMMARY_SUFFIX = ".md"
 PROGRESS_FILE = "report" + PROGRESS_SUFFIX  # next to the local backend's report.json
 SUMMARY_FILE = "report" + SUMMARY_SUFFIX
+HISTORY_POINTS = 240  # samples of rows done kept for the chart; halved (every other kept) when full
+# What of the report, as far as the job has filled it in, the progress file carries for the run page.
+REPORT_SO_FAR = (
+    "run_id", "logical_date", "model", "input_table", "input_version", "output_table", "rejects_table",
+    "rows_read", "reject_reasons", "reject_samples", "servers",
+)  # fmt: skip
 
 
 def sibling(report_path: str, suffix: str) -> Path:
@@ -34,15 +45,26 @@ def sibling(report_path: str, suffix: str) -> Path:
 class ProgressReporter:
     """Writes ``{rows_done, rows_total, rows_per_s, tasks_done, tasks_total, ...}`` while a run scores."""
 
-    def __init__(self, spark, report_path: str | None, interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        spark,
+        report_path: str | None,
+        interval_s: float = 2.0,
+        report: dict[str, Any] | None = None,
+    ) -> None:
         self.path = sibling(report_path, PROGRESS_SUFFIX) if report_path else None
         self.interval_s = interval_s
+        self.report = report if report is not None else {}
         self.rows_total: int | None = None
         self.phase = "starting"
         self._started = time.monotonic()
         self._inference_started: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._history: list[list[float]] = []
+        self._flushing = threading.Lock()  # the writer thread and the job's own flushes
+        self._listener: ProgressListener | None = None
+        self._spark = spark
         self._sc = None
         self.accumulator = None
         with contextlib.suppress(Exception):  # Spark Connect: no SparkContext
@@ -51,9 +73,15 @@ class ProgressReporter:
 
     def start(self) -> ProgressReporter:
         if self.path is not None:
+            self._listener = ProgressListener.for_spark(self._spark)
             self._thread = threading.Thread(target=self._loop, name="spark-triton-progress", daemon=True)
             self._thread.start()
         return self
+
+    @property
+    def sender(self) -> ProgressSender | None:
+        """What the predict function reports each batch to (None: no listener, accumulator only)."""
+        return self._listener.sender() if self._listener is not None else None
 
     def inference_started(self, rows_total: int) -> None:
         self.rows_total = rows_total
@@ -67,12 +95,16 @@ class ProgressReporter:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.flush()
+        if self._listener is not None:
+            self._listener.close()
 
     def snapshot(self) -> dict[str, Any]:
         rows_done = None
         if self.accumulator is not None:
             with contextlib.suppress(Exception):
                 rows_done = int(self.accumulator.value)
+        if self._listener is not None:  # in-flight batches; the accumulator has finished tasks only
+            rows_done = max(rows_done or 0, self._listener.rows_done())
         if rows_done is not None and self.rows_total is not None:
             rows_done = min(rows_done, self.rows_total)  # a retried task counts its rows again
         tasks_done = tasks_total = None
@@ -86,6 +118,10 @@ class ProgressReporter:
                     tasks_total = sum(s.numTasks for s in stages)
         seconds = time.monotonic() - self._inference_started if self._inference_started else None
         rate = round(rows_done / seconds, 1) if rows_done and seconds else None
+        elapsed = round(time.monotonic() - self._started, 1)
+        if self._inference_started is not None and rows_done is not None:
+            self._record(elapsed, rows_done)
+        report = dict(self.report)  # a copy in one step: the job's thread keeps filling it in
         return {
             "phase": self.phase,
             "rows_done": rows_done,
@@ -93,14 +129,26 @@ class ProgressReporter:
             "rows_per_s": rate,
             "tasks_done": tasks_done,
             "tasks_total": tasks_total,
-            "elapsed_s": round(time.monotonic() - self._started, 1),
+            "elapsed_s": elapsed,
             "updated_at": time.time(),
+            "history": [list(point) for point in self._history],
+            "report": {key: report[key] for key in REPORT_SO_FAR if key in report},
         }
+
+    def _record(self, elapsed_s: float, rows_done: int) -> None:
+        """``[elapsed_s, rows_done]`` for the chart; bounded: a full history keeps every other point."""
+        plateau = len(self._history) > 1 and self._history[-2][1] == self._history[-1][1] == rows_done
+        if plateau:  # still no new rows: move the plateau's end instead of adding a point
+            self._history[-1][0] = elapsed_s
+            return
+        self._history.append([elapsed_s, rows_done])
+        if len(self._history) > HISTORY_POINTS:
+            self._history = self._history[:-1:2] + self._history[-1:]
 
     def flush(self) -> None:
         if self.path is None:
             return
-        with contextlib.suppress(Exception):  # progress must never fail a run
+        with self._flushing, contextlib.suppress(Exception):  # progress must never fail a run
             write_json_atomic(self.path, self.snapshot(), mode=READABLE_MODE)
 
     def _loop(self) -> None:
@@ -108,32 +156,73 @@ class ProgressReporter:
             self.flush()
 
 
-def summary_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown: status, counts, tables and versions, reject reasons, timings."""
-    rows = [
-        ("status", report.get("status")),
-        ("logical date", report.get("logical_date")),
-        ("model", f"`{report.get('model')}`"),
-        ("input", f"`{report.get('input_table')}` (v{report.get('input_version')})"),
-        ("output", f"`{report.get('output_table')}` (v{report.get('output_version')})"),
-        ("rejects", f"`{report.get('rejects_table')}` (v{report.get('rejects_version')})"),
+class Code(str):
+    """A cell shown as code: a table name, a model."""
+
+
+# A cell: text, code, or parts of both ("`table` (v3)").
+Cell = str | tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report's summary: a table (``header`` and ``rows``) or a preformatted ``text``."""
+
+    title: str | None
+    header: tuple[str, ...] = ()
+    rows: tuple[tuple[Cell, ...], ...] = ()
+    text: str | None = None
+
+
+def summary_sections(report: dict[str, Any]) -> list[Section]:
+    """The report's summary, once: ``report.md`` (:func:`summary_markdown`) and the run page in the
+    Airflow UI render these same sections."""
+    overview = (
+        ("status", str(report.get("status"))),
+        ("logical date", str(report.get("logical_date"))),
+        ("model", Code(report.get("model"))),
+        ("input", (Code(report.get("input_table")), f" (v{report.get('input_version')})")),
+        ("output", (Code(report.get("output_table")), f" (v{report.get('output_version')})")),
+        ("rejects", (Code(report.get("rejects_table")), f" (v{report.get('rejects_version')})")),
         ("rows read / scored / rejected",
          f"{report.get('rows_read')} / {report.get('rows_scored')} / {report.get('rows_rejected')}"),
-        ("rows/s", report.get("rows_per_s")),
-        ("Triton servers", len(report.get("servers") or [])),
-    ]  # fmt: skip
-    lines = [f"# Inference run `{report.get('run_id')}`", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
+        ("rows/s", str(report.get("rows_per_s"))),
+        ("Triton servers", str(len(report.get("servers") or []))),
+    )  # fmt: skip
+    sections = [Section(None, ("", ""), overview)]
     if report.get("error"):
-        lines += ["", "## Error", "", "```", str(report["error"]), "```"]
+        sections.append(Section("Error", text=str(report["error"])))
     reasons = report.get("reject_reasons") or {}
     if reasons:
-        lines += ["", "## Reject reasons", "", "| reason | rows |", "|---|---|"]
-        lines += [f"| {reason} | {count} |" for reason, count in sorted(reasons.items())]
+        samples = report.get("reject_samples") or {}
+        rows = tuple(
+            (reason, str(count), ", ".join(str(key) for key in samples.get(reason, ())))
+            for reason, count in sorted(reasons.items())
+        )
+        sections.append(Section("Reject reasons", ("reason", "rows", "sample keys"), rows))
     timings = report.get("timings_s") or {}
     if timings:
-        lines += ["", "## Timings (s)", "", "| step | seconds |", "|---|---|"]
-        lines += [f"| {step} | {seconds} |" for step, seconds in timings.items()]
+        rows = tuple((step, str(seconds)) for step, seconds in timings.items())
+        sections.append(Section("Timings (s)", ("step", "seconds"), rows))
+    return sections
+
+
+def _markdown_cell(cell: Cell) -> str:
+    parts = cell if isinstance(cell, tuple) else (cell,)
+    return "".join(f"`{part}`" if isinstance(part, Code) else part for part in parts)
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: status, counts, tables and versions, reject reasons, timings."""
+    lines = [f"# Inference run `{report.get('run_id')}`"]
+    for section in summary_sections(report):
+        lines += [""] + ([f"## {section.title}", ""] if section.title else [])
+        if section.text is not None:
+            lines += ["```", section.text, "```"]
+            continue
+        header = "|" + "|".join(f" {name} " if name else " " for name in section.header) + "|"
+        lines += [header, "|" + "---|" * len(section.header)]
+        lines += ["| " + " | ".join(_markdown_cell(c) for c in row) + " |" for row in section.rows]
     return "\n".join(lines) + "\n"
 
 
