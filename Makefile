@@ -16,7 +16,7 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test test-fast lint clean java airflow
+.PHONY: install demo test test-fast lint clean java airflow browser
 
 install: $(STAMP)
 
@@ -53,6 +53,16 @@ airflow: install java
 		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
 		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
 
+# The browser of the UI tests (tests/deployed: the run pages): Debian's chromium, which the `playwright`
+# package of the test extra drives by path; playwright never downloads a browser. Installing needs root
+# (CI runs as root); elsewhere install it once with `sudo apt-get install chromium`.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "the UI tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+	@chromium --version 2>/dev/null | tail -1
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,7 +73,7 @@ lint: install
 # 895 s with three, against 1,097 s with two). Each process has its own session root, Airflow home
 # and ports. TEST_ARGS= (empty) runs everything in one process.
 TEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
-test: install java lint
+test: install java lint browser
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=30 $(TEST_ARGS)
 
 test-fast: install

@@ -66,7 +66,7 @@ SCRIPT = """
     var d=[[x(t0),y(0)]].concat(pts.map(function(p){return [x(p[0]),y(p[1])];}));
     el('polyline',{points:d.map(function(p){return p[0].toFixed(1)+','+p[1].toFixed(1);}).join(' '),
       fill:'none',stroke:'#3182ce','stroke-width':2});
-    el('text',{x:2,y:14},Math.round(top)+' rows/s');el('text',{x:2,y:H-B},'0');
+    el('text',{x:2,y:14},(top<10?top.toFixed(1):Math.round(top))+' rows/s');el('text',{x:2,y:H-B},'0');
     el('text',{x:L,y:H-4},Math.round(t0)+' s');el('text',{x:W-50,y:H-4},Math.round(t1)+' s');
   }
   function render(d){
@@ -86,11 +86,16 @@ SCRIPT = """
   var url=document.getElementById('run-data').getAttribute('data-poll');
   function poll(){fetch(url,{credentials:'same-origin',cache:'no-store'}).then(function(r){
       if(!r.ok)throw new Error(r.status);return r.json();}).then(function(d){
-      if(d.finished||(!data.run_id&&d.run_id)){location.reload();return;}
+      if(d.sections!==data.sections){location.reload();return;}
       render(d);setTimeout(poll,POLL);}).catch(function(){setTimeout(poll,POLL*2);});}
   setTimeout(poll,POLL);
 })();
 """.replace("POLL", str(POLL_MS))
+
+
+def _number(value: Any) -> str:
+    """``1,234``, as the page's script writes numbers (``toLocaleString('en-US')``); a dash for none."""
+    return NONE if value is None else f"{value:,}" if isinstance(value, int) else str(value)
 
 
 def esc(value: Any) -> str:
@@ -104,9 +109,10 @@ def _cell(cell: Any) -> str:
 
 def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], testid: str = "") -> str:
     attr = f' data-testid="{esc(testid)}"' if testid else ""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    header = tuple(header)
+    head = f"<thead><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr></thead>" if any(header) else ""
     body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table{attr}>{head}<tbody>{body}</tbody></table>"
 
 
 def _sections(sections: list[Section]) -> str:
@@ -256,18 +262,22 @@ def _tables(view: RunView) -> str:
 def run_page(view: RunView, root: str) -> str:
     """Live progress (bar, counts, rows/s chart), servers, rejects, tables, and the report when done."""
     links = PageLinks(view, root)
-    counts = view.counts()
+    counts, percent = view.counts(), view.percent()
+    rate = f"{counts['rows_per_s']} rows/s" if counts["rows_per_s"] else NONE
+    scored = f"{_number(counts['rows_scored'] or 0)} / {_number(counts['rows_total'])} rows scored"
     body = [
         _header(view, links, urls.RUN_PAGE),
         _notes(view),
+        # Rendered here with the values the script then keeps current: no moment shows a stale 0.
         "<div class=card><div style='display:flex;justify-content:space-between'>"
-        "<b id=progress-text>&ndash;</b><span><span id=progress-value data-testid=progress-value>0</span>% · "
-        "<span id=rows-per-s>&ndash;</span> · phase <span id=phase>&ndash;</span></span></div>"
-        "<div id=bar class=bar><div style='width:0%'></div></div></div>",
+        f"<b id=progress-text>{esc(scored)}</b><span><span id=progress-value data-testid=progress-value>"
+        f"{percent:.0f}</span>% · <span id=rows-per-s>{esc(rate)}</span> · phase "
+        f"<span id=phase>{esc(counts['phase'] or NONE)}</span></span></div>"
+        f"<div id=bar class='bar{' done' if view.finished else ''}'><div style='width:{percent:.1f}%'></div></div></div>",
         "<div class=tiles>"
         + "".join(
             f"<div class='card tile'><div class=n id=count-{key} data-testid=count-{key}>"
-            f"{esc(counts.get('rows_' + key))}</div><div class=l>rows {key}</div></div>"
+            f"{esc(_number(counts.get('rows_' + key)))}</div><div class=l>rows {key}</div></div>"
             for key in ("read", "scored", "rejected")
         )
         + "</div>",

@@ -14,6 +14,7 @@ supervisor, so it shows what is recorded.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,27 @@ class RunView:
             "phase": progress.get("phase") or (self.state or "").lower() or None,
         }
 
+    def percent(self) -> float:
+        """Rows scored of rows to score, as the page's bar shows it (the page's script: the same)."""
+        counts = self.counts()
+        total, done = counts["rows_total"], counts["rows_scored"] or 0
+        if total:
+            return min(100.0, 100.0 * done / total)
+        return 100.0 if self.finished else 0.0
+
+    def sections_seen(self) -> str:
+        """What the page's server-rendered sections show (servers, rejects, tables, state): when the
+        polled value differs from the page's own, the page reloads to show the new sections."""
+        report = self.report or (self.progress or {}).get("report") or {}
+        known = [self.state, self.run_id, len(report.get("servers") or []), "reject_reasons" in report]
+        known += [report.get(key) for key in ("output_table", "output_version", "servers_stopped")]
+        return json.dumps(known, default=str)
+
     def to_json(self) -> dict[str, Any]:
         """What the page's script polls (``progress.json``)."""
         progress = self.progress or {}
         return {
+            "sections": self.sections_seen(),
             "task_instance_state": self.ti_state,
             "run_id": self.run_id,
             "state": self.state,
