@@ -187,7 +187,6 @@ def test_extra_links_go_to_the_run_pages_from_the_start(
     pushed: list[tuple[str, Any]] = []
     ctx = context(Store())
     ctx["ti"].xcom_push = lambda key, value: pushed.append((key, value))
-    monkeypatch.setattr(backend, "run_url", run_url, raising=False)
     real_status = backend.get_run_status
     monkeypatch.setattr(
         backend, "get_run_status", lambda run_id: dataclasses.replace(real_status(run_id), url=run_url)

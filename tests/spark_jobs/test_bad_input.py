@@ -3,6 +3,8 @@ become rejects with their reason, and ``scored + rejected == read`` always holds
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -66,6 +68,11 @@ def test_each_bad_row_kind_is_rejected_with_its_reason_and_counts_add_up(spark, 
     scored = DeltaTable(str(tmp_path / "out")).to_pandas()
     assert sorted(scored["id"]) == [6, 7, 8]
     assert report["servers_stopped"] and not any(s["running"] for s in report["servers_stopped"])
+    # The run page's sample keys: the rejected rows' own keys, per reason (a null key stays null).
+    assert report["reject_samples"] == {r[2]: [None if r[0] is None else str(r[0])] for r in BAD_ROWS if r[2]}
+    progress = json.loads((tmp_path / "report.progress.json").read_text())
+    assert (progress["phase"], progress["rows_done"], progress["history"][-1][1]) == ("success", 3, 3)
+    assert progress["report"]["reject_samples"] == report["reject_samples"]
 
 
 def test_an_empty_date_scores_nothing_and_starts_no_server(spark, tmp_path):
