@@ -472,6 +472,12 @@ def test_run_pages_in_a_browser(deployment: Deployment) -> None:
         screenshot(page, "report-page")
     print(f"browser scenario: {time.monotonic() - started:.1f}s, progress seen: {samples}")
 
+    # The task log: the missing-connection notice once, one short line per progress update.
+    log = stack.task_log(dag_id, run_id, task_id, 1)
+    assert log.count("does not exist: using the embedded local Spark cluster") == 1, log[-3000:]
+    progress_lines = [line for line in log.splitlines() if "Progress: " in line]
+    assert len(progress_lines) >= 2 and all(len(line) < 160 for line in progress_lines), progress_lines
+
     # Who may see it: the auth manager decides, as for the UI's own task instance routes.
     query = urls.ti_query(dag_id, run_id, task_id)
     pages = [f"{urls.PLUGIN_PREFIX}/{page}?{query}" for page in (urls.RUN_PAGE, urls.PROGRESS_JSON,
