@@ -16,7 +16,7 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: install demo test test-fast lint clean java airflow browser
+.PHONY: install demo test test-fast test-deployed lint clean java airflow browser
 
 install: $(STAMP)
 
@@ -46,12 +46,15 @@ demo: install java
 
 # `make airflow`: the DAGs on a real Airflow (api-server, scheduler, dag-processor, triggerer;
 # LocalExecutor, SQLite) under var/airflow-stack, as the deployed tests run it; Ctrl-C stops it all.
+# PROFILE=celery: CeleryExecutor with two workers and a Redis broker, PostgreSQL as the metadata DB
+# (throwaway servers, stopped with the rest).
+PROFILE ?= local
 airflow: install java
 	mkdir -p $(VAR)
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
 		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
-		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack
+		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack --profile $(PROFILE)
 
 # The browser of the UI tests (tests/deployed: the run pages): Debian's chromium, which the `playwright`
 # package of the test extra drives by path; playwright never downloads a browser. Installing needs root
@@ -78,6 +81,13 @@ test: install java lint browser
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
+
+# `make test-deployed`: the deployed scenarios alone (also in `make test`), both profiles at once:
+# LocalExecutor + SQLite (with the run pages in a browser), and CeleryExecutor (two workers, Redis)
+# + PostgreSQL.
+test-deployed: install java browser
+	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=0 \
+		-n 2 --dist loadscope tests/deployed
 
 # `make faults`: issue #5's fault suite (tests/faults) on the local backend and the Databricks
 # emulator; prints the fault table and saves it to var/faults.json. `make test` runs the same tests.

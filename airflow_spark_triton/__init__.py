@@ -10,4 +10,4 @@ __version__ = "0.1.0"
 def get_provider_info() -> dict:
     from airflow_spark_triton.provider_info import provider_info
 
-    return provider_info()
+    return provider_info(__version__)

@@ -84,19 +84,3 @@ def delta_table_asset(table: str, name: str | None = None, workspace_host: str |
 
     uri = table_uri(table, workspace_host)
     return Asset(name=name or uri, uri=uri, group=ASSET_GROUP)
-
-
-def databricks_host_of(conn_id: str) -> str | None:
-    """The workspace host of a ``databricks`` connection, None for any other type or no connection.
-
-    For tasks (run time), where the connection is there to be read; never called while parsing.
-    """
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except Exception:
-        return None
-    if conn.conn_type != DATABRICKS_SCHEME or not conn.host:
-        return None
-    return workspace_host(conn.host)

@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_spark_triton.config_section import CONFIG_SECTION
+
 PACKAGE = "airflow-spark-triton"
 LOCAL_CONN_TYPE = "spark_triton_local"
+DEFAULT_RETENTION_DAYS = 30
 
 
-def provider_info() -> dict[str, Any]:
-    from airflow_spark_triton import __version__
+def provider_info(version: str) -> dict[str, Any]:
+    """The provider's metadata at ``version``: the package's ``__version__``, passed in by the package
+    so that this module, which the package imports, never imports the package back (no cycle)."""
+    from airflow_spark_triton.trigger_policy import DEFAULTS, DESCRIPTIONS
 
     return {
         "package-name": PACKAGE,
@@ -21,7 +26,7 @@ def provider_info() -> dict[str, Any]:
             "Create a GPU Spark cluster, run batch inference with one Triton Inference Server per node "
             "over Delta tables, and always delete the cluster: on Databricks or a local Spark cluster."
         ),
-        "versions": [__version__],
+        "versions": [version],
         "integrations": [
             {
                 "integration-name": "Spark + Triton batch inference",
@@ -35,6 +40,7 @@ def provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_spark_triton.operators.cluster",
                     "airflow_spark_triton.operators.inference",
+                    "airflow_spark_triton.operators.retention",
                 ],
             }
         ],
@@ -96,4 +102,35 @@ def provider_info() -> dict[str, Any]:
                 "plugin-class": "airflow_spark_triton.ui.plugin.SparkTritonRunsPlugin",
             }
         ],
+        "config": {
+            CONFIG_SECTION: {
+                "description": "Settings of the airflow-spark-triton provider (GPU batch inference).",
+                "options": {
+                    # What a DAG run's conf may set (airflow_spark_triton.trigger_policy).
+                    **{
+                        name: {
+                            "description": DESCRIPTIONS[name],
+                            "version_added": "0.1.0",
+                            "type": "string",
+                            "example": None,
+                            "default": DEFAULTS[name],
+                        }
+                        for name in DEFAULTS
+                    },
+                    "retention_days": {
+                        "description": (
+                            "Days after which RemoveExpiredOperator (the spark_triton_retention DAG) removes "
+                            "what finished clusters and runs left behind: local and spark-submit state "
+                            "directories with their logs and reports, and the reports, job cluster "
+                            "definitions and code versions under a Databricks connection's artifact_root. "
+                            "Never anything of a live cluster or an unfinished run. At least 1."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "14",
+                        "default": str(DEFAULT_RETENTION_DAYS),
+                    },
+                },
+            },
+        },
     }

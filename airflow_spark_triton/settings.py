@@ -4,7 +4,7 @@ Airflow renders a templated field to text unless the DAG sets ``render_template_
 ``batch_size="{{ params.batch_size }}"`` reaches the operator as ``"64"``, a templated dict as its
 Python repr. A reused operator must work in any DAG, so every setting passes through here, in one
 place, before it builds a :class:`~airflow_spark_triton.cluster_spec.GpuClusterSpec` or an
-:class:`~spark_jobs.job_config.InferenceJobConfig`: pydantic (which Airflow ships) coerces in lax mode
+:class:`~spark_jobs.contract.InferenceJobConfig`: pydantic (which Airflow ships) coerces in lax mode
 (``"64"`` -> 64, ``"1.5"`` -> 1.5, ``"true"`` -> True, ``"None"`` -> None where None is allowed), text
 that holds a dict or list is parsed as JSON or a Python literal, and a value that cannot be coerced
 fails with the setting's name, the expected type and the value.

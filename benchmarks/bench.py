@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from benchmarks.comparison import PATHS, TARGETS
 from benchmarks.sampler import TreeSampler
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,16 +40,11 @@ RESULTS = REPO / "benchmarks" / "results"
 MODEL = "spark_jobs.models.minilm:MODEL"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DATE = "2026-01-01"
-PATHS = ("plain_torch", "inprocess_udf", "triton_udf")
 LABELS = {
     "plain_torch": "1. plain torch (1 process, no Spark)",
     "inprocess_udf": "2. predict_batch_udf, model in each worker",
     "triton_udf": "3. predict_batch_udf -> PyTriton per node",
 }
-# Issue #14's CPU targets for the default comparison (1 Python worker per node): the Triton path at
-# least 0.95x the in-process UDF and 0.85x plain torch, and the local backend's fixed overhead at most
-# 15 s. The first targets (0.8, 0.6, 30 s) were met by the 2026-11-25 run.
-TARGETS = {"triton_vs_inprocess_udf": 0.95, "triton_vs_plain_torch": 0.85, "local_overhead_s": 15.0}
 
 
 def machine_name() -> str:
@@ -433,7 +429,7 @@ def record_class_archives(hook, spec, work: Path) -> float | None:
     """
     from airflow_spark_triton.backends.base import RunLifecycle
     from airflow_spark_triton.backends.local import commands, jvm_archive
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
 
     spark_home = str(commands.spark_home())
     roles = jvm_archive.RUN_ROLES + jvm_archive.DAEMON_ROLES

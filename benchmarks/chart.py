@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PATHS = ("plain_torch", "inprocess_udf", "triton_udf")
+from benchmarks.comparison import PATHS, TARGETS
+
 SHORT = {"plain_torch": "1. plain torch", "inprocess_udf": "2. in-process UDF", "triton_udf": "3. Triton UDF"}
 COLORS = {"plain_torch": "#7f7f7f", "inprocess_udf": "#1f77b4", "triton_udf": "#76b900"}
 
 
 def write_chart(summary: dict[str, Any], target: Path) -> Path:
     import matplotlib
-
-    from benchmarks.bench import TARGETS
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -67,7 +67,7 @@ def driver_roots(backend, run_id: str):
 
 def run_size(backend, cluster_id: str, rows: int, work: Path, batch_size: int) -> dict[str, Any]:
     from airflow_spark_triton.backends.base import RunLifecycle
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig
 
     data = work / f"rows-{rows}"
     log(f"writing {rows} documents (+{OTHER_DATE_ROWS} on another date) to {data}")
@@ -89,16 +89,16 @@ def run_size(backend, cluster_id: str, rows: int, work: Path, batch_size: int) -
     wall = time.monotonic() - submitted
     if status.state != RunLifecycle.SUCCESS:
         raise RuntimeError(f"{rows} rows: run {run_id} {status.state}: {status.message}")
-    report = json.loads((backend.run_dir(run_id) / "report.json").read_text())
+    report = backend.get_run_report(run_id)
     far = time.time() + 1e9
     node_peak = nodes.peak(0, far) or {}
     driver_peak = driver.peak(0, far) or {}
     result = {
-        "rows_read": report["rows_read"],
-        "rows_scored": report["rows_scored"],
-        "rows_rejected": report["rows_rejected"],
-        "rows_per_s": report["rows_per_s"],
-        "timings_s": report["timings_s"],
+        "rows_read": report.rows_read,
+        "rows_scored": report.rows_scored,
+        "rows_rejected": report.rows_rejected,
+        "rows_per_s": report.rows_per_s,
+        "timings_s": report.timings_s,
         "submit_to_end_s": round(wall, 1),
         "driver_peak_rss_mb": driver_peak.get("peak_rss_mb"),
         "nodes_peak_rss_mb": node_peak.get("peak_rss_mb"),

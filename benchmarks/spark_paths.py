@@ -46,8 +46,8 @@ def inprocess_predict_udf(model_ref: str, options: dict[str, Any], batch_size: i
 def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
     from pyspark.sql import functions as F
 
+    from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.job_config import InferenceJobConfig
     from spark_jobs.models.base import resolve_model
     from spark_jobs.triton_fleet import wait_for_executors
 

@@ -3,6 +3,7 @@
 Submitted by the Airflow operators (``spark-submit`` locally, ``spark_python_task`` on Databricks)
 with a single ``--job '<InferenceJobConfig JSON>'`` argument. On failure it prints one line starting
 with ``SPARK_TRITON_ERROR:`` so the operator can show the job's own error instead of a JVM stack.
+Both, and the run report it writes, are :mod:`spark_jobs.contract`'s.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import argparse
 import contextlib
 import json
 import logging
-import re
 import signal
 import sys
 import threading
@@ -19,21 +19,15 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import ERROR_PREFIX, EXCEPTION_LINE, JOB_ARG, InferenceJobConfig, RunReport
 from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger("spark_jobs.batch_inference")
-# Shared with the Airflow side (the run supervisor and the Databricks backend read failures with them).
-ERROR_PREFIX = "SPARK_TRITON_ERROR:"
 REJECT_PREVIEW_CHARS = 1000
 ERROR_PART_CHARS = 600
-# "pkg.module.SomeError: message" at the start of a line: one exception of a (nested) traceback.
-EXCEPTION_LINE = re.compile(
-    r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt|Timeout)\b:?.*"
-)
 # Exceptions that only carry another one across a boundary (JVM, Python worker, Triton backend).
 _WRAPPER_PREFIXES = ("Py4J", "PyTritonClient")
 _WRAPPERS = ("PythonException", "SparkException", "TritonModelException")
@@ -62,7 +56,7 @@ def error_summary(exc: BaseException) -> str:
 
 
 def _unqualified(line: str) -> str:
-    """``spark_jobs.triton_fleet.TritonStartError: x`` -> ``TritonStartError: x``."""
+    """``spark_jobs.triton_node.TritonStartError: x`` -> ``TritonStartError: x``."""
     name, sep, message = line.partition(":")
     return name.rsplit(".", 1)[-1] + sep + message
 
@@ -130,7 +124,7 @@ def _raise_on_sigterm(signum: int, _frame: Any) -> None:
     raise RunCanceled(f"received signal {signum}: run canceled")
 
 
-def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=None) -> None:
+def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None) -> None:
     """Read the date, split rows into scored and rejected, write both tables; fills ``report``."""
     from pyspark.sql import functions as F
 
@@ -142,10 +136,10 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
 
     model = resolve_model(job.model)
     io = delta_io_for(spark)
-    report["delta_engine"] = io.name
+    report.delta_engine = io.name
     columns = job.input_columns
     read = io.read_date(job.input_table, job.date_column, job.logical_date, [job.key_column, *columns])
-    report["input_version"] = read.version
+    report.input_version = read.version
     check_schema(read.df, job.input_table, job.key_column, columns, model)
 
     # Launch the servers now, without waiting: they load the model while Spark reads and validates
@@ -154,31 +148,31 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
     if not read.df.isEmpty():
         raise_if_canceled()
         launch_servers(spark, job)
-    report["timings_s"]["servers_launch"] = round(time.monotonic() - started, 3)
+    report.timings_s["servers_launch"] = round(time.monotonic() - started, 3)
 
     validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
     try:
         started = time.monotonic()
-        report["rows_read"] = validated.count()
-        if not report["rows_read"]:  # an empty date is news: say it where people look
+        report.rows_read = validated.count()
+        if not report.rows_read:  # an empty date is news: say it where people look
             warning = f"no input rows for {job.logical_date} in {job.input_table}"
             log.warning(warning)
-            report.setdefault("warnings", []).append(warning)
+            report.warnings.append(warning)
         reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
-        report["reject_reasons"] = {r[REJECT_REASON]: r["count"] for r in reasons}
+        report.reject_reasons = {r[REJECT_REASON]: r["count"] for r in reasons}
         if reasons:
-            report["reject_samples"] = reject_samples(validated, job.key_column)
-        to_score = report["rows_read"] - sum(report["reject_reasons"].values())
-        report["rows_to_score"] = to_score
-        report["timings_s"]["read_and_validate"] = round(time.monotonic() - started, 3)
+            report.reject_samples = reject_samples(validated, job.key_column)
+        to_score = report.rows_read - sum(report.reject_reasons.values())
+        report.rows_to_score = to_score
+        report.timings_s["read_and_validate"] = round(time.monotonic() - started, 3)
         if progress is not None:
             progress.inference_started(to_score)
 
         if to_score:
             raise_if_canceled()
             started = time.monotonic()
-            report["servers"] = start_servers(spark, job)
-            report["timings_s"]["servers_ready"] = round(time.monotonic() - started, 3)
+            report.servers = start_servers(spark, job)
+            report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
         sender = progress.sender if progress is not None else None
@@ -210,32 +204,33 @@ def score_date(spark, job: InferenceJobConfig, report: dict[str, Any], progress=
         # run id until the next run of the date (an Airflow retry, a rerun) replaces both.
         started = time.monotonic()
         raise_if_canceled()
-        report["output_version"] = io.replace_date(
+        report.output_version = io.replace_date(
             scored, job.output_table, job.date_column, job.logical_date, job.run_id
         )
-        report["timings_s"]["inference_and_write"] = round(time.monotonic() - started, 3)
-        report["rejects_version"] = io.replace_date(
+        report.timings_s["inference_and_write"] = round(time.monotonic() - started, 3)
+        report.rejects_version = io.replace_date(
             rejects, job.rejects_table, job.date_column, job.logical_date, job.run_id
         )
     finally:
         validated.unpersist()
 
-    output = [(job.output_table, "rows_scored"), (job.rejects_table, "rows_rejected")]
-    for table, key in output:
-        report[key] = io.read_date(table, job.date_column, job.logical_date, [job.key_column]).df.count()
-    if report["rows_scored"] + report["rows_rejected"] != report["rows_read"]:
+    def written(table: str) -> int:
+        return io.read_date(table, job.date_column, job.logical_date, [job.key_column]).df.count()
+
+    report.rows_scored, report.rows_rejected = written(job.output_table), written(job.rejects_table)
+    if report.rows_scored + report.rows_rejected != report.rows_read:
         raise RuntimeError(
-            f"row counts do not add up for {job.logical_date}: read {report['rows_read']}, "
-            f"scored {report['rows_scored']}, rejected {report['rows_rejected']}"
+            f"row counts do not add up for {job.logical_date}: read {report.rows_read}, "
+            f"scored {report.rows_scored}, rejected {report.rows_rejected}"
         )
-    seconds = report["timings_s"].get("inference_and_write") or 0
-    report["rows_per_s"] = round(report["rows_scored"] / seconds, 1) if seconds else None
+    seconds = report.timings_s.get("inference_and_write") or 0
+    report.rows_per_s = round(report.rows_scored / seconds, 1) if seconds else None
 
 
 REJECT_SAMPLE_KEYS = 5
 
 
-def reject_samples(validated, key_column: str) -> dict[str, list[str]]:
+def reject_samples(validated, key_column: str) -> dict[str, list[str | None]]:
     """Up to :data:`REJECT_SAMPLE_KEYS` keys per reject reason (the smallest), for the run page: a
     window over the rejected rows only, so a date of many rejects never collects them all."""
     from pyspark.sql import Window
@@ -251,7 +246,7 @@ def reject_samples(validated, key_column: str) -> dict[str, list[str]]:
         .where(F.col("rank") <= REJECT_SAMPLE_KEYS)
         .collect()
     )
-    samples: dict[str, list[str]] = {}
+    samples: dict[str, list[str | None]] = {}
     for row in sorted(rows, key=lambda r: (r[REJECT_REASON], r["rank"])):
         samples.setdefault(row[REJECT_REASON], []).append(row["key"])
     return samples
@@ -289,59 +284,49 @@ def job_deadline(spark, timeout_s: float | None) -> Iterator[None]:
         raise JobTimeout(f"job ran past job_timeout_s={timeout_s:g}s and was canceled")
 
 
-def run(spark, job: InferenceJobConfig) -> dict[str, Any]:
+def run(spark, job: InferenceJobConfig) -> RunReport:
     """Score one date; whatever happens, stop every server this run started and write the report."""
     from spark_jobs.class_archive import dump_executor_archive
     from spark_jobs.progress import ProgressReporter
     from spark_jobs.triton_fleet import stop_servers
 
     started = time.monotonic()
-    report: dict[str, Any] = {
-        "status": "RUNNING",
-        "run_id": job.run_id,
-        "logical_date": job.logical_date,
-        "model": job.model,
-        "input_table": job.input_table,
-        "output_table": job.output_table,
-        "rejects_table": job.rejects_table,
-        "servers": [],
-        "timings_s": {},
-    }
+    report = RunReport.for_job(job)
     progress = ProgressReporter(spark, job.report_path, report=report).start()
     try:
         with job_deadline(spark, job.job_timeout_s):
             score_date(spark, job, report, progress)
-        report["status"] = "SUCCESS"
+        report.status = "SUCCESS"
     except BaseException as exc:
         canceled = isinstance(exc, RunCanceled) or CANCEL_REQUESTED.is_set()
-        report["status"] = "CANCELED" if canceled else "FAILED"
+        report.status = "CANCELED" if canceled else "FAILED"
         if canceled and not isinstance(exc, RunCanceled):
             # The canceled Spark job's own error is noise next to why it was canceled.
-            report["error"] = "RunCanceled: received SIGTERM: run canceled"
+            report.error = "RunCanceled: received SIGTERM: run canceled"
             raise RunCanceled("received SIGTERM: run canceled") from exc
-        report["error"] = f"{type(exc).__name__}: {exc}"
+        report.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         begin_cleanup()
         progress.phase = "stopping servers"
         stop_started = time.monotonic()
         try:
-            report["servers_stopped"] = stop_servers(spark, job)
+            report.servers_stopped = stop_servers(spark, job)
         finally:
-            report["timings_s"]["servers_stop"] = round(time.monotonic() - stop_started, 3)
+            report.timings_s["servers_stop"] = round(time.monotonic() - stop_started, 3)
             if not CANCEL_REQUESTED.is_set():  # a local cluster's first run only; a cancel must be quick
                 dump_started = time.monotonic()
                 if dump_executor_archive(spark):
-                    report["timings_s"]["executor_archive"] = round(time.monotonic() - dump_started, 3)
-            report["timings_s"]["total"] = round(time.monotonic() - started, 3)
-            progress.stop(report["status"].lower())
+                    report.timings_s["executor_archive"] = round(time.monotonic() - dump_started, 3)
+            report.timings_s["total"] = round(time.monotonic() - started, 3)
+            progress.stop(report.status.lower())
             if job.report_path:
                 write_report(job.report_path, report)
     return report
 
 
-def write_report(path: str, report: dict[str, Any]) -> None:
-    write_json_atomic(driver_path(path), report, mode=READABLE_MODE)  # no secrets; read by people
+def write_report(path: str, report: RunReport) -> None:
+    write_json_atomic(driver_path(path), report.to_dict(), mode=READABLE_MODE)  # no secrets; read by people
     with contextlib.suppress(Exception):  # the summary is a convenience; the JSON report is the record
         from spark_jobs.progress import write_summary
 
@@ -372,7 +357,7 @@ def let_adaptive_execution_coalesce_cached_shuffles(spark: SparkSession) -> None
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description="Batch inference with one Triton server per node")
-    parser.add_argument("--job", required=True, help="InferenceJobConfig as JSON")
+    parser.add_argument(JOB_ARG, required=True, dest="job", help="InferenceJobConfig as JSON")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
@@ -394,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         with contextlib.suppress(Exception):
             spark.stop()
-    log.info(
-        "run report: %s",
-        json.dumps({k: report.get(k) for k in ("rows_read", "rows_scored", "rows_rejected")}),
-    )
+    counts = {
+        "rows_read": report.rows_read,
+        "rows_scored": report.rows_scored,
+        "rows_rejected": report.rows_rejected,
+    }
+    log.info("run report: %s", json.dumps(counts))
     return 0
 
 

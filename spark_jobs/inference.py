@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.progress_channel import ProgressSender
-from spark_jobs.triton_fleet import ServerRequest, ensure_local_server, server_healthy
+from spark_jobs.triton_node import ServerRequest, ensure_local_server, server_healthy
 
 _SPARK_TYPES = {
     "float32": T.FloatType(),

@@ -5,41 +5,31 @@ nothing per row): to the driver at once, over :mod:`spark_jobs.progress_channel`
 accumulator, which reaches the driver when its task ends (the record of finished tasks, and what
 progress falls back to where the channel cannot connect). A daemon thread on the driver writes
 ``<report>.progress.json`` every ``interval_s`` with rows done / total, rows/s, the stage's task
-counts, the history of rows done (the run page's rows/s chart) and the report so far (tables,
-counts read and rejected, servers). If the session has no SparkContext (Spark Connect), there is no
-accumulator and no task counts.
+counts, the history of rows done (the run page's rows/s chart) and the report so far (the job's
+:class:`~spark_jobs.contract.RunReport` as far as it is filled in: tables, counts read and rejected,
+reject reasons and sample keys, servers). If the session has no SparkContext (Spark Connect), there
+is no accumulator and no task counts.
 
-Summary: ``<report>.md``, a Markdown table of the report, written by the job with the report.
+Summary: ``<report>.md``, a Markdown table of the report, written by the job with the report; the
+run page in the Airflow UI renders the same :func:`summary_sections`.
+Both file names are :mod:`spark_jobs.contract`'s (:func:`progress_path`, :func:`summary_path`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
+from spark_jobs.contract import RunReport, progress_path, summary_path
+from spark_jobs.json_files import READABLE_MODE, write_json_atomic
 from spark_jobs.progress_channel import ProgressListener, ProgressSender
 
-REPORT_FILE = "report.json"
-PROGRESS_SUFFIX = ".progress.json"
-SUMMARY_SUFFIX = ".md"
-PROGRESS_FILE = "report" + PROGRESS_SUFFIX  # next to the local backend's report.json
-SUMMARY_FILE = "report" + SUMMARY_SUFFIX
 HISTORY_POINTS = 240  # samples of rows done kept for the chart; halved (every other kept) when full
-# What of the report, as far as the job has filled it in, the progress file carries for the run page.
-REPORT_SO_FAR = (
-    "run_id", "logical_date", "model", "input_table", "input_version", "output_table", "rejects_table",
-    "rows_read", "reject_reasons", "reject_samples", "servers",
-)  # fmt: skip
-
-
-def sibling(report_path: str, suffix: str) -> Path:
-    target = driver_path(report_path)
-    return target.with_name(target.name.removesuffix(".json") + suffix)
 
 
 class ProgressReporter:
@@ -50,11 +40,11 @@ class ProgressReporter:
         spark,
         report_path: str | None,
         interval_s: float = 2.0,
-        report: dict[str, Any] | None = None,
+        report: RunReport | None = None,
     ) -> None:
-        self.path = sibling(report_path, PROGRESS_SUFFIX) if report_path else None
+        self.path = progress_path(report_path) if report_path else None
         self.interval_s = interval_s
-        self.report = report if report is not None else {}
+        self.report = report  # the job's report, filled in as the run goes: the report so far
         self.rows_total: int | None = None
         self.phase = "starting"
         self._started = time.monotonic()
@@ -121,7 +111,8 @@ class ProgressReporter:
         elapsed = round(time.monotonic() - self._started, 1)
         if self._inference_started is not None and rows_done is not None:
             self._record(elapsed, rows_done)
-        report = dict(self.report)  # a copy in one step: the job's thread keeps filling it in
+        # The job's thread keeps filling the report in: a shallow copy first, in one step.
+        report = copy.copy(self.report).to_dict() if self.report is not None else None
         return {
             "phase": self.phase,
             "rows_done": rows_done,
@@ -132,7 +123,7 @@ class ProgressReporter:
             "elapsed_s": elapsed,
             "updated_at": time.time(),
             "history": [list(point) for point in self._history],
-            "report": {key: report[key] for key in REPORT_SO_FAR if key in report},
+            "report": report,
         }
 
     def _record(self, elapsed_s: float, rows_done: int) -> None:
@@ -174,33 +165,30 @@ class Section:
     text: str | None = None
 
 
-def summary_sections(report: dict[str, Any]) -> list[Section]:
+def summary_sections(report: RunReport) -> list[Section]:
     """The report's summary, once: ``report.md`` (:func:`summary_markdown`) and the run page in the
     Airflow UI render these same sections."""
     overview = (
-        ("status", str(report.get("status"))),
-        ("logical date", str(report.get("logical_date"))),
-        ("model", Code(report.get("model"))),
-        ("input", (Code(report.get("input_table")), f" (v{report.get('input_version')})")),
-        ("output", (Code(report.get("output_table")), f" (v{report.get('output_version')})")),
-        ("rejects", (Code(report.get("rejects_table")), f" (v{report.get('rejects_version')})")),
-        ("rows read / scored / rejected",
-         f"{report.get('rows_read')} / {report.get('rows_scored')} / {report.get('rows_rejected')}"),
-        ("rows/s", str(report.get("rows_per_s"))),
-        ("Triton servers", str(len(report.get("servers") or []))),
+        ("status", str(report.status)),
+        ("logical date", str(report.logical_date)),
+        ("model", Code(report.model)),
+        ("input", (Code(report.input_table), f" (v{report.input_version})")),
+        ("output", (Code(report.output_table), f" (v{report.output_version})")),
+        ("rejects", (Code(report.rejects_table), f" (v{report.rejects_version})")),
+        ("rows read / scored / rejected", f"{report.rows_read} / {report.rows_scored} / {report.rows_rejected}"),
+        ("rows/s", str(report.rows_per_s)),
+        ("Triton servers", str(len(report.servers))),
     )  # fmt: skip
     sections = [Section(None, ("", ""), overview)]
-    if report.get("error"):
-        sections.append(Section("Error", text=str(report["error"])))
-    reasons = report.get("reject_reasons") or {}
-    if reasons:
-        samples = report.get("reject_samples") or {}
+    if report.error:
+        sections.append(Section("Error", text=str(report.error)))
+    if report.reject_reasons:
         rows = tuple(
-            (reason, str(count), ", ".join(str(key) for key in samples.get(reason, ())))
-            for reason, count in sorted(reasons.items())
+            (reason, str(count), ", ".join(str(key) for key in report.reject_samples.get(reason, ())))
+            for reason, count in sorted(report.reject_reasons.items())
         )
         sections.append(Section("Reject reasons", ("reason", "rows", "sample keys"), rows))
-    timings = report.get("timings_s") or {}
+    timings = report.timings_s
     if timings:
         rows = tuple((step, str(seconds)) for step, seconds in timings.items())
         sections.append(Section("Timings (s)", ("step", "seconds"), rows))
@@ -212,9 +200,9 @@ def _markdown_cell(cell: Cell) -> str:
     return "".join(f"`{part}`" if isinstance(part, Code) else part for part in parts)
 
 
-def summary_markdown(report: dict[str, Any]) -> str:
+def summary_markdown(report: RunReport) -> str:
     """The report as Markdown: status, counts, tables and versions, reject reasons, timings."""
-    lines = [f"# Inference run `{report.get('run_id')}`"]
+    lines = [f"# Inference run `{report.run_id}`"]
     for section in summary_sections(report):
         lines += [""] + ([f"## {section.title}", ""] if section.title else [])
         if section.text is not None:
@@ -226,8 +214,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(report_path: str, report: dict[str, Any]) -> Path:
-    target = sibling(report_path, SUMMARY_SUFFIX)
+def write_summary(report_path: str, report: RunReport) -> Path:
+    target = summary_path(report_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(summary_markdown(report))
     return target

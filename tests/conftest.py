@@ -7,6 +7,7 @@ server or job driver that belongs to this session is still alive: the shutdown g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.processes import describe, processes_under
 
 ROOT = Path(tempfile.mkdtemp(prefix="spark-triton-tests-"))
 REPO = Path(__file__).resolve().parents[1]
@@ -59,24 +62,28 @@ LEAK_MARKERS = (
     "airflow dag-processor",
     "airflow triggerer",
     "airflow worker",
+    # the celery profile (tests/harness/services.py): Celery workers (setproctitle'd `[celeryd: ...]`,
+    # their pool processes `airflow supervisor: <ti id>` while they run a task), PostgreSQL, Redis
+    "[celeryd:",
+    "airflow celery",
+    "airflow supervisor",
+    "postgres",
+    "redis-server",
     "airflow_spark_triton.backends.local.reaper",  # each local cluster's reaper (see that module)
 )
 
 
 def session_processes(root: Path = ROOT) -> list[str]:
-    """Spark/Triton processes whose command line or environment points into this session's root."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = " ".join(proc.info["cmdline"] or [])
-            if not any(marker in cmdline for marker in LEAK_MARKERS):
-                continue
-            env = proc.environ()
-            if str(root) in cmdline or any(str(root) in value for value in env.values()):
-                found.append(f"{proc.pid}: {cmdline[:160]}")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
+    """Marked processes whose command line, environment or working directory points into this
+    session's root, and their marked descendants (a server that overwrote its environment with its
+    process title: PostgreSQL's backends)."""
+    found = {proc.pid: proc for proc in processes_under(root, markers=LEAK_MARKERS)}
+    for proc in list(found.values()):
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children(recursive=True):
+                if any(marker in " ".join(child.cmdline()) for marker in LEAK_MARKERS):
+                    found.setdefault(child.pid, child)
+    return describe(found.values()).splitlines()
 
 
 @pytest.fixture(scope="session")
@@ -129,6 +136,7 @@ def stop_spark(spark) -> None:
 # running alone (xdist's default order is by test count, which puts these few-test modules last).
 LONGEST_FIRST = (
     "tests/deployed/test_nightly_deployed.py",
+    "tests/deployed/test_celery_deployed.py",
     "tests/faults/test_local_dag_faults.py",
 )
 

@@ -5,22 +5,33 @@ capabilities (progress, a summary link, a driver log) have defaults here that sa
 a backend that cannot show them needs no code, and one that can overrides them.
 
 Every error a backend raises on purpose is a :class:`BackendError`, an ``AirflowException``, so a task
-fails with the backend's own reason and a DAG author can catch one type for all backends.
+fails with the backend's own reason and a DAG author can catch one type for all backends. They are
+defined in :mod:`airflow_spark_triton.errors` (which hooks import too) and are public names here.
 """
 
 from __future__ import annotations
 
 import abc
+import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.exceptions import AirflowException
-
+from airflow_spark_triton.errors import BackendConfigError, BackendError, ClusterError, RunError
 from airflow_spark_triton.runs.states import RunLifecycle
 
 if TYPE_CHECKING:
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
-    from spark_jobs.job_config import InferenceJobConfig
+    from spark_jobs.contract import InferenceJobConfig, RunReport
+
+__all__ = [
+    "BackendConfigError",
+    "BackendError",
+    "ClusterError",
+    "GpuSparkBackend",
+    "RunError",
+    "RunLifecycle",
+    "RunStatus",
+]
 
 
 @dataclass(frozen=True)
@@ -36,22 +47,6 @@ class RunStatus:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunStatus:
         return cls(data["run_id"], RunLifecycle(data["state"]), data.get("message", ""), data.get("url"))
-
-
-class BackendError(AirflowException):
-    """Base of every error a backend raises on purpose; the message carries the backend's reason."""
-
-
-class BackendConfigError(BackendError, ValueError):
-    """A connection or setting the backend cannot use; the message names the setting."""
-
-
-class ClusterError(BackendError):
-    """The cluster could not be created or became unusable; the message carries the backend's reason."""
-
-
-class RunError(BackendError):
-    """The inference run failed, was canceled or left no report; the message carries the job's own error."""
 
 
 class GpuSparkBackend(abc.ABC):
@@ -131,8 +126,8 @@ class GpuSparkBackend(abc.ABC):
         """Cancel and wait until the run's driver is gone; canceling a finished run is a no-op."""
 
     @abc.abstractmethod
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
-        """The JSON report the job wrote (counts, Delta versions, servers, timings); :class:`RunError` if none."""
+    def get_run_report(self, run_id: str) -> RunReport:
+        """The report the job wrote (counts, Delta versions, servers, timings); :class:`RunError` if none."""
 
     # -- optional capabilities: the defaults say "not available" -----------------------------------
 
@@ -143,3 +138,15 @@ class GpuSparkBackend(abc.ABC):
     def run_summary_uri(self, run_id: str) -> str | None:
         """Where a person reads the run's summary (a file or page), for the task's extra link; None if none."""
         return None
+
+    def workspace_host(self) -> str | None:
+        """The workspace that serves ``catalog.schema.table`` names (their asset and lineage namespace); None if none."""
+        return None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Remove what this backend keeps of finished clusters and runs (state directories, logs,
+        reports, uploaded artifacts) that was last changed more than ``older_than`` ago, and never
+        anything of a live cluster or an unfinished run; return what was removed (paths or URIs).
+        Retention (``[spark_triton] retention_days``, ``dags/spark_triton_retention.py``) calls it.
+        Default: this backend keeps nothing of its own."""
+        return []

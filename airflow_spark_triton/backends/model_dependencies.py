@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from airflow_spark_triton.backends.base import BackendConfigError
+from airflow_spark_triton.errors import BackendConfigError
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_spark_triton.backends.base import BackendConfigError, GpuSparkBackend
+from airflow_spark_triton.backends.base import GpuSparkBackend
+from airflow_spark_triton.errors import BackendConfigError
 from airflow_spark_triton.provider_info import LOCAL_CONN_TYPE
 
 DEFAULT_CONN_ID = "spark_triton_default"

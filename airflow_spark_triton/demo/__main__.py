@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spark_jobs.contract import RunReport, default_rejects_table
+
 
 def _data_root() -> Path:
     return Path(os.environ.get("SPARK_TRITON_DATA_DIR", Path.home() / "spark_triton_data"))
@@ -30,7 +32,7 @@ def write_input(root: Path, day: dt.date, per_day: int) -> Path:
     return table
 
 
-def check_output(root: Path, day: dt.date, report: dict, sample: int) -> list[str]:
+def check_output(root: Path, day: dt.date, report: RunReport, sample: int) -> list[str]:
     """Return the failed checks (empty when all hold)."""
     from deltalake import DeltaTable
 
@@ -41,17 +43,15 @@ def check_output(root: Path, day: dt.date, report: dict, sample: int) -> list[st
     output = DeltaTable(str(root / "document_embeddings")).to_pandas(
         partitions=[("date", "=", day.isoformat())]
     )
-    rejects = DeltaTable(str(root / "document_embeddings_rejects")).to_pandas(
+    rejects = DeltaTable(default_rejects_table(str(root / "document_embeddings"))).to_pandas(
         partitions=[("date", "=", day.isoformat())]
     )
     if len(output) + len(rejects) != len(documents):
         failures.append(f"{len(output)} scored + {len(rejects)} rejected != {len(documents)} input rows")
     if output["id"].duplicated().any():
         failures.append("duplicate ids in the output")
-    if (report.get("rows_scored"), report.get("rows_rejected")) != (len(output), len(rejects)):
-        failures.append(
-            f"report counts {report.get('rows_scored')}/{report.get('rows_rejected')} differ from tables"
-        )
+    if (report.rows_scored, report.rows_rejected) != (len(output), len(rejects)):
+        failures.append(f"report counts {report.rows_scored}/{report.rows_rejected} differ from tables")
     dims = {len(v) for v in output["embedding"]}
     if dims != {EMBEDDING_DIM}:
         failures.append(f"embedding sizes {sorted(dims)} != {{{EMBEDDING_DIM}}}")
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     print("run report:\n" + json.dumps(report, indent=2, default=str))
     if result.state != "success":
         return 1
-    failures = check_output(root, day, report, args.check_sample)
+    failures = check_output(root, day, RunReport.from_dict(report), args.check_sample)
     print(f"output: {root / 'document_embeddings'} (partition date={day})")
-    print(f"rejects: {root / 'document_embeddings_rejects'}")
+    print(f"rejects: {default_rejects_table(str(root / 'document_embeddings'))}")
     for failure in failures:
         print(f"CHECK FAILED: {failure}")
     return 1 if failures else 0

@@ -2,7 +2,12 @@
 
 Every JSON call goes through the provider's ``_do_api_call``, so authentication (PAT, OAuth service
 principal, Azure AD, federation), proxies, the user agent and the retry policy are the provider's,
-configured on the Airflow connection as for any Databricks task. This hook adds what the provider
+configured on the Airflow connection as for any Databricks task. As in the provider's own
+``DatabricksHook``, each endpoint the backend uses is one thin public method here (``get_cluster``,
+``list_clusters``, ``create_cluster``, ``permanent_delete_cluster``, ``get_cluster_events``,
+``get_library_statuses``, ``get_policy``, ``get_instance_pool``, ``list_runs``; ``submit_run``,
+``get_run``, ``get_run_output``, ``cancel_run`` and ``install`` are the provider's), which pages
+through list answers; no caller names an endpoint. This hook adds what the provider
 lacks: a back-off that honours ``Retry-After``, the raw Files API (``_do_api_call`` can only send and
 parse JSON, so bytes in and out of a Unity Catalog volume go through one ``requests`` call composed
 from the provider's own URL, header, token and retry helpers) whose every refusal fails naming the
@@ -18,7 +23,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,16 +31,26 @@ from urllib.parse import quote
 import requests
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
-from airflow.providers.databricks.hooks.databricks import DatabricksHook
+from airflow.providers.databricks.hooks.databricks import GET_CLUSTER_ENDPOINT, DatabricksHook
 from airflow.providers.databricks.hooks.databricks_base import _TokenAuth
 from requests import exceptions as requests_exceptions
 from requests.auth import AuthBase, HTTPBasicAuth
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_none
 from tenacity.wait import wait_base
 
-from airflow_spark_triton.backends.base import BackendConfigError, BackendError
+from airflow_spark_triton.errors import BackendConfigError, BackendError, ClusterError
 
 SCIM_ME_ENDPOINT = ("GET", "2.0/preview/scim/v2/Me")
+CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
+LIST_CLUSTERS_ENDPOINT = ("GET", "2.1/clusters/list")
+CLUSTER_EVENTS_ENDPOINT = ("POST", "2.1/clusters/events")
+PERMANENT_DELETE_ENDPOINT = ("POST", "2.1/clusters/permanent-delete")
+LIBRARY_STATUS_ENDPOINT = ("GET", "2.0/libraries/cluster-status")
+GET_POLICY_ENDPOINT = ("GET", "2.0/policies/clusters/get")
+GET_POOL_ENDPOINT = ("GET", "2.0/instance-pools/get")
+LIST_RUNS_ENDPOINT = ("GET", "2.2/jobs/runs/list")
+CLUSTERS_PAGE_SIZE = 100
+RUNS_PAGE_SIZE = 25  # the most runs/list returns per page
 FILES_API = "api/2.0/fs/files"
 DIRECTORIES_API = "api/2.0/fs/directories"
 MAX_RETRY_AFTER_S = 120.0
@@ -220,6 +235,83 @@ class DatabricksGpuHook(DatabricksHook):
                 return once._do_api_call(endpoint, body)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    # -- clusters, libraries, policies, pools, runs: one method per endpoint ----------------------
+
+    def _all_pages(self, endpoint: tuple[str, str], params: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        """Every item under ``key`` of a list endpoint, following ``next_page_token``."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._do_api_call(endpoint, params)
+            items += page.get(key, [])
+            if not page.get("next_page_token"):
+                return items
+            params = {**params, "page_token": page["next_page_token"]}
+
+    def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+        """``clusters/get``: the cluster's whole description (state, spec, termination reason)."""
+        return self._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
+
+    def list_clusters(self, states: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """``clusters/list``, every page: the clusters in one of ``states`` (every cluster if none)."""
+        params: dict[str, Any] = {"page_size": CLUSTERS_PAGE_SIZE}
+        if states:
+            params["filter_by.cluster_states"] = list(states)
+        return self._all_pages(LIST_CLUSTERS_ENDPOINT, params, "clusters")
+
+    def create_cluster(self, json: dict[str, Any], went_through: Callable[[], str | None]) -> str:
+        """``clusters/create``: the new cluster's id.
+
+        The endpoint takes no idempotency token, so it is sent with :meth:`post_checked`: before each
+        re-send ``went_through`` is asked for the cluster an earlier attempt may have created after
+        all (its id, or None). Raises :class:`ClusterError` with the server's last answer when every
+        attempt failed.
+        """
+
+        def earlier() -> dict[str, Any] | None:
+            cluster_id = went_through()
+            return {"cluster_id": cluster_id} if cluster_id else None
+
+        try:
+            answer = self.post_checked(CREATE_CLUSTER_ENDPOINT, json, earlier)
+        except AirflowException as exc:
+            if gave_up_retryable(exc):
+                raise ClusterError(
+                    f"clusters/create failed on every attempt; last: {last_http_error(exc)}"
+                ) from exc
+            raise
+        return str(answer["cluster_id"])
+
+    def permanent_delete_cluster(self, cluster_id: str) -> None:
+        """``clusters/permanent-delete``: terminate the cluster and remove it from the workspace."""
+        self._do_api_call(PERMANENT_DELETE_ENDPOINT, {"cluster_id": cluster_id})
+
+    def get_cluster_events(self, cluster_id: str, limit: int) -> list[dict[str, Any]]:
+        """``clusters/events``: the cluster's latest ``limit`` events, newest first."""
+        body = {"cluster_id": cluster_id, "order": "DESC", "page_size": limit}
+        return self._do_api_call(CLUSTER_EVENTS_ENDPOINT, body).get("events", [])
+
+    def get_library_statuses(self, cluster_id: str) -> list[dict[str, Any]]:
+        """``libraries/cluster-status``: each library of the cluster with its install status."""
+        answer = self._do_api_call(LIBRARY_STATUS_ENDPOINT, {"cluster_id": cluster_id})
+        return answer.get("library_statuses") or []
+
+    def get_policy(self, policy_id: str) -> dict[str, Any]:
+        """``policies/clusters/get``: the cluster policy (raises the provider's error if it is not there)."""
+        return self._do_api_call(GET_POLICY_ENDPOINT, {"policy_id": policy_id})
+
+    def get_instance_pool(self, instance_pool_id: str) -> dict[str, Any]:
+        """``instance-pools/get``: the pool (raises the provider's error if it is not there)."""
+        return self._do_api_call(GET_POOL_ENDPOINT, {"instance_pool_id": instance_pool_id})
+
+    def list_runs(self, *, active_only: bool = False, run_type: str | None = None) -> list[dict[str, Any]]:
+        """``jobs/runs/list``, every page, with each run's tasks (their cluster specs included)."""
+        params: dict[str, Any] = {"expand_tasks": "true", "limit": RUNS_PAGE_SIZE}
+        if active_only:
+            params["active_only"] = "true"
+        if run_type:
+            params["run_type"] = run_type
+        return self._all_pages(LIST_RUNS_ENDPOINT, params, "runs")
+
     # -- raw Files API ---------------------------------------------------------------------------
 
     def _auth(self) -> AuthBase:
@@ -373,6 +465,28 @@ class DatabricksGpuHook(DatabricksHook):
     def delete_file(self, remote_path: str) -> None:
         """Delete a file; deleting a file that is not there succeeds."""
         self._raw_call("DELETE", f"{FILES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True)
+
+    def list_directory(self, remote_path: str) -> list[dict[str, Any]]:
+        """Every entry of a directory, all pages (``path``, ``name``, ``is_directory``, and for files
+        ``file_size`` and ``last_modified`` in epoch milliseconds); [] for a missing directory."""
+        entries: list[dict[str, Any]] = []
+        params: dict[str, str] | None = None
+        while True:
+            response = self._raw_call(
+                "GET", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, params=params,
+                missing_ok=True,
+            )  # fmt: skip
+            page = response.json() if response is not None and response.content else {}
+            entries += page.get("contents", [])
+            if not page.get("next_page_token"):
+                return entries
+            params = {"page_token": page["next_page_token"]}
+
+    def delete_directory(self, remote_path: str) -> None:
+        """Delete an empty directory; deleting one that is not there succeeds."""
+        self._raw_call(
+            "DELETE", f"{DIRECTORIES_API}{quote(remote_path)}", remote_path=remote_path, missing_ok=True
+        )
 
     # -- connection test -------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_spark_triton.backends.base import BackendConfigError
+from airflow_spark_triton.errors import BackendConfigError
 from airflow_spark_triton.runs.records import state_home
 
 CONN_TYPE = "spark"  # apache-airflow-providers-apache-spark's connection type

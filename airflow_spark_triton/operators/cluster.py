@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 
-from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.cluster_spec import JOB, GpuClusterSpec
+from airflow_spark_triton.operators.backend_cache import CachedBackend
+from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-    from airflow_spark_triton.backends.base import GpuSparkBackend
 
 ACTIVE = "ACTIVE"
 GONE = "GONE"
@@ -37,7 +37,7 @@ def run_tags(context: Context) -> dict[str, str]:
     return {"airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id, "airflow_task_id": ti.task_id}
 
 
-class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
+class CreateGpuClusterOperator(CachedBackend, TriggerParamsGuard, ResumableJobMixin, BaseOperator):
     """Create a GPU Spark cluster for batch inference, wait until usable, return its ``cluster_id``.
 
     For ``compute="job"`` (the spec's default) on a backend with jobs compute, return a jobs compute
@@ -48,9 +48,14 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
     :param conn_id: the backend's connection: type ``databricks`` or ``spark_triton_local``; a
         missing connection means the local Spark backend.
     :param tags: extra cluster tags (templated), on top of the DAG/run/task tags.
+
+    Settings that a run's conf changed (``conn_id``; ``cluster_spec``'s ``model``, ``init_script``,
+    ``spark_conf``, ``spark_env_vars`` and other fields) must pass the deployment's ``[spark_triton]``
+    allow-lists (:mod:`airflow_spark_triton.trigger_policy`); what the DAG sets is not restricted.
     """
 
     template_fields: Sequence[str] = ("cluster_spec", "tags", "conn_id")
+    trigger_checked_fields = {"conn_id": "conn_id", "cluster_spec": "cluster_spec"}
     template_fields_renderers = {"cluster_spec": "json", "tags": "json"}
     ui_color = "#d9f2e6"
     external_id_key = "cluster_id"
@@ -70,10 +75,6 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
         self.conn_id = conn_id
         self.tags = tags or {}
         self._cluster_id: str | None = None
-
-    @property
-    def backend(self) -> GpuSparkBackend:
-        return get_backend(self.conn_id)
 
     def _spec(self) -> GpuClusterSpec:
         return GpuClusterSpec.from_dict(self.cluster_spec)
@@ -143,7 +144,7 @@ class CreateGpuClusterOperator(ResumableJobMixin, BaseOperator):
                 self.log.exception("Could not delete cluster %s; delete it by hand", self._cluster_id)
 
 
-class DeleteClusterOperator(BaseOperator):
+class DeleteClusterOperator(CachedBackend, TriggerParamsGuard, BaseOperator):
     """Delete the cluster and everything on it. Use as the teardown of the create task.
 
     Deleting a cluster that is already gone succeeds, so the teardown is safe after a failed,
@@ -153,6 +154,7 @@ class DeleteClusterOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("cluster_id", "conn_id")
+    trigger_checked_fields = {"conn_id": "conn_id"}
     ui_color = "#f2d9d9"
 
     def __init__(self, *, cluster_id: str, conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
@@ -164,5 +166,5 @@ class DeleteClusterOperator(BaseOperator):
         if not self.cluster_id or self.cluster_id == "None":
             self.log.info("No cluster was created; nothing to delete")
             return
-        get_backend(self.conn_id).delete_cluster(self.cluster_id)
+        self.backend.delete_cluster(self.cluster_id)
         self.log.info("Teardown of %s done: deleted, or for jobs compute no run left active", self.cluster_id)

@@ -27,9 +27,9 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
-from airflow_spark_triton.assets import databricks_host_of, table_uri, unity_catalog_name
+from airflow_spark_triton.assets import table_uri, unity_catalog_name
 from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
-from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID, get_backend
+from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
     REPORT_SUMMARY_XCOM_KEY,
@@ -38,11 +38,13 @@ from airflow_spark_triton.links import (
     InferenceReportLink,
     InferenceRunLink,
 )
+from airflow_spark_triton.operators.backend_cache import CachedBackend
+from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
 from airflow_spark_triton.ui.urls import REPORT_PAGE, RUN_PAGE, page_url
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError, RunReport, default_rejects_table
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,7 +63,7 @@ def scored_date(context: Context) -> str:
     return (run_after.date() - dt.timedelta(days=1)).isoformat()
 
 
-# The operator's arguments that are the job's settings, under the same names (spark_jobs.job_config).
+# The operator's arguments that are the job's settings, under the same names (spark_jobs.contract).
 JOB_SETTINGS = (
     "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
     "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
@@ -88,7 +90,7 @@ def task_try_token(dag_id: str, task_id: str, run_id: str, map_index: int, try_n
     return hashlib.sha256(raw.encode()).hexdigest()[:48]
 
 
-class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
+class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMixin, BaseOperator):
     """Score one date of a Delta table with a model served by one Triton server per node.
 
     :param cluster_id: the cluster to run on, usually ``create_task.output`` (templated).
@@ -117,6 +119,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval_s: seconds between status checks; progress is logged at each one.
 
+    Trigger params: ``model``, ``model_options`` and ``conn_id`` values that a run's conf changed
+    from what the DAG sets must pass the deployment's ``[spark_triton]`` allow-lists
+    (:mod:`airflow_spark_triton.trigger_policy`); a refusal fails the task before anything starts.
+
     Assets: pass ``outlets=[delta_table_asset(...)]`` (see :mod:`airflow_spark_triton.assets`); on
     success every ``Asset`` outlet's event gets ``extra`` = the table actually written, the date, the
     Delta versions and the counts. Extra links: the run page and the report summary.
@@ -135,6 +141,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         "conn_id",
     )
     template_fields_renderers = {"model_options": "json"}
+    trigger_checked_fields = {"model": "model", "model_options": "model_options", "conn_id": "conn_id"}
     ui_color = "#e6e6fa"
     external_id_key = "inference_run_id"
     operator_extra_links = (InferenceRunLink(), InferenceReportLink())
@@ -176,10 +183,6 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self.job_timeout_s = job_timeout_s
         self._run_id: str | None = None
 
-    @property
-    def backend(self) -> GpuSparkBackend:
-        return get_backend(self.conn_id)
-
     def job_config(self) -> InferenceJobConfig:
         """The job's settings, each coerced to its declared type (a rendered template is text)."""
         settings = {name: getattr(self, name) for name in JOB_SETTINGS}
@@ -199,15 +202,16 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         report = self.execute_resumable(context)
         return self._complete(context, report)
 
-    def _complete(self, context: Context, report: dict[str, Any]) -> dict[str, Any]:
-        """The run is over and its report is in hand: check the floor, forget the run id, annotate."""
+    def _complete(self, context: Context, report: RunReport) -> dict[str, Any]:
+        """The run is over and its report is in hand: check the floor, forget the run id, annotate.
+        Returns the report as plain JSON values: the task's XCom, which users read."""
         store = context.get("task_state_store")
         if store is not None:
             # A later try of this task instance is a clear or a reprocess: it must score again.
             store.delete(self.external_id_key)
         self._check_rows(report)
         self._annotate_outlets(context, report)
-        return report
+        return report.to_dict()
 
     def _warn_if_day_not_over(self, context: Context) -> None:
         """A zero-width data interval (``CronTriggerTimetable``) makes ``logical_date`` the day that
@@ -224,10 +228,10 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
                 day, context.get("data_interval_start"), context.get("data_interval_end"),
             )  # fmt: skip
 
-    def _check_rows(self, report: dict[str, Any]) -> None:
+    def _check_rows(self, report: RunReport) -> None:
         """An empty input date is news: a warning always, a failure below ``min_rows``."""
-        rows_read = int(report.get("rows_read") or 0)
-        date, table = report.get("logical_date") or self.logical_date, self.input_table
+        rows_read = int(report.rows_read or 0)
+        date, table = report.logical_date or self.logical_date, self.input_table
         if rows_read == 0:
             self.log.warning("No input rows for %s in %s: nothing was scored", date, table)
         if rows_read < int(self.min_rows):
@@ -264,7 +268,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return status == RunLifecycle.SUCCESS.value
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:
+    def poll_until_complete(self, external_id: Any, context: Context) -> RunReport:
         self._run_id = str(external_id)
         self._push_links(context, self._run_id)
         if self.deferrable:
@@ -356,7 +360,7 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         self._last_progress = key
         self.log.info("Progress: %s", format_progress(progress))  # short: the run id is logged at submit
 
-    def _annotate_outlets(self, context: Context, report: dict[str, Any]) -> None:
+    def _annotate_outlets(self, context: Context, report: RunReport) -> None:
         """Attach what this run wrote to each Asset outlet's event, for consumers to read."""
         from airflow.sdk import Asset
 
@@ -367,13 +371,13 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
             "table": str(self.output_table),
             "table_uri": table_uri(str(self.output_table), self._workspace_host()),
             "rejects_table": self._rejects_table(),
-            "logical_date": report.get("logical_date") or str(self.logical_date),
+            "logical_date": report.logical_date or str(self.logical_date),
             "date_column": self.date_column,
-            "output_version": report.get("output_version"),
-            "rows_scored": report.get("rows_scored"),
-            "rows_rejected": report.get("rows_rejected"),
-            "model": report.get("model") or str(self.model),
-            "run_id": report.get("run_id"),
+            "output_version": report.output_version,
+            "rows_scored": report.rows_scored,
+            "rows_rejected": report.rows_rejected,
+            "model": report.model or str(self.model),
+            "run_id": report.run_id,
         }
         for outlet in self.outlets or []:
             if isinstance(outlet, Asset):
@@ -394,29 +398,35 @@ class TritonInferenceOperator(ResumableJobMixin, BaseOperator):
         """The Databricks workspace of ``catalog.schema.table`` names: their asset and lineage namespace."""
         if not any(unity_catalog_name(str(t)) for t in (self.input_table, self.output_table)):
             return None
-        return databricks_host_of(str(self.conn_id))
+        try:
+            return self.backend.workspace_host()
+        except Exception:  # asset and lineage names never fail a run: a path namespace instead
+            self.log.warning(
+                "Could not read the workspace host of connection %s", self.conn_id, exc_info=True
+            )
+            return None
 
     def _rejects_table(self) -> str:
         """The rejects table as the job resolves it, without building (and validating) a job config."""
-        return str(self.rejects_table or f"{str(self.output_table).rstrip('/')}_rejects")
+        return str(self.rejects_table or default_rejects_table(str(self.output_table)))
 
-    def _finish(self, status: RunStatus) -> dict[str, Any]:
+    def _finish(self, status: RunStatus) -> RunReport:
         if status.state is not RunLifecycle.SUCCESS:
             raise RunError(f"inference run {status.run_id} {status.state.value}: {status.message}")
         return self.get_job_result(status.run_id, {})  # type: ignore[arg-type]
 
-    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+    def get_job_result(self, external_id: Any, context: Context) -> RunReport:
         report = self.backend.get_run_report(str(external_id))
         self.log.info(
             "Run %s for %s: read %s, scored %s, rejected %s (input v%s -> output v%s) at %s rows/s",
             external_id,
-            report.get("logical_date"),
-            report.get("rows_read"),
-            report.get("rows_scored"),
-            report.get("rows_rejected"),
-            report.get("input_version"),
-            report.get("output_version"),
-            report.get("rows_per_s"),
+            report.logical_date,
+            report.rows_read,
+            report.rows_scored,
+            report.rows_rejected,
+            report.input_version,
+            report.output_version,
+            report.rows_per_s,
         )
         return report
 

@@ -8,15 +8,17 @@ Any later task (a retry, the teardown, the triggerer) finds the run from its id 
 Run directory ``<root>/<owner_id>/runs/<run_id>/`` (the owner is a local cluster or a spark-submit
 attachment; ``run_id`` is ``<owner_id>-run-<8 hex>``)::
 
-    run.json        id, owner, idempotency token, supervisor pid + create time
+    run.json        id, owner, idempotency token, host, supervisor pid + create time
     command.json    argv and environment of the launched command (read by the supervisor); the
                     environment comes from runs.env (allow-listed, no secrets)
     status.json     PENDING → RUNNING → SUCCESS | FAILED | CANCELED, with the job's error message
                     (a guarded record: a finished run never changes state again)
     driver.log      the command's output; supervisor.log
-    report.json, report.progress.json, report.md   written by the job (spark_jobs.progress)
+    report.json, report.progress.json, report.md   written by the job (names: spark_jobs.contract)
 
-The JSON records (run, command, status) are readable by this user only (mode 0600).
+The JSON records (run, command, status) are readable by this user only (mode 0600). The pids in
+them are judged only on the run's own host (:mod:`~airflow_spark_triton.runs.hosts`): elsewhere an
+unfinished run is reported as running there, and cancel fails naming both hosts.
 
 :class:`SupervisedRuns` returns plain values (:class:`RunOutcome`, dicts, paths) and raises the
 error class its backend hands it (the backend contract's ``RunError``), so this module stays free of
@@ -26,7 +28,6 @@ Airflow.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import secrets
@@ -41,6 +42,12 @@ import psutil
 
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.env import run_environment
+from airflow_spark_triton.runs.hosts import (
+    elsewhere_message,
+    foreign_host,
+    this_host,
+    unchecked_message,
+)
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import file_lock, now_iso
 from airflow_spark_triton.runs.states import UNFINISHED_STATES, RunLifecycle
@@ -52,8 +59,8 @@ from airflow_spark_triton.runs.supervisor import (
     run_state,
     status_record,
 )
+from spark_jobs.contract import REPORT_FILE, ReportError, RunReport, progress_path, summary_path
 from spark_jobs.json_files import read_json, write_json_atomic
-from spark_jobs.progress import PROGRESS_FILE, SUMMARY_FILE
 
 STOP_GRACE_S = 15.0
 CANCEL_TIMEOUT_S = KILL_AFTER_S + 15.0  # the supervisor's own escalation, plus slack
@@ -61,7 +68,6 @@ SUPERVISOR_START_GRACE_S = 120.0
 SUPERVISOR_MODULE = "airflow_spark_triton.runs.supervisor"
 RUN_SEPARATOR = "-run-"
 RUN_FILE = "run.json"
-REPORT_FILE = "report.json"
 
 # Builds the command of a new run from its id and directory: (argv, env, script). ``script`` is
 # the Python file the driver runs; the supervisor sends it SIGTERM first on cancel. ``env`` must
@@ -71,13 +77,6 @@ CommandBuilder = Callable[[str, Path], tuple[list[str], dict[str, str], str]]
 
 class RunsError(Exception):
     """What :class:`SupervisedRuns` raises unless its backend hands it an error class of its own."""
-
-
-def batch_inference_script() -> Path:
-    """The job's entry point, as spark-submit runs it."""
-    import spark_jobs
-
-    return Path(spark_jobs.__file__).resolve().parent / "batch_inference.py"
 
 
 def process_record(data: dict[str, Any] | None) -> ProcessRecord | None:
@@ -93,7 +92,10 @@ def iter_runs(owner_dir: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def supervisor_lost(run: dict[str, Any], status: dict[str, Any]) -> str | None:
-    """Why an unfinished run can no longer finish on its own (its supervisor is gone), or None."""
+    """Why an unfinished run can no longer finish on its own (its supervisor is gone), or None.
+    A run of another host is never judged here: its pids are that host's."""
+    if foreign_host(run):
+        return None
     supervisor = process_record(status.get("supervisor")) or process_record(run.get("supervisor"))
     if supervisor is None:
         age = time.time() - float(run.get("created_epoch", time.time()))
@@ -131,9 +133,12 @@ def run_activity(owner_dir: Path) -> RunActivity:
 
 def leftover_drivers(owner_dir: Path) -> list[tuple[str, ProcessRecord]]:
     """Recorded drivers whose process group still has members, whatever their run's state: a
-    supervisor killed with -9 leaves spark-submit running, and only its record finds it."""
+    supervisor killed with -9 leaves spark-submit running, and only its record finds it. Runs of
+    another host are not judged (an unfinished one fails its cancel first)."""
     left = []
     for run_dir, run in iter_runs(owner_dir):
+        if foreign_host(run):
+            continue
         driver = process_record((read_json(run_dir / STATUS_FILE) or {}).get("driver"))
         if driver is not None and procs.group_members(driver):
             left.append((run["run_id"], driver))
@@ -228,6 +233,7 @@ class SupervisedRuns:
                 "run_id": run_id,
                 "owner_id": owner_id,
                 "idempotency_token": idempotency_token,
+                "host": this_host(),
                 "script": script,
                 "created_at": now_iso(),
                 "created_epoch": time.time(),
@@ -275,9 +281,13 @@ class SupervisedRuns:
     # -- status -------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> RunOutcome:
-        """The recorded state; an unfinished run whose supervisor is gone is settled as FAILED."""
+        """The recorded state; an unfinished run whose supervisor is gone is settled as FAILED. One of
+        another host keeps its recorded state, with a message saying this host cannot check it."""
         run_dir, run, status = self._load(run_id)
-        if not run_state(status).is_terminal:
+        elsewhere = foreign_host(run)
+        if elsewhere and not run_state(status).is_terminal:
+            status = {**status, "message": unchecked_message(elsewhere)}
+        elif not run_state(status).is_terminal:
             lost = supervisor_lost(run, status)
             if lost:
                 # Guarded: if the supervisor wrote its outcome just before exiting, that one stands.
@@ -306,10 +316,14 @@ class SupervisedRuns:
 
         Works without the supervisor too: a supervisor killed with -9 leaves spark-submit running,
         and the run may already be recorded FAILED for it; its driver is then stopped by record.
+        An unfinished run of another host cannot be stopped from here: that raises, naming both hosts.
         """
         run_dir, run, status = self._load(run_id)
+        elsewhere = foreign_host(run)
+        if elsewhere and not run_state(status).is_terminal:
+            raise self.error(f"cannot cancel: {elsewhere_message(f'run {run_id}', elsewhere)}")
         if run_state(status).is_terminal:
-            driver = process_record(status.get("driver"))
+            driver = None if elsewhere else process_record(status.get("driver"))
             if driver is not None and procs.group_members(driver):
                 self.log.warning(
                     "Run %s is %s but its driver (pid %s) still runs: its supervisor died. Stopping it",
@@ -364,22 +378,22 @@ class SupervisedRuns:
 
     # -- what the job wrote -------------------------------------------------------------------
 
-    def report(self, run_id: str) -> dict[str, Any]:
+    def report(self, run_id: str) -> RunReport:
         path = self.report_path(run_id)
         try:
-            return json.loads(path.read_text())
+            return RunReport.from_json(path.read_text())
         except FileNotFoundError as exc:
             raise self.error(f"run {run_id} wrote no report: {path} does not exist") from exc
-        except json.JSONDecodeError as exc:
+        except ReportError as exc:
             raise self.error(f"run {run_id} wrote an unreadable report {path}: {exc}") from exc
 
     def progress(self, run_id: str) -> dict[str, Any] | None:
         """The job's latest ``report.progress.json`` (rows done/total, rows/s), or None before it writes one."""
-        return read_json(self.report_path(run_id).with_name(PROGRESS_FILE))
+        return read_json(progress_path(self.report_path(run_id)))
 
     def summary_uri(self, run_id: str) -> str:
         """Where the job writes the Markdown summary of its report (exists once the run ends)."""
-        return self.report_path(run_id).with_name(SUMMARY_FILE).as_uri()
+        return summary_path(self.report_path(run_id)).as_uri()
 
     def driver_log(self, run_id: str) -> Path:
         """The driver's output (spark-submit's stdout and stderr)."""

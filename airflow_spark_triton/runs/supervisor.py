@@ -38,7 +38,7 @@ from airflow_spark_triton.runs.processes import (
 )
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
 from airflow_spark_triton.runs.states import RUN_TRANSITIONS, UNFINISHED_STATES, RunLifecycle
-from spark_jobs.batch_inference import ERROR_PREFIX, EXCEPTION_LINE
+from spark_jobs.contract import ERROR_PREFIX, EXCEPTION_LINE
 from spark_jobs.json_files import read_json
 
 log = logging.getLogger("airflow_spark_triton.runs.supervisor")

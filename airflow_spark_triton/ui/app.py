@@ -133,7 +133,7 @@ def create_app() -> FastAPI:
                 "no run submitted yet" if view.run_id is None else f"run {view.run_id} is {view.state}"
             )
             return JSONResponse({"report": None, "reason": f"no report yet: {why}"})
-        return JSONResponse(view.report)
+        return JSONResponse(view.report.to_dict())
 
     @app.get(f"/{urls.DRIVER_LOG_PAGE}", dependencies=[TaskLogAccess], response_class=HTMLResponse)
     def driver_log_page(

@@ -211,11 +211,11 @@ def _data_script(view: RunView, links: PageLinks) -> str:
 
 
 def _servers(view: RunView) -> str:
-    report = view.report or (view.progress or {}).get("report") or {}
-    servers = report.get("servers") or []
+    report = view.report_so_far()
+    servers = report.servers if report is not None else []
     if not servers:
         return "<p>No Triton server started yet.</p>" if not view.finished else "<p>No Triton server ran.</p>"
-    stopped = {(s.get("host"), s.get("pid")): s for s in report.get("servers_stopped") or []}
+    stopped = {(s.get("host"), s.get("pid")): s for s in report.servers_stopped}
     rows = []
     for server in servers:
         end = stopped.get((server.get("host"), server.get("pid")))
@@ -231,31 +231,29 @@ def _servers(view: RunView) -> str:
 
 
 def _rejects(view: RunView) -> str:
-    report = view.report or (view.progress or {}).get("report") or {}
-    reasons = report.get("reject_reasons")
-    if reasons is None:
+    report = view.report_so_far()
+    if report is None or not view.validated():
         return "<p>Known once the date is read and validated.</p>"
-    if not reasons:
+    if not report.reject_reasons:
         return "<p>No row rejected.</p>"
-    samples = report.get("reject_samples") or {}
-    rows = [(r, n, ", ".join(map(str, samples.get(r, ())))) for r, n in sorted(reasons.items())]
+    samples = report.reject_samples
+    rows = [(r, n, ", ".join(map(str, samples.get(r, ())))) for r, n in sorted(report.reject_reasons.items())]
     return _table(("reason", "rows", "sample keys"), rows, "rejects")
 
 
 def _tables(view: RunView) -> str:
-    report = view.report or (view.progress or {}).get("report") or {}
-    rows = []
-    for label, table, version in (
-        ("input", "input_table", "input_version"),
-        ("output", "output_table", "output_version"),
-        ("rejects", "rejects_table", "rejects_version"),
-    ):
-        if report.get(table):
-            rows.append(
-                (label, Code(report[table]), NONE if report.get(version) is None else f"v{report[version]}")
-            )
-    if not rows:
+    report = view.report_so_far()
+    if report is None:
         return "<p>Not known yet.</p>"
+    rows = [
+        (label, Code(table), NONE if version is None else f"v{version}")
+        for label, table, version in (
+            ("input", report.input_table, report.input_version),
+            ("output", report.output_table, report.output_version),
+            ("rejects", report.rejects_table, report.rejects_version),
+        )
+        if table
+    ]
     return _table(("table", "path", "Delta version"), rows, "tables")
 
 
@@ -291,7 +289,7 @@ def run_page(view: RunView, root: str) -> str:
         "<h2>Tables</h2>",
         _tables(view),
     ]
-    if view.report:  # what the sections above do not show: the error, the timings
+    if view.report is not None:  # what the sections above do not show: the error, the timings
         shown = (None, "Reject reasons")
         body.append(_sections([s for s in summary_sections(view.report) if s.title not in shown]))
     body.append(_data_script(view, links))
@@ -302,8 +300,8 @@ def report_page(view: RunView, root: str) -> str:
     """The run report, rendered from the same sections as ``report.md``; until it exists, says so."""
     links = PageLinks(view, root)
     body = [_header(view, links, urls.REPORT_PAGE), _notes(view)]
-    if view.report:
-        body.append(f"<h2>Run report <code>{esc(view.report.get('run_id'))}</code></h2>")
+    if view.report is not None:
+        body.append(f"<h2>Run report <code>{esc(view.report.run_id)}</code></h2>")
         body.append(_sections(summary_sections(view.report)))
     elif view.run_id:
         counts = view.counts()

@@ -23,6 +23,7 @@ from airflow_spark_triton.backends.base import BackendError, GpuSparkBackend
 from airflow_spark_triton.backends.registry import backend_for_type, connection_type
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
 from airflow_spark_triton.runs.states import RunLifecycle
+from spark_jobs.contract import ReportError, RunReport
 
 DRIVER_LOG_LINES = 400
 
@@ -56,7 +57,7 @@ class RunView:
     message: str = ""
     platform_url: str | None = None  # the platform's own run page (Databricks)
     progress: dict[str, Any] | None = None
-    report: dict[str, Any] | None = None
+    report: RunReport | None = None  # the job's final report
     driver_log: Path | None = field(default=None, repr=False)
     note: str | None = None
 
@@ -71,21 +72,38 @@ class RunView:
             return self.ti_state in (None, "scheduled", "queued", "running", "deferred", "up_for_retry")
         return not self.finished
 
+    def report_so_far(self) -> RunReport | None:
+        """The final report, else the report as far as the job has filled it in (its progress file)."""
+        if self.report is not None:
+            return self.report
+        so_far = (self.progress or {}).get("report")
+        try:
+            return RunReport.from_dict(so_far) if so_far else None
+        except ReportError:  # a progress file of another version of the job: counts only
+            return None
+
+    def validated(self) -> bool:
+        """Whether the date was read and validated (its reject reasons are known)."""
+        report = self.report_so_far()
+        return report is not None and report.rows_to_score is not None
+
     def counts(self) -> dict[str, Any]:
         """Rows read / scored / rejected and progress, from the report once there is one."""
         progress = self.progress or {}
-        so_far = progress.get("report") or {}
-        report = self.report or {}
-        reasons = report.get("reject_reasons", so_far.get("reject_reasons")) or {}
-        rejected = report.get("rows_rejected")
-        if rejected is None and "reject_reasons" in so_far:
-            rejected = sum(reasons.values())
+        report, final = self.report_so_far(), self.report
+        scored = rejected = rate = read = to_score = None
+        if final is not None:
+            scored, rejected, rate = final.rows_scored, final.rows_rejected, final.rows_per_s
+        if report is not None:
+            read, to_score = report.rows_read, report.rows_to_score
+            if rejected is None and to_score is not None:  # validated: its reject reasons are known
+                rejected = sum(report.reject_reasons.values())
         return {
-            "rows_read": report.get("rows_read", so_far.get("rows_read")),
-            "rows_scored": report.get("rows_scored", progress.get("rows_done")),
+            "rows_read": read,
+            "rows_scored": _known(scored, progress.get("rows_done")),
             "rows_rejected": rejected,
-            "rows_total": progress.get("rows_total", report.get("rows_to_score")),
-            "rows_per_s": report.get("rows_per_s", progress.get("rows_per_s")),
+            "rows_total": _known(progress.get("rows_total"), to_score),
+            "rows_per_s": _known(rate, progress.get("rows_per_s")),
             "phase": progress.get("phase") or (self.state or "").lower() or None,
         }
 
@@ -100,9 +118,10 @@ class RunView:
     def sections_seen(self) -> str:
         """What the page's server-rendered sections show (servers, rejects, tables, state): when the
         polled value differs from the page's own, the page reloads to show the new sections."""
-        report = self.report or (self.progress or {}).get("report") or {}
-        known = [self.state, self.run_id, len(report.get("servers") or []), "reject_reasons" in report]
-        known += [report.get(key) for key in ("output_table", "output_version", "servers_stopped")]
+        report = self.report_so_far()
+        known: list[Any] = [self.state, self.run_id, self.validated()]
+        if report is not None:
+            known += [len(report.servers), report.output_table, report.output_version, report.servers_stopped]
         return json.dumps(known, default=str)
 
     def to_json(self) -> dict[str, Any]:
@@ -121,6 +140,11 @@ class RunView:
             "updated_at": progress.get("updated_at"),
             **self.counts(),
         }
+
+
+def _known(*values: Any) -> Any:
+    """The first value that is not None (a report's field is None until its step ran)."""
+    return next((value for value in values if value is not None), None)
 
 
 def backend_of(conn_id: str) -> GpuSparkBackend:

@@ -8,7 +8,8 @@ from airflow_spark_triton.assets import delta_table_asset, table_uri
 from airflow_spark_triton.lineage import dataset_name
 from airflow_spark_triton.operators.inference import TritonInferenceOperator, format_progress
 from airflow_spark_triton.task_group import gpu_batch_inference
-from spark_jobs.progress import sibling, summary_markdown
+from spark_jobs.contract import RunReport, progress_path, summary_path
+from spark_jobs.progress import summary_markdown
 
 
 def test_task_group_wires_setup_infer_teardown():
@@ -68,11 +69,9 @@ def test_progress_and_summary_formats():
                             "tasks_total": 4, "phase": "inference"})  # fmt: skip
     assert text == "50/200 rows (25%), 12.5 rows/s, tasks 1/4 [inference]"
     assert format_progress({"phase": "starting"}) == "no rows yet [starting]"
-    assert sibling("/r/report.json", ".md").as_posix() == "/r/report.md"
-    assert (
-        sibling("dbfs:/Volumes/a/reports/x.json", ".progress.json").as_posix()
-        == "/Volumes/a/reports/x.progress.json"
-    )
-    md = summary_markdown({"run_id": "r1", "status": "SUCCESS", "rows_read": 3, "rows_scored": 2,
-                           "rows_rejected": 1, "reject_reasons": {"text is null": 1}, "timings_s": {"total": 1.5}})  # fmt: skip
+    assert summary_path("/r/report.json").as_posix() == "/r/report.md"
+    assert progress_path("dbfs:/Volumes/a/reports/x.json").as_posix() == "/Volumes/a/reports/x.progress.json"
+    md = summary_markdown(RunReport("r1", "2026-01-01", "m:M", "in", "out", "out_rejects", status="SUCCESS",
+                                    rows_read=3, rows_scored=2, rows_rejected=1,
+                                    reject_reasons={"text is null": 1}, timings_s={"total": 1.5}))  # fmt: skip
     assert "# Inference run `r1`" in md and "| text is null | 1 |" in md and "| total | 1.5 |" in md

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError
 
 
 @pytest.mark.parametrize(

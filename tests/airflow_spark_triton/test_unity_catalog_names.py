@@ -15,6 +15,7 @@ import pytest
 from airflow_spark_triton.assets import delta_table_asset, table_uri, unity_catalog_name
 from airflow_spark_triton.lineage import dataset_name
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
+from spark_jobs.contract import RunReport
 
 HOST = "adb-1234567890123456.7.azuredatabricks.net"
 
@@ -91,7 +92,10 @@ def test_the_operator_names_uc_tables_in_its_workspace(monkeypatch):
     asset = delta_table_asset("main.ml.embeddings", name="embeddings", workspace_host=HOST)
     op.outlets = [asset]
     events = {asset: SimpleNamespace(extra=None)}
-    op._annotate_outlets({"outlet_events": events}, {"logical_date": "2026-01-01", "rows_scored": 3})
+    report = RunReport(
+        "r", "2026-01-01", "m:M", "main.raw.documents", "main.ml.embeddings", None, rows_scored=3
+    )
+    op._annotate_outlets({"outlet_events": events}, report)
     assert events[asset].extra["table_uri"] == asset.uri == f"databricks://{HOST}/main/ml/embeddings"
 
 

@@ -17,6 +17,7 @@ from airflow_spark_triton.backends.base import (
     RunLifecycle,
     RunStatus,
 )
+from spark_jobs.contract import RunReport
 
 
 @dataclass
@@ -116,12 +117,15 @@ class FakeBackend(GpuSparkBackend):
         if not run["states"][-1].is_terminal or run["polls"] < len(run["states"]):
             run["states"], run["polls"] = (RunLifecycle.CANCELED,), 0
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         if run_id not in self.runs:
             raise RunError(f"unknown run {run_id}")
         job = self.runs[run_id]["job"]
-        day = job.logical_date if job is not None else "2026-11-26"
-        return {"run_id": run_id, "logical_date": day, "rows_read": self.rows_read}
+        if job is None:  # a run an earlier try left: its report names what that try was given
+            return RunReport(
+                run_id, "2026-11-26", "m:M", "in", "out", "out_rejects", rows_read=self.rows_read
+            )
+        return RunReport.for_job(job.replace(run_id=run_id), rows_read=self.rows_read)
 
     def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
         if isinstance(self.progress, BaseException):

@@ -6,12 +6,12 @@ import os
 
 import pytest
 
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
-from spark_jobs.triton_fleet import (
+from spark_jobs.contract import InferenceJobConfig, JobConfigError
+from spark_jobs.triton_fleet import _server_args
+from spark_jobs.triton_node import (
     CPU_MAX_QUEUE_DELAY_US,
     MAX_CPU_INSTANCES,
     ServerRequest,
-    _server_args,
     cpu_instances,
     cpu_server_flags,
 )

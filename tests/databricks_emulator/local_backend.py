@@ -8,7 +8,6 @@ Work happens in threads so HTTP handlers answer at once, as Databricks' asynchro
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from pathlib import Path
@@ -17,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_spark_triton.backends.base import RunLifecycle
 from airflow_spark_triton.backends.databricks.cluster_spec import STATE_DIR_ENV, WHEEL_ENV
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.batch_inference import ERROR_PREFIX
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import ERROR_PREFIX, InferenceJobConfig
 
 if TYPE_CHECKING:
     from tests.databricks_emulator.state import Cluster, Run, Workspace
@@ -119,8 +117,7 @@ class LocalBackend:
             local_cluster = self._wait_for_cluster(ws, run)
             if local_cluster is None:
                 return
-            params = run.task["spark_python_task"].get("parameters", [])
-            job = InferenceJobConfig.from_json(params[params.index("--job") + 1])
+            job = InferenceJobConfig.from_args(run.task["spark_python_task"].get("parameters", []))
             token = run.body.get("idempotency_token") or str(run.run_id)
             try:
                 local_id = self.hook.submit_job(local_cluster, job, token)
@@ -161,7 +158,7 @@ class LocalBackend:
             return
         with contextlib.suppress(Exception):
             report = self.hook.get_run_report(local_id)
-            ws.files.write(job.report_path, json.dumps(report).encode(), overwrite=True)
+            ws.files.write(job.report_path, report.to_json().encode(), overwrite=True)
 
     def cancel_run(self, ws: Workspace, run: Run) -> None:
         def work() -> None:

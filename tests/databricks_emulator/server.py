@@ -320,6 +320,19 @@ class DatabricksEmulator:
             if not ws.files.is_dir(remote):
                 raise ApiError(404, "NOT_FOUND", f"The directory being accessed is not found: {remote}")
             return 200, None
+        if kind == "directories" and method == "GET":
+            body = validation.query_to_body(files.FilesAPI.list_directory_contents, query)
+            entries = ws.files.list(remote)
+            size = min(body.get("page_size") or 1000, 1000)
+            start = int(body.get("page_token") or 0)
+            page: dict[str, Any] = {"contents": entries[start : start + size]}
+            if start + size < len(entries):
+                page["next_page_token"] = str(start + size)
+            return 200, page
+        if kind == "directories" and method == "DELETE":
+            validation.check_call(files.FilesAPI.delete_directory, {"directory_path": remote})
+            ws.files.rmdir(remote)
+            return 204, None
         if kind != "files":
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
         if method == "PUT":

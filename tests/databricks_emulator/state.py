@@ -15,6 +15,7 @@ a real ``spark_jobs.batch_inference`` run, through :mod:`tests.databricks_emulat
 from __future__ import annotations
 
 import json
+import os
 import random
 import string
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_spark_triton.backends.databricks.cluster_spec import WHEEL_ENV
+from spark_jobs.contract import ERROR_PREFIX, InferenceJobConfig, RunReport, progress_path
 from tests.databricks_emulator.errors import ApiError
 
 CREATOR = "emulator-user@example.com"
@@ -305,6 +307,44 @@ class FileStore:
 
     def mkdir(self, remote: str) -> None:
         self.local(remote + "/x").parent.mkdir(parents=True, exist_ok=True)
+
+    def _directory(self, remote: str) -> Path:
+        if not self.is_dir(remote):
+            raise ApiError(404, "NOT_FOUND", f"The directory being accessed is not found: {remote}")
+        parts = [p for p in remote.split("/") if p]
+        return self.root.joinpath(*parts)
+
+    def list(self, remote: str) -> list[dict[str, Any]]:
+        """``DirectoryEntry`` fields of a directory's entries, by name; ``last_modified`` in ms."""
+        entries = []
+        for path in sorted(self._directory(remote).iterdir()):
+            if path.name.endswith(".uploading"):
+                continue
+            stat = path.stat()
+            entry = {
+                "path": f"{remote.rstrip('/')}/{path.name}",
+                "name": path.name,
+                "is_directory": path.is_dir(),
+            }
+            if not path.is_dir():
+                entry.update(file_size=stat.st_size, last_modified=int(stat.st_mtime * 1000))
+            entries.append(entry)
+        return entries
+
+    def rmdir(self, remote: str) -> None:
+        """As the real API: only an empty directory, never a volume's root."""
+        path = self._directory(remote)
+        if len([p for p in remote.split("/") if p]) <= 4:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Cannot delete the root of a volume: {remote}")
+        if any(path.iterdir()):
+            raise ApiError(409, "DIRECTORY_NOT_EMPTY", f"The directory being deleted is not empty: {remote}")
+        path.rmdir()
+
+    def age(self, remote: str, seconds: float) -> None:
+        """Tests: make a file look last modified ``seconds`` ago."""
+        path = self.local(remote)
+        when = time.time() - seconds
+        os.utime(path, (when, when))
 
 
 @dataclass
@@ -721,7 +761,7 @@ class Workspace:
             self._write_stub_progress(run, "inference", (now - run.started) / self.settings.run_duration_s)
             return
         if run.failure is not None:
-            run.logs = f"INFO starting\nSPARK_TRITON_ERROR: {run.failure}\n"
+            run.logs = f"INFO starting\n{ERROR_PREFIX} {run.failure}\n"
             run.error = "SystemExit: 1"
             run.finish("TERMINATED", "FAILED", "Workload failed, see run output for details")
         else:
@@ -733,10 +773,8 @@ class Workspace:
     def _write_stub_progress(self, run: Run, phase: str, fraction: float) -> None:
         """What the job's ProgressReporter keeps writing next to its report while it scores
         (``<report>.progress.json``, same keys), with rows done growing over the run's duration."""
-        params = run.task["spark_python_task"].get("parameters", [])
-        job = json.loads(params[params.index("--job") + 1]) if "--job" in params else {}
-        report = job.get("report_path")
-        if not report:
+        job = self._job_of(run)
+        if job is None or not job.report_path:
             return
         total = self.settings.progress_rows
         done = int(total * min(1.0, fraction))
@@ -746,20 +784,19 @@ class Workspace:
             "tasks_done": done * 4 // total, "tasks_total": 4, "elapsed_s": round(elapsed, 1),
             "updated_at": time.time(),
         }  # fmt: skip
-        path = report.removesuffix(".json") + ".progress.json"
+        path = progress_path(job.report_path).as_posix()
         self.files.write(path, json.dumps(progress).encode(), overwrite=True)
 
     def _write_stub_report(self, run: Run) -> None:
-        params = run.task["spark_python_task"].get("parameters", [])
-        job = json.loads(params[params.index("--job") + 1]) if "--job" in params else {}
-        if job.get("report_path"):
-            report = {
-                "status": "SUCCESS",
-                "run_id": job.get("run_id"),
-                "logical_date": job.get("logical_date"),
-                "emulated": True,
-            }
-            self.files.write(job["report_path"], json.dumps(report).encode(), overwrite=True)
+        job = self._job_of(run)
+        if job is not None and job.report_path:
+            report = RunReport.for_job(job, status="SUCCESS", extra={"emulated": True})
+            self.files.write(job.report_path, report.to_json().encode(), overwrite=True)
+
+    @staticmethod
+    def _job_of(run: Run) -> InferenceJobConfig | None:
+        """The job argument of a run of this package's job, None for any other run."""
+        return InferenceJobConfig.from_args(run.task["spark_python_task"].get("parameters", []))
 
     def run(self, run_id: int, *, task_run_ok: bool = False) -> Run:
         with self.lock:

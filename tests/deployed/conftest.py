@@ -1,8 +1,13 @@
-"""One running Airflow for the deployed scenarios, with the project's DAGs and a user's DAGs beside them.
+"""One running Airflow per test module, with the project's DAGs and a user's DAGs beside them.
 
 The deployment gets its own data and state directories (under the test session's root, so the
 session's leak check covers every process it starts) and a canary secret in an unrelated
 connection: the scenarios run first, and the last test checks the canary reached no file.
+
+``test_nightly_deployed.py`` runs every scenario on the quick profile (LocalExecutor, SQLite: the
+``deployment`` fixture here); ``test_celery_deployed.py`` runs the scheduled, backfill and kill -9
+scenarios again on the production-like one (CeleryExecutor, two workers, Redis, PostgreSQL), with
+its own ``deployment`` from :func:`deploy`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import pytest
 
 from tests.conftest import REPO, ROOT
 from tests.faults.nightly import Tables, make_tables
-from tests.harness.airflow_stack import AirflowStack
+from tests.harness.airflow_stack import LOCAL, AirflowStack
 
 PER_DAY = 40
 REUSED_DAGS = ("reused_sync", "reused_deferrable", "reused_deferrable_timeout")  # tests/harness/dags
@@ -37,9 +42,9 @@ class Deployment:
         return self.yesterday - dt.timedelta(days=days_before_yesterday)
 
 
-@pytest.fixture(scope="package")
-def deployment() -> Iterator[Deployment]:
-    root = ROOT / "deployed"
+def deploy(name: str, profile: str = LOCAL) -> Iterator[Deployment]:
+    """A started deployment under ``ROOT/<name>`` on ``profile`` (see the harness), stopped after."""
+    root = ROOT / name
     root.mkdir(parents=True, exist_ok=True)
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     documents = make_tables(root, [yesterday - dt.timedelta(days=n) for n in range(10)], PER_DAY).input
@@ -53,7 +58,7 @@ def deployment() -> Iterator[Deployment]:
         # An unrelated connection of the worker: its password must reach no file the runs write.
         "AIRFLOW_CONN_WAREHOUSE_CANARY": f"postgres://etl:{canary}@warehouse.invalid:5432/dw",
     }
-    stack = AirflowStack(root / "airflow", dags, env)
+    stack = AirflowStack(root / "airflow", dags, env, profile=profile)
     try:
         stack.start()
         for dag_id in REUSED_DAGS:  # unscheduled: unpausing them starts nothing until a test triggers
@@ -63,3 +68,9 @@ def deployment() -> Iterator[Deployment]:
         stack.stop()
         for restart in stack.restarts:  # an Airflow component crashed (not a test failure: see _supervise)
             warnings.warn(f"Airflow component restarted during the deployed tests: {restart}", stacklevel=1)
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[Deployment]:
+    """The quick profile: LocalExecutor and SQLite."""
+    yield from deploy("deployed")

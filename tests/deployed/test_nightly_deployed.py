@@ -2,8 +2,9 @@
 
 Scenarios share one deployment and run in file order: the scheduled run, a parallel backfill and its
 reprocess, a clear, kill -9 of the inference and of the create task, deferral (with a triggerer
-killed mid-run, and a timeout), and last the canary secret. Each checks the date's output exactly
-(every input id in output + rejects once, from one run) and that nothing is left running.
+killed mid-run, and a timeout), the run pages in a browser, trigger params that would reach code, and
+last the canary secret. Each checks the date's output exactly (every input id in output + rejects
+once, from one run) and that nothing is left running.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ def wait_for_task_state(
 
 
 def task_processes(ti_id: str) -> list[psutil.Process]:
-    """The processes of one task instance: the LocalExecutor titles them ``airflow worker -- <ti id>``."""
+    """The processes of one task instance, by the ti id in their titles: the task process itself,
+    ``airflow worker -- <ti id>`` (the Task SDK's title, under any executor), and the one supervising
+    it, ``airflow worker -- LocalExecutor: <ti id>`` or a Celery pool process retitled ``airflow
+    supervisor: <ti id>``. Empty until the task process itself runs."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
@@ -104,7 +108,8 @@ def task_processes(ti_id: str) -> list[psutil.Process]:
                 found.append(proc)
         except psutil.Error:
             continue
-    return found
+    task = f"airflow worker -- {ti_id}"
+    return found if any(task in " ".join(p.info["cmdline"] or []) for p in found) else []
 
 
 def kill9_task(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> list[int]:
@@ -508,6 +513,43 @@ def test_run_pages_in_a_browser(deployment: Deployment) -> None:
     finally:
         stack.api("PATCH", xcom, {"value": recorded, "map_index": -1})
     assert_date_exact(deployment.tables, deployment.day(9))
+
+
+# -- trigger params ---------------------------------------------------------------------------------
+
+
+def test_trigger_params_that_reach_code_fail_before_any_cluster(deployment: Deployment) -> None:
+    """A conf naming a module, a worker file as init script, JVM options and another connection:
+    the create task fails on its first try, naming each, and nothing is created or run."""
+    day = deployment.day(9)
+    deployment.stack.cli("dags", "unpause", NIGHTLY)  # already, after the scheduled-run scenario
+    conf = nightly_conf(
+        deployment.tables,
+        model="os:system",
+        spark_conf={"spark.driver.extraJavaOptions": "-javaagent:/tmp/agent.jar"},
+        cluster_settings={"init_script": "/proc/self/environ"},
+        conn_id="warehouse_canary",
+    )
+    run_id = trigger(deployment, NIGHTLY, day, conf)
+    assert wait_for_run(deployment, NIGHTLY, run_id) == "failed"
+    tis = deployment.stack.task_instances(NIGHTLY, run_id)
+    assert tis["create_cluster"]["state"] == "failed", tis
+    assert tis["create_cluster"]["try_number"] == 1, "a refusal must not be retried"
+    assert tis["embed_documents"]["state"] == "upstream_failed", tis
+    log = deployment.stack.task_log(NIGHTLY, run_id, "create_cluster", 1)
+    for named in (
+        "'conn_id' = 'warehouse_canary'",
+        "allowed_conn_ids",
+        "['model'] = 'os:system'",
+        "allowed_models",
+        "['init_script'] = '/proc/self/environ'",
+        "allowed_init_script_dirs",
+        "['spark.driver.extraJavaOptions']",
+        "allowed_spark_conf",
+        "set by trigger param(s): cluster_settings",
+    ):
+        assert named in log, f"{named!r} not in the create task's log:\n{log[-3000:]}"
+    assert clusters_of(deployment, run_id) == []
     assert_nothing_running(deployment)
 
 

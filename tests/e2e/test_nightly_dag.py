@@ -118,7 +118,7 @@ def test_the_run_emits_the_asset_event_and_queues_the_consumer(nightly):
     from airflow_spark_triton.dag_runner import load_dag, run_dag
     from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY, RUN_XCOM_KEY
     from airflow_spark_triton.ui.urls import ti_query
-    from spark_jobs.progress import SUMMARY_FILE
+    from spark_jobs.contract import summary_path
 
     tables, result = nightly.tables, nightly.result
     documents, output = tables["input"], tables["output"]
@@ -155,7 +155,7 @@ def test_the_run_emits_the_asset_event_and_queues_the_consumer(nightly):
     assert links[REPORT_SUMMARY_XCOM_KEY] == f"/spark-triton/run/report?{query}"
     assert links[RUN_XCOM_KEY] == {"run_id": report["run_id"], "conn_id": "spark_triton_default"}
     backend = LocalSparkBackend(spark_triton_conn_id=None)
-    text = backend.report_path(report["run_id"]).with_name(SUMMARY_FILE).read_text()
+    text = summary_path(backend.report_path(report["run_id"])).read_text()
     assert f"{report['rows_read']} / {report['rows_scored']} / {report['rows_rejected']}" in text
 
     # The job's progress file ends in its final state, with every row to score counted.

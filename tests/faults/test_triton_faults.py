@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from spark_jobs import node_state
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed

@@ -1,20 +1,27 @@
 """A real Airflow deployment for end-to-end tests: api-server, scheduler, dag-processor and triggerer.
 
 ``dag.test()`` runs a DAG inside the test's own process; users run components that parse, schedule,
-defer and kill tasks on their own. This harness starts those four components with the LocalExecutor
-under a temporary ``AIRFLOW_HOME`` (SQLite, free ports), waits until the DAGs are parsed, and is driven
-only the way users drive Airflow: the ``airflow`` CLI (unpause, trigger, backfill, clear) and the REST
-API. :meth:`AirflowStack.stop` stops every process it started, by process group.
+defer and kill tasks on their own. This harness starts those four components under a temporary
+``AIRFLOW_HOME`` (free ports), waits until the DAGs are parsed, and is driven only the way users drive
+Airflow: the ``airflow`` CLI (unpause, trigger, backfill, clear) and the REST API.
+:meth:`AirflowStack.stop` stops every process it started, by process group.
 
-People use it through ``make airflow`` (``python -m tests.harness.airflow_stack``): the same stack in
-the foreground, with the UI on the printed URL, until Ctrl-C.
+Two profiles (``profile=``):
+
+* ``local`` (default, the quick one): the LocalExecutor and SQLite;
+* ``celery`` (as production runs Airflow): PostgreSQL as the metadata DB, the CeleryExecutor with a
+  Redis broker, and two Celery workers with their own hostnames (``worker1@…``, ``worker2@…``)
+  beside the four components. PostgreSQL and Redis are throwaway servers of the stack
+  (:mod:`tests.harness.services`), started first and stopped last.
+
+People use it through ``make airflow`` (``python -m tests.harness.airflow_stack [--profile celery]``):
+the same stack in the foreground, with the UI on the printed URL, until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -31,42 +38,66 @@ from pathlib import Path
 from typing import Any
 
 from spark_jobs.node_state import free_port
+from tests.harness.services import PostgresServer, RedisServer, Service, die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+LOCAL, CELERY = PROFILES = ("local", "celery")
+CELERY_WORKERS = ("worker1", "worker2")  # each a `celery worker` with its own hostname
+CELERY_CONCURRENCY = 4  # task slots per worker
 TERMINAL_RUN_STATES = {"success", "failed"}
 LOCKED = "database is locked"  # SQLite has one writer: a CLI write can lose to the scheduler's
 STOP_GRACE_S = 30.0
-PR_SET_PDEATHSIG = 1
+
+
+def _log_line(line: Any) -> str:
+    """One structured log line as text: its message, and the exception it carries (a failed task's
+    ``error_detail``: type, message and frames), as the UI shows it."""
+    if not isinstance(line, dict):
+        return str(line)
+    text = str(line.get("event", line))
+    for error in line.get("error_detail") or []:
+        if isinstance(error, dict):
+            text += f"\n{error.get('exc_type')}: {error.get('exc_value')}"
+    return text
 
 
 def _venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies, even by kill -9,
-    so a killed test run cannot leave an Airflow deployment running (Linux ``PR_SET_PDEATHSIG``)."""
-    os.setsid()  # one process group per component: stop() signals the whole tree
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class AirflowStack:
-    """One Airflow deployment rooted at ``home`` (AIRFLOW_HOME, logs, SQLite DB).
+    """One Airflow deployment rooted at ``home`` (AIRFLOW_HOME, logs; the SQLite DB of ``local``).
 
     :param home: an empty directory for this deployment.
     :param dags: DAG files to deploy (copied into ``home/dags``, as a deployment would ship them).
     :param env: extra environment for every component and CLI call (data dirs, connections).
+    :param profile: ``local`` (LocalExecutor, SQLite) or ``celery`` (CeleryExecutor with two workers,
+        a Redis broker, PostgreSQL).
     """
 
-    def __init__(self, home: Path, dags: Iterable[Path], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        dags: Iterable[Path],
+        env: Mapping[str, str] | None = None,
+        profile: str = LOCAL,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}: one of {', '.join(PROFILES)}")
+        self.profile = profile
         self.home = home
         self.dags_folder = home / "dags"
         self.logs = home / "component-logs"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
+        # component name -> `airflow` arguments, and its own environment on top of self.env
+        self.commands: dict[str, list[str]] = {name: [name] for name in COMPONENTS}
+        self.component_env: dict[str, dict[str, str]] = {}
+        # the celery profile's servers: made here, started first and stopped last
+        self.postgres = PostgresServer(home, free_port()) if profile == CELERY else None
+        self.redis = RedisServer(home, free_port()) if profile == CELERY else None
         self.restarts: list[str] = []  # components that exited on their own and were restarted
         self._lock = threading.Lock()  # processes: the supervising thread and the tests
         self._stopping = threading.Event()
@@ -82,8 +113,6 @@ class AirflowStack:
             "PATH": f"{_venv_bin()}{os.pathsep}{base.get('PATH', '')}",
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.harness.sqlite_connect_args.CONNECT_ARGS",
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), base.get("PYTHONPATH", "")) if p),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__PARALLELISM": "8",
@@ -103,15 +132,52 @@ class AirflowStack:
             # A kill -9'd task stops heartbeating; users wait 300 s for Airflow to notice, tests 20 s.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            **self._profile_env(),
             **(env or {}),
         }
+        if profile == CELERY:
+            for name in CELERY_WORKERS:
+                self.commands[name] = [
+                    "celery", "worker", "--celery-hostname", f"{name}@%h",
+                    "--concurrency", str(CELERY_CONCURRENCY),
+                ]  # fmt: skip
+                # each worker serves its own task logs, as each host of a deployment does
+                self.component_env[name] = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+
+    @property
+    def services(self) -> list[Service]:
+        return [service for service in (self.postgres, self.redis) if service is not None]
+
+    def _profile_env(self) -> dict[str, str]:
+        """The executor and its settings (the metadata DB of ``celery``: :meth:`_start_services`)."""
+        if self.redis is None:
+            return {
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "tests.harness.sqlite_connect_args.CONNECT_ARGS",
+            }
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+        }
+
+    def _start_services(self) -> None:
+        """PostgreSQL and Redis, before anything uses them; the DB's URL names the directory of its
+        socket, which exists only once the server does."""
+        for service in self.services:
+            service.start()
+        if self.postgres is not None:
+            self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.postgres.url
+            self.env["AIRFLOW__CELERY__RESULT_BACKEND"] = f"db+{self.postgres.url}"
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 240.0) -> AirflowStack:
-        """Migrate the DB, start the four components, wait until the API answers and DAGs are parsed."""
+        """Start the profile's servers, migrate the DB, start the components (the four, and the Celery
+        workers of ``celery``), wait until the API answers and the DAGs are parsed."""
+        self._start_services()
         self.cli("db", "migrate", timeout_s=300)
-        for component in COMPONENTS:
+        for component in self.commands:
             self._start(component)
         deadline = time.monotonic() + timeout_s
         while not self._api_up():
@@ -137,13 +203,13 @@ class AirflowStack:
     def _start(self, component: str) -> None:
         log = (self.logs / f"{component}.log").open("ab")
         self.processes[component] = subprocess.Popen(
-            [str(_venv_bin() / "airflow"), *component.split()],
-            env=self.env,
+            [str(_venv_bin() / "airflow"), *self.commands[component]],
+            env={**self.env, **self.component_env.get(component, {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=self.home,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # one group per component: stop() signals it
         )
         log.close()
 
@@ -188,7 +254,8 @@ class AirflowStack:
             self._start(component)
 
     def stop(self) -> None:
-        """SIGTERM every component's group, SIGKILL what is left after the grace; by pid, never by name."""
+        """SIGTERM every component's group, SIGKILL what is left after the grace; by pid, never by name.
+        Then the profile's servers, once nothing uses them."""
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=30)
@@ -205,6 +272,8 @@ class AirflowStack:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         self.processes.clear()
+        for service in reversed(self.services):
+            service.stop()
 
     def __enter__(self) -> AirflowStack:
         return self.start()
@@ -300,9 +369,7 @@ class AirflowStack:
         quoted = urllib.request.quote(run_id, safe="")
         path = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/logs/{try_number}"
         content = self.api("GET", f"{path}?full_content=true").get("content", [])
-        return "\n".join(
-            str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content
-        )
+        return "\n".join(_log_line(line) for line in content)
 
     def wait_for(
         self, what: str, condition: Callable[[], Any], timeout_s: float, interval_s: float = 2.0
@@ -330,16 +397,24 @@ class AirflowStack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a local Airflow (LocalExecutor) with this repo's DAGs")
+    parser = argparse.ArgumentParser(description="Run a local Airflow with this repo's DAGs")
     parser.add_argument("--home", help="AIRFLOW_HOME (default: a new temporary directory)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=LOCAL,
+        help="local: LocalExecutor + SQLite; celery: CeleryExecutor (2 workers, Redis) + PostgreSQL",
+    )
     args = parser.parse_args(argv)
     home = Path(args.home or tempfile.mkdtemp(prefix="airflow-spark-triton-"))
     home.mkdir(parents=True, exist_ok=True)
-    stack = AirflowStack(home, sorted((REPO / "dags").glob("*.py")))
+    stack = AirflowStack(home, sorted((REPO / "dags").glob("*.py")), profile=args.profile)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         stack.start()
-        print(f"Airflow is up: {stack.url} (AIRFLOW_HOME={home}); component logs in {stack.logs}")
+        print(
+            f"Airflow ({args.profile}) is up: {stack.url} (AIRFLOW_HOME={home}); component logs in {stack.logs}"
+        )
         print("Ctrl-C stops every component.", flush=True)
         while True:  # a component that exits is restarted (_supervise) and reported here
             time.sleep(5)

@@ -13,9 +13,9 @@ from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
 from tenacity import RetryError
 
-from airflow_spark_triton.backends.base import BackendConfigError
 from airflow_spark_triton.backends.databricks.cluster_spec import cluster_create_body
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import BackendConfigError, ClusterError
 from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook, gave_up_retryable, last_http_error
 from tests.databricks_emulator import DatabricksEmulator, Fault
 from tests.hooks.conftest import ARTIFACT_ROOT
@@ -144,6 +144,31 @@ def test_post_checked_does_not_resend_a_non_retryable_error(make_hook, emulator)
     with pytest.raises(DatabricksApiError, match="no such node type"):
         hook.post_checked(CREATE_CLUSTER, BODY, lambda: pytest.fail("a 400 is not re-sent"))
     assert endpoints(emulator, "POST", "2.1/clusters/create") == 1
+
+
+# -- one method per endpoint -------------------------------------------------------------------
+
+
+def test_cluster_endpoints_are_one_method_each(make_hook, emulator):
+    hook = make_hook()
+    cluster_id = hook.create_cluster(BODY, lambda: pytest.fail("the first attempt went through"))
+    assert hook.get_cluster(cluster_id)["cluster_id"] == cluster_id
+    assert [c["cluster_id"] for c in hook.list_clusters(["PENDING", "RUNNING"])] == [cluster_id]
+    assert hook.get_library_statuses(cluster_id) == []
+    hook.permanent_delete_cluster(cluster_id)
+    assert hook.list_clusters(["PENDING", "RUNNING"]) == []
+    assert [c.endpoint for c in emulator.calls()] == [
+        "2.1/clusters/create", "2.1/clusters/get", "2.1/clusters/list", "2.0/libraries/cluster-status",
+        "2.1/clusters/permanent-delete", "2.1/clusters/list",
+    ]  # fmt: skip
+
+
+def test_a_create_that_failed_on_every_attempt_is_a_cluster_error_with_the_last_answer(make_hook, emulator):
+    emulator.inject("POST", "2.1/clusters/create", Fault(503), Fault(503))
+    asked: list[bool] = []
+    with pytest.raises(ClusterError, match=r"clusters/create failed on every attempt; last: .*503"):
+        make_hook(attempts=2).create_cluster(BODY, lambda: asked.append(True))
+    assert asked == [True], "asked once, before the re-send"
 
 
 # -- the Files API -----------------------------------------------------------------------------

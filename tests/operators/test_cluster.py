@@ -9,7 +9,7 @@ import pytest
 
 from airflow_spark_triton.backends.base import ClusterError
 from airflow_spark_triton.cluster_spec import ClusterSpecError
-from airflow_spark_triton.operators import cluster
+from airflow_spark_triton.operators import backend_cache
 from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
 from tests.backends.fake import FakeBackend
 from tests.operators.test_inference import Store
@@ -18,7 +18,7 @@ from tests.operators.test_inference import Store
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
     fake = FakeBackend()
-    monkeypatch.setattr(cluster, "get_backend", lambda conn_id: fake)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: fake)
     return fake
 
 

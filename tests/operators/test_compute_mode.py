@@ -11,7 +11,7 @@ import pytest
 
 from airflow_spark_triton.backends.base import BackendError, RunLifecycle
 from airflow_spark_triton.cluster_spec import ClusterSpecError
-from airflow_spark_triton.operators import cluster, inference
+from airflow_spark_triton.operators import backend_cache, inference
 from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator, DeleteClusterOperator
 from tests.backends.fake import FakeBackend
 from tests.operators.test_cluster import context as create_context
@@ -21,8 +21,7 @@ from tests.operators.test_inference import operator as infer_operator
 
 
 def use(monkeypatch: pytest.MonkeyPatch, fake: FakeBackend) -> FakeBackend:
-    for module in (cluster, inference):
-        monkeypatch.setattr(module, "get_backend", lambda conn_id: fake)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: fake)
     return fake
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_spark_triton.backends.base import RunError, RunLifecycle
-from airflow_spark_triton.operators import inference
+from airflow_spark_triton.operators import backend_cache, inference
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
 from tests.backends.fake import FakeBackend
 
@@ -28,7 +28,7 @@ class Store(dict):
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
     fake = FakeBackend()
-    monkeypatch.setattr(inference, "get_backend", lambda conn_id: fake)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: fake)
     return fake
 
 

@@ -7,7 +7,7 @@ import sysconfig
 
 import pytest
 
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.conftest import stop_spark
 
 

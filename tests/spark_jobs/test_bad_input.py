@@ -11,8 +11,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from spark_jobs.batch_inference import JobTimeout, job_deadline, run
+from spark_jobs.contract import REPORT_FILE, InferenceJobConfig, RunReport, progress_path
 from spark_jobs.delta_io import DeltaSchemaError, DeltaTableNotFound, write_pandas_table
-from spark_jobs.job_config import InferenceJobConfig
 from spark_jobs.validation import InputSchemaError
 
 TINY = "spark_jobs.models.hashing_embedder:MODEL"
@@ -39,7 +39,7 @@ def job(tmp_path, **overrides) -> InferenceJobConfig:
         "model": TINY,
         "logical_date": DAY,
         "run_id": "bad-input",
-        "report_path": str(tmp_path / "report.json"),
+        "report_path": str(tmp_path / REPORT_FILE),
         **overrides,
     }
     return InferenceJobConfig(**values)
@@ -61,26 +61,27 @@ def test_each_bad_row_kind_is_rejected_with_its_reason_and_counts_add_up(spark, 
     expected = sorted(r[2] for r in BAD_ROWS if r[2])
     rejects = DeltaTable(str(tmp_path / "out_rejects")).to_pandas()
     assert sorted(rejects["reason"]) == expected
-    assert sorted(report["reject_reasons"].items()) == sorted(pd.Series(expected).value_counts().items())
-    assert report["rows_read"] == len(BAD_ROWS)
-    assert report["rows_scored"] == 3
-    assert report["rows_scored"] + report["rows_rejected"] == report["rows_read"]
+    assert sorted(report.reject_reasons.items()) == sorted(pd.Series(expected).value_counts().items())
+    assert report.rows_read == len(BAD_ROWS)
+    assert report.rows_scored == 3
+    assert report.rows_scored + report.rows_rejected == report.rows_read
     scored = DeltaTable(str(tmp_path / "out")).to_pandas()
     assert sorted(scored["id"]) == [6, 7, 8]
-    assert report["servers_stopped"] and not any(s["running"] for s in report["servers_stopped"])
+    assert report.servers_stopped and not any(s["running"] for s in report.servers_stopped)
     # The run page's sample keys: the rejected rows' own keys, per reason (a null key stays null).
-    assert report["reject_samples"] == {r[2]: [None if r[0] is None else str(r[0])] for r in BAD_ROWS if r[2]}
-    progress = json.loads((tmp_path / "report.progress.json").read_text())
+    assert report.reject_samples == {r[2]: [None if r[0] is None else str(r[0])] for r in BAD_ROWS if r[2]}
+    progress = json.loads(progress_path(tmp_path / REPORT_FILE).read_text())
     assert (progress["phase"], progress["rows_done"], progress["history"][-1][1]) == ("success", 3, 3)
-    assert progress["report"]["reject_samples"] == report["reject_samples"]
+    assert RunReport.from_dict(progress["report"]).reject_samples == report.reject_samples
 
 
 def test_an_empty_date_scores_nothing_and_starts_no_server(spark, tmp_path):
     frame = pd.DataFrame({"id": [1], "text": ["only on another day"], "date": ["2026-11-23"]})
     write_pandas_table(str(tmp_path / "in"), frame, partition_by=["date"])
     report = run(spark, job(tmp_path))
-    assert (report["rows_read"], report["rows_scored"], report["rows_rejected"]) == (0, 0, 0)
-    assert report["servers"] == []
+    assert (report.rows_read, report.rows_scored, report.rows_rejected) == (0, 0, 0)
+    assert report.servers == []
+    assert report.warnings == [f"no input rows for {DAY} in {tmp_path / 'in'}"]
 
 
 def test_a_missing_table_fails_naming_it(spark, tmp_path):

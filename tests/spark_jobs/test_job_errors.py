@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spark_jobs.batch_inference import error_summary
-from spark_jobs.job_config import JobConfigError
+from spark_jobs.contract import JobConfigError
 
 MODEL_ERROR = """An exception was thrown from the Python worker:
 Traceback (most recent call last):
@@ -28,8 +28,8 @@ At:
 START_ERROR = """An error occurred while calling z:org.apache.spark.api.python.PythonRDD.collectAndServe.
 : org.apache.spark.SparkException: Job aborted due to stage failure: Could not recover from a failed barrier ResultStage.
 org.apache.spark.api.python.PythonException: Traceback (most recent call last):
-  File "/work/spark_jobs/triton_fleet.py", line 200, in ensure_local_server
-spark_jobs.triton_fleet.TritonStartError: Triton server for model 'm:MODEL' on host node-1 exited before ready; server log tail:
+  File "/work/spark_jobs/triton_node.py", line 200, in ensure_local_server
+spark_jobs.triton_node.TritonStartError: Triton server for model 'm:MODEL' on host node-1 exited before ready; server log tail:
 Traceback (most recent call last):
   File "/work/spark_jobs/models/hashing_embedder.py", line 50, in _load
 ValueError: hashing_embedder option 'seconds_per_batch' must be >= 0, got -1.0

@@ -23,10 +23,11 @@ import pytest
 
 from spark_jobs import node_state
 from spark_jobs import triton_fleet as fleet
+from spark_jobs import triton_node as node
 from spark_jobs.models.base import ServedModel, TensorSpec, resolve_model
 from spark_jobs.models.hashing_embedder import embed
 from spark_jobs.processes import group_members
-from spark_jobs.triton_fleet import ServerRequest
+from spark_jobs.triton_node import ServerRequest
 from spark_jobs.triton_server import instance_devices, patient_handshake
 from tests.spark_jobs.conftest import TINY_MODEL
 
@@ -70,15 +71,15 @@ def test_each_copy_gets_its_device_and_instance_and_an_explicit_device_is_kept()
 
 def test_server_devices_come_from_the_executors_gpus(monkeypatch, caplog):
     addresses: list[str] = []
-    monkeypatch.setattr(fleet, "task_gpu_addresses", lambda: addresses)
-    assert fleet.server_devices(request(0)) == []  # no GPU scheduling: one copy, the model's choice
+    monkeypatch.setattr(node, "task_gpu_addresses", lambda: addresses)
+    assert node.server_devices(request(0)) == []  # no GPU scheduling: one copy, the model's choice
     addresses[:] = ["0"]
-    assert fleet.server_devices(request(1)) == []  # one GPU: unchanged single-copy behaviour
+    assert node.server_devices(request(1)) == []  # one GPU: unchanged single-copy behaviour
     addresses[:] = ["0", "1", "10", "2"]  # the start stage's task holds all of the executor's GPUs
-    assert fleet.server_devices(request(4)) == ["cuda:0", "cuda:1", "cuda:2", "cuda:10"]
+    assert node.server_devices(request(4)) == ["cuda:0", "cuda:1", "cuda:2", "cuda:10"]
     addresses[:] = ["3"]  # an inference task (1/tasks_per_gpu of one GPU) restarting a dead server
-    assert fleet.server_devices(request(4), {"devices": ["cuda:4", "cuda:5"]}) == ["cuda:4", "cuda:5"]
-    assert fleet.server_devices(request(2)) == ["cuda:0", "cuda:1"]
+    assert node.server_devices(request(4), {"devices": ["cuda:4", "cuda:5"]}) == ["cuda:4", "cuda:5"]
+    assert node.server_devices(request(2)) == ["cuda:0", "cuda:1"]
     assert "no server ran here before" in caplog.text
 
 
@@ -159,11 +160,11 @@ def test_a_node_server_with_two_model_copies_serves_from_both(monkeypatch):
     instances, concurrent requests answered correctly; stopped by its recorded pid."""
     from pytriton.client import ModelClient
 
-    monkeypatch.setattr(fleet, "server_devices", lambda _request, _existing=None: ["cpu", "cpu"])
+    monkeypatch.setattr(node, "server_devices", lambda _request, _existing=None: ["cpu", "cpu"])
     run_id = "multi-copy"
     record: dict = {}
     try:
-        record = fleet.ensure_local_server(request(2, run_id))
+        record = node.ensure_local_server(request(2, run_id))
         assert (record["devices"], record["model_copies"]) == (["cpu", "cpu"], 2)
         model = resolve_model(TINY_MODEL)
         url = f"http://127.0.0.1:{record['http_port']}"
@@ -203,7 +204,7 @@ def test_a_node_server_with_two_model_copies_serves_from_both(monkeypatch):
         assert sum(p.name.startswith(f"pytrtion{record['pid']}-") for p in leftovers) == 2, leftovers
         assert any((p / "model-store").is_dir() for p in leftovers), leftovers  # PyTriton's workspace
     finally:
-        stopped = fleet.stop_local_server(run_id)
+        stopped = node.stop_local_server(run_id)
         if record:
             node_state.kill_group(record)  # by pid, should the stop above have missed it
     assert stopped["pid"] == record["pid"] and stopped["stopped"] and not stopped["running"]

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 
+from spark_jobs.contract import REPORT_FILE, RunReport, progress_path
 from spark_jobs.processes import wait_until
 from spark_jobs.progress import HISTORY_POINTS, ProgressReporter
 from spark_jobs.progress_channel import ProgressListener
@@ -83,26 +84,25 @@ class _NoSparkContext:
 
 
 def test_progress_file_has_history_and_the_report_so_far(tmp_path):
-    report = {"run_id": "r1", "output_table": "/t/out", "timings_s": {"x": 1}}
-    reporter = ProgressReporter(
-        _NoSparkContext(), str(tmp_path / "report.json"), interval_s=60, report=report
-    )
+    report = RunReport("r1", "2026-11-24", "m:M", "/t/in", "/t/out", "/t/out_rejects")
+    reporter = ProgressReporter(_NoSparkContext(), str(tmp_path / REPORT_FILE), interval_s=60, report=report)
     reporter.start()
     try:
         sender = reporter.sender
         assert sender is not None
-        report["rows_read"] = 12
+        report.rows_read = 12  # the job fills its report in as the run goes
         reporter.inference_started(10)
         reporter._listener._rows[(1, 0)] = {0: 4}  # as if a batch of 4 had arrived
         reporter.flush()
         reporter._listener._rows[(1, 0)] = {0: 10}
     finally:
         reporter.stop("success")
-    progress = json.loads((tmp_path / "report.progress.json").read_text())
+    progress = json.loads(progress_path(tmp_path / REPORT_FILE).read_text())
     assert progress["phase"] == "success"
     assert progress["rows_done"] == progress["rows_total"] == 10
     assert [rows for _, rows in progress["history"]] == [0, 4, 10]
-    assert progress["report"] == {"run_id": "r1", "output_table": "/t/out", "rows_read": 12}
+    so_far = RunReport.from_dict(progress["report"])
+    assert (so_far, so_far.rows_read, so_far.output_version) == (report, 12, None)
 
 
 def test_history_stays_bounded_and_plateaus_are_one_segment():

@@ -74,14 +74,14 @@ def test_launch_then_start_waits_for_the_launched_server_on_the_nodes(cluster_sp
 def test_a_server_stopped_while_it_loads_is_gone():
     """A run canceled between launch and start (or a date whose rows were all rejected) stops a
     server that has no record yet, by the pid its launch wrote."""
-    from spark_jobs import triton_fleet as fleet
+    from spark_jobs import triton_node as node
     from tests.spark_jobs.test_multi_gpu_server import request
 
-    launched = fleet.launch_local_server(request(0, "fleet-loading"))
+    launched = node.launch_local_server(request(0, "fleet-loading"))
     try:
         assert launched["launched"]
         assert not node_state.record_path(node_state.state_dir(), "fleet-loading").exists()
     finally:
-        stopped = fleet.stop_local_server("fleet-loading")
+        stopped = node.stop_local_server("fleet-loading")
     assert (stopped["pid"], stopped["stopped"], stopped["running"]) == (launched["pid"], True, False)
     assert gone(launched["pid"])

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from airflow_spark_triton.operators.inference import task_try_token
-from airflow_spark_triton.runs.supervised import REPORT_FILE, RUN_FILE
+from airflow_spark_triton.runs.supervised import RUN_FILE
 from airflow_spark_triton.runs.supervisor import DRIVER_LOG, STATUS_FILE
 from airflow_spark_triton.ui import pages, urls
 from airflow_spark_triton.ui.run_data import RunRefused, RunView, TaskInstanceRef, read_run
-from spark_jobs.progress import PROGRESS_FILE
+from spark_jobs.contract import REPORT_FILE, RunReport, progress_path
 
 TI = TaskInstanceRef("nightly", "scheduled__2026-11-24T00:00:00+00:00", "embed", -1)
 CLUSTER = "local-0123456789ab"
@@ -51,7 +51,7 @@ def make_run(
     token = task_try_token(TI.dag_id, TI.task_id, TI.run_id, TI.map_index, token_try)
     (run_dir / RUN_FILE).write_text(json.dumps({"run_id": RUN, "idempotency_token": token}))
     (run_dir / STATUS_FILE).write_text(json.dumps({"run_id": RUN, "state": state, "message": ""}))
-    for name, content in ((PROGRESS_FILE, progress), (REPORT_FILE, report)):
+    for name, content in ((progress_path(REPORT_FILE).name, progress), (REPORT_FILE, report)):
         if content is not None:
             (run_dir / name).write_text(json.dumps(content))
     if driver_log is not None:
@@ -63,19 +63,21 @@ def view(ti_state: str = "running", try_number: int = 1) -> RunView:
     return RunView(TI, ti_state, try_number)
 
 
+# What the job's report holds once the date is read and validated and the servers are up.
+SO_FAR = RunReport(
+    RUN, "2026-11-24", "m.odule:MODEL", "/t/in", "/t/out", "/t/out_rejects",
+    rows_read=40, rows_to_score=37,
+    reject_reasons={"text is null": 2, "text is empty": 1},
+    reject_samples={"text is null": ["k1", "k7"], "text is empty": ["k3"]},
+    servers=[{"host": "node-1", "pid": 42, "http_port": 8000}],
+)  # fmt: skip
 PROGRESS = {
     "phase": "inference",
     "rows_done": 12,
     "rows_total": 37,
     "rows_per_s": 3.0,
     "history": [[10.0, 0], [12.0, 4], [14.0, 12]],
-    "report": {
-        "output_table": "/t/out",
-        "rows_read": 40,
-        "reject_reasons": {"text is null": 2, "text is empty": 1},
-        "reject_samples": {"text is null": ["k1", "k7"], "text is empty": ["k3"]},
-        "servers": [{"host": "node-1", "pid": 42, "http_port": 8000}],
-    },
+    "report": SO_FAR.to_dict(),
 }
 
 
@@ -99,21 +101,35 @@ def test_a_running_run_shows_its_progress_and_the_report_so_far(home: Path) -> N
 
 
 def test_a_finished_run_shows_its_report(home: Path) -> None:
-    report = {"run_id": RUN, "status": "SUCCESS", "rows_read": 40, "rows_scored": 37, "rows_rejected": 3,
-              "output_table": "/t/out", "output_version": 7, "reject_reasons": {"text is null": 3},
-              "servers": [{"host": "node-1", "pid": 42}], "servers_stopped": [{"host": "node-1", "pid": 42,
-              "stopped": True, "running": False}], "timings_s": {"total": 30.5}}  # fmt: skip
-    make_run(home, "SUCCESS", report=report, progress={**PROGRESS, "phase": "success"})
+    report = RunReport(RUN, "2026-11-24", "m.odule:MODEL", "/t/in", "/t/out", "/t/out_rejects",
+                       status="SUCCESS", rows_read=40, rows_to_score=37, rows_scored=37, rows_rejected=3,
+                       output_version=7, reject_reasons={"text is null": 3}, rows_per_s=12.5,
+                       servers=[{"host": "node-1", "pid": 42}], servers_stopped=[{"host": "node-1", "pid": 42,
+                       "stopped": True, "running": False}], timings_s={"total": 30.5})  # fmt: skip
+    make_run(home, "SUCCESS", report=report.to_dict(), progress={**PROGRESS, "phase": "success"})
     shown = read_run(view("success"), LOCATOR, tokens())
     assert shown.finished and not shown.live and shown.report == report
     counts = shown.counts()
     assert (counts["rows_read"], counts["rows_scored"], counts["rows_rejected"]) == (40, 37, 3)
+    assert counts["rows_per_s"] == 12.5  # the report's, not the last progress sample's
     page = pages.run_page(shown, "/airflow")
     assert "stopped" in page and "v7" in page and "total" in page
     assert (
         'href="/airflow/dags/nightly/runs/scheduled__2026-11-24T00%3A00%3A00%2B00%3A00/tasks/embed"' in page
     )
     assert "40 / 37 / 3" in pages.report_page(shown, "")  # the same row as report.md's
+
+
+def test_before_the_date_is_validated_its_rejects_are_not_known(home: Path) -> None:
+    """The report so far has the run's identity from the start; reject reasons only once validated."""
+    started = RunReport.from_dict({**SO_FAR.to_dict(), "rows_read": None, "rows_to_score": None,
+                                   "reject_reasons": {}, "reject_samples": {}, "servers": []})  # fmt: skip
+    make_run(home, progress={"phase": "starting", "report": started.to_dict()})
+    shown = read_run(view(), LOCATOR, tokens())
+    assert shown.counts()["rows_rejected"] is None and not shown.validated()
+    page = pages.run_page(shown, "")
+    assert "Known once the date is read and validated" in page and "/t/out" in page
+    assert "No Triton server started yet" in page
 
 
 def test_a_task_without_a_run_yet_says_so() -> None:

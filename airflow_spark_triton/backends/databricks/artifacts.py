@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import airflow_spark_triton
-import spark_jobs
-from airflow_spark_triton.backends.base import BackendError
+from airflow_spark_triton.errors import BackendError
+from spark_jobs.contract import JOB_SCRIPT
 from spark_jobs.file_lock import file_lock
 
 PACKAGES = ("airflow_spark_triton", "spark_jobs")
 INIT_SCRIPT = Path(airflow_spark_triton.__file__).parent / "init_scripts" / "databricks_init.sh"
-JOB_FILE = Path(spark_jobs.__file__).parent / "batch_inference.py"
 WHEEL_CACHE = Path(tempfile.gettempdir()) / "airflow_spark_triton_wheels"
 
 
@@ -36,7 +35,7 @@ class ArtifactError(BackendError):
 class ArtifactSet:
     digest: str
     wheel: Path
-    job_file: Path = JOB_FILE
+    job_file: Path = JOB_SCRIPT
     init_script: Path = INIT_SCRIPT
 
     def remote_dir(self, root: str) -> str:
@@ -149,5 +148,5 @@ def artifact_set(wheel: str | None = None) -> ArtifactSet:
         # The sources include the job file and the init script; every worker gets the same digest.
         digest = source_digest(root)[:16]
         return ArtifactSet(digest=digest, wheel=build_wheel(root, digest))
-    digest = _sha256(path.name.encode(), path.read_bytes(), JOB_FILE.read_bytes(), INIT_SCRIPT.read_bytes())
+    digest = _sha256(path.name.encode(), path.read_bytes(), JOB_SCRIPT.read_bytes(), INIT_SCRIPT.read_bytes())
     return ArtifactSet(digest=digest.hexdigest()[:16], wheel=path)

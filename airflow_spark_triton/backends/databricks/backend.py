@@ -1,9 +1,10 @@
 """The Databricks backend: GPU cluster lifecycle and inference runs, composed from the provider's hook.
 
-HTTP, auth and retries are :class:`DatabricksGpuHook`'s (the provider's ``DatabricksHook`` plus
-``Retry-After`` and the Files API); request bodies are the SDK's typed classes
-(``databricks.sdk.service.compute`` and ``jobs``) so a misspelt field fails in the worker, not as a
-400 from the workspace. What is left here is what the calls mean for a cluster or a run.
+HTTP, auth, retries and endpoints are :class:`DatabricksGpuHook`'s (the provider's
+``DatabricksHook`` plus ``Retry-After``, the Files API and one method per endpoint); request bodies
+are the SDK's typed classes (``databricks.sdk.service.compute`` and ``jobs``) so a misspelt field
+fails in the worker, not as a 400 from the workspace. What is left here is what the calls mean for a
+cluster or a run.
 
 Idempotency: a retried ``clusters/create`` first looks for the cluster by its tag (the create
 endpoint has no idempotency token), and ``runs/submit`` carries the operator's idempotency token.
@@ -18,6 +19,7 @@ found by the tag key its cluster carries.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -28,20 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
-from airflow.providers.databricks.hooks.databricks import GET_CLUSTER_ENDPOINT, RunState
+from airflow.providers.databricks.hooks.databricks import RunState
 from databricks.sdk.service import compute, jobs
 
-from airflow_spark_triton.backends.base import (
-    BackendConfigError,
-    ClusterError,
-    GpuSparkBackend,
-    RunError,
-    RunLifecycle,
-    RunStatus,
-)
-from airflow_spark_triton.backends.databricks.artifacts import JOB_FILE, artifact_set
+from airflow_spark_triton import assets
+from airflow_spark_triton.backends.base import GpuSparkBackend, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.databricks import retention
+from airflow_spark_triton.backends.databricks.artifacts import artifact_set
 from airflow_spark_triton.backends.databricks.cluster_spec import (
     KEY_TAG,
     WHEEL_ENV,
@@ -56,32 +52,24 @@ from airflow_spark_triton.backends.databricks.libraries import (
     model_libraries,
 )
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
-from airflow_spark_triton.hooks.databricks_gpu import (
-    DatabricksGpuHook,
-    gave_up_retryable,
-    is_missing,
-    last_http_error,
+from airflow_spark_triton.errors import BackendConfigError, ClusterError, RunError
+from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook, is_missing
+from spark_jobs.contract import (
+    DEFAULT_RUN_ID,
+    ERROR_PREFIX,
+    JOB_SCRIPT,
+    InferenceJobConfig,
+    ReportError,
+    RunReport,
+    progress_path,
 )
-from spark_jobs.batch_inference import ERROR_PREFIX  # what the job prints on failure
-from spark_jobs.job_config import InferenceJobConfig
-from spark_jobs.progress import PROGRESS_SUFFIX, sibling
 
-CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
-LIST_CLUSTERS_ENDPOINT = ("GET", "2.1/clusters/list")
-CLUSTER_EVENTS_ENDPOINT = ("POST", "2.1/clusters/events")
-PERMANENT_DELETE_ENDPOINT = ("POST", "2.1/clusters/permanent-delete")
-LIST_RUNS_ENDPOINT = ("GET", "2.2/jobs/runs/list")
-INSTALL_LIBRARIES_ENDPOINT = ("POST", "2.0/libraries/install")
-LIBRARY_STATUS_ENDPOINT = ("GET", "2.0/libraries/cluster-status")
-GET_POLICY_ENDPOINT = ("GET", "2.0/policies/clusters/get")
-GET_POOL_ENDPOINT = ("GET", "2.0/instance-pools/get")
 JOB_COMPUTE_PREFIX = "jobcompute-"  # Databricks cluster ids are MMDD-HHMMSS-xxxxxxxx: never this
 
 LIVE_STATES = ("PENDING", "RUNNING", "RESTARTING", "RESIZING")
 READY_STATES = ("RUNNING", "RESIZING")
 DEAD_STATES = ("TERMINATING", "TERMINATED", "ERROR")
 TASK_KEY = "batch_inference"
-DEFAULT_RUN_ID = "manual"
 
 log = logging.getLogger(__name__)
 
@@ -177,21 +165,21 @@ class DatabricksBackend(GpuSparkBackend):
         """The policy and pools must exist: fail naming the setting before any compute is asked for
         (in jobs mode a bad one would otherwise surface only when the run's cluster fails to start)."""
         checks = [
-            ("policy_id", spec.policy_id, GET_POLICY_ENDPOINT, "policy_id"),
-            ("instance_pool_id", spec.instance_pool_id, GET_POOL_ENDPOINT, "instance_pool_id"),
-            ("driver_instance_pool_id", spec.driver_instance_pool_id, GET_POOL_ENDPOINT, "instance_pool_id"),
+            ("policy_id", spec.policy_id, self.hook.get_policy),
+            ("instance_pool_id", spec.instance_pool_id, self.hook.get_instance_pool),
+            ("driver_instance_pool_id", spec.driver_instance_pool_id, self.hook.get_instance_pool),
         ]
-        for setting, value, endpoint, param in checks:
+        for setting, value, get in checks:
             if not value:
                 continue
             try:
-                self.hook._do_api_call(endpoint, {param: value})
+                get(value)
             except DatabricksApiError as exc:
                 if exc.http_status_code not in (400, 403, 404):
                     raise
                 raise ClusterSpecError(
                     f"cluster setting {setting!r}: {value!r} cannot be used "
-                    f"(GET {endpoint[1]} answered {exc.http_status_code}: {exc})"
+                    f"(the workspace answered {exc.http_status_code}: {exc})"
                 ) from exc
 
     # -- jobs compute ------------------------------------------------------------------------------
@@ -234,19 +222,12 @@ class DatabricksBackend(GpuSparkBackend):
     def _active_job_compute_runs(self, compute_id: str) -> list[str]:
         """Active one-time runs whose new cluster carries this compute id's tag key."""
         key = compute_id.removeprefix(JOB_COMPUTE_PREFIX)
-        params: dict[str, Any] = {
-            "active_only": "true", "expand_tasks": "true", "run_type": "SUBMIT_RUN", "limit": 25,
-        }  # fmt: skip
         found: list[str] = []
-        while True:
-            page = self.hook._do_api_call(LIST_RUNS_ENDPOINT, params)
-            for run in page.get("runs", []):
-                tags = [((t.get("new_cluster") or {}).get("custom_tags") or {}) for t in run.get("tasks", [])]
-                if any(t.get(KEY_TAG) == key for t in tags):
-                    found.append(str(run["run_id"]))
-            if not page.get("next_page_token"):
-                return found
-            params = {**params, "page_token": page["next_page_token"]}
+        for run in self.hook.list_runs(active_only=True, run_type="SUBMIT_RUN"):
+            tags = [((t.get("new_cluster") or {}).get("custom_tags") or {}) for t in run.get("tasks", [])]
+            if any(t.get(KEY_TAG) == key for t in tags):
+                found.append(str(run["run_id"]))
+        return found
 
     def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
         """``clusters/create`` is not idempotent: before each re-send, look for the cluster by tag.
@@ -262,22 +243,13 @@ class DatabricksBackend(GpuSparkBackend):
         body = self.cluster_body(spec, tags)
         libraries = model_libraries(self.hook, spec.model) if spec.model else []
 
-        def went_through() -> dict[str, Any] | None:
+        def went_through() -> str | None:
             existing = self.find_cluster(tags)
             if existing:
                 log.info("An earlier clusters/create went through; using cluster %s", existing)
-                return {"cluster_id": existing}
-            return None
+            return existing
 
-        try:
-            answer = self.hook.post_checked(CREATE_CLUSTER_ENDPOINT, body, went_through)
-        except AirflowException as exc:
-            if gave_up_retryable(exc):
-                raise ClusterError(
-                    f"clusters/create failed on every attempt; last: {last_http_error(exc)}"
-                ) from exc
-            raise
-        cluster_id = str(answer["cluster_id"])
+        cluster_id = self.hook.create_cluster(body, went_through)
         log.info("Creating cluster %s (%s)", cluster_id, body["cluster_name"])
         if libraries:
             self._install_model_libraries(cluster_id, spec.model or "", libraries)
@@ -287,7 +259,7 @@ class DatabricksBackend(GpuSparkBackend):
         """Idempotent (Databricks skips a library the cluster already has). Failing, it deletes the
         cluster: the create operator cleans up only after a cluster id was returned."""
         try:
-            self.hook._do_api_call(INSTALL_LIBRARIES_ENDPOINT, install_body(cluster_id, libraries))
+            self.hook.install(install_body(cluster_id, libraries))
         except Exception as exc:
             log.error("Could not install model %s's libraries on %s; deleting it", model, cluster_id)
             try:
@@ -302,20 +274,13 @@ class DatabricksBackend(GpuSparkBackend):
 
     def find_cluster(self, tags: dict[str, str]) -> str | None:
         key = tag_key(tags)
-        params: dict[str, Any] = {"filter_by.cluster_states": list(LIVE_STATES), "page_size": 100}
-        matches: list[dict[str, Any]] = []
-        while True:
-            page = self.hook._do_api_call(LIST_CLUSTERS_ENDPOINT, params)
-            matches += [
-                c
-                for c in page.get("clusters", [])
-                if (c.get("custom_tags") or {}).get(KEY_TAG) == key
-                and c.get("state") in LIVE_STATES
-                and c.get("cluster_source") != "JOB"  # a jobs compute run's cluster is the run's own
-            ]
-            if not page.get("next_page_token"):
-                break
-            params = {**params, "page_token": page["next_page_token"]}
+        matches = [
+            c
+            for c in self.hook.list_clusters(LIVE_STATES)
+            if (c.get("custom_tags") or {}).get(KEY_TAG) == key
+            and c.get("state") in LIVE_STATES
+            and c.get("cluster_source") != "JOB"  # a jobs compute run's cluster is the run's own
+        ]
         if not matches:
             return None
         matches.sort(key=lambda c: c.get("start_time", 0))
@@ -333,7 +298,7 @@ class DatabricksBackend(GpuSparkBackend):
         last = None
         while True:
             try:
-                info = self.hook._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
+                info = self.hook.get_cluster(cluster_id)
             except DatabricksApiError as exc:
                 if is_missing(exc):
                     raise ClusterError(f"cluster {cluster_id} does not exist (deleted?)") from exc
@@ -361,8 +326,7 @@ class DatabricksBackend(GpuSparkBackend):
     def _unsettled_libraries(self, cluster_id: str) -> list[str]:
         """Libraries of the cluster still installing; a FAILED one raises :class:`ClusterError`
         naming it with Databricks' message (the model's requirement that cannot be installed)."""
-        answer = self.hook._do_api_call(LIBRARY_STATUS_ENDPOINT, {"cluster_id": cluster_id})
-        unsettled, failed = library_failures(answer.get("library_statuses") or [])
+        unsettled, failed = library_failures(self.hook.get_library_statuses(cluster_id))
         if failed:
             raise ClusterError(
                 f"cluster {cluster_id}: a model requirement could not be installed: " + "; ".join(failed)
@@ -386,8 +350,7 @@ class DatabricksBackend(GpuSparkBackend):
     def _events_excerpt(self, cluster_id: str, limit: int = 10) -> str:
         """The cluster's own account of what went wrong; never masks the error it explains."""
         try:
-            body = {"cluster_id": cluster_id, "order": "DESC", "page_size": limit}
-            events = self.hook._do_api_call(CLUSTER_EVENTS_ENDPOINT, body).get("events", [])
+            events = self.hook.get_cluster_events(cluster_id, limit)
         except Exception as exc:
             return f"  (cluster events unavailable: {exc})"
         lines = []
@@ -422,7 +385,7 @@ class DatabricksBackend(GpuSparkBackend):
                 log.info("No run is active on jobs compute %s; Databricks has ended its clusters", cluster_id)
             return
         try:
-            self.hook._do_api_call(PERMANENT_DELETE_ENDPOINT, {"cluster_id": cluster_id})
+            self.hook.permanent_delete_cluster(cluster_id)
         except DatabricksApiError as exc:
             if not is_missing(exc):
                 raise
@@ -453,12 +416,12 @@ class DatabricksBackend(GpuSparkBackend):
             cluster = self._job_cluster(cluster_id)
             where: dict[str, Any] = {"new_cluster": compute.ClusterSpec.from_dict(cluster)}
         else:
-            cluster = self.hook._do_api_call(GET_CLUSTER_ENDPOINT, {"cluster_id": cluster_id})
+            cluster = self.hook.get_cluster(cluster_id)
             where = {"existing_cluster_id": cluster_id}
         installed = (cluster.get("spark_env_vars") or {}).get(WHEEL_ENV)
         libraries = None
         if installed:
-            job_file = f"{installed.rsplit('/', 1)[0]}/{JOB_FILE.name}"
+            job_file = f"{installed.rsplit('/', 1)[0]}/{JOB_SCRIPT.name}"
         else:
             paths = self.ensure_artifacts()
             job_file = paths["job_file"]
@@ -472,16 +435,16 @@ class DatabricksBackend(GpuSparkBackend):
         # The model's declared requirements and wheels, on every node of the run's cluster; checked
         # (PEP 508, wheels exist) before anything is submitted.
         libraries = [*(libraries or []), *model_libraries(self.hook, job.model)] or None
-        changes: dict[str, Any] = {"report_path": f"{self.hook.artifact_root}/reports/{name}.json"}
-        if job.expected_executors is None and worker_count(cluster):
-            changes["expected_executors"] = worker_count(cluster)  # one Triton server per worker node
-        if job.run_id == DEFAULT_RUN_ID:
-            changes["run_id"] = name  # per try: a retry never adopts a server of an earlier try
-        job = job.replace(**changes)
+        job = job.for_run(
+            # per try: a retry never adopts a server of an earlier try
+            run_id=name if job.run_id == DEFAULT_RUN_ID else job.run_id,
+            report_path=f"{self.hook.artifact_root}/reports/{name}.json",
+            workers=worker_count(cluster),
+        )
         task = jobs.SubmitTask(
             task_key=TASK_KEY,
             **where,
-            spark_python_task=jobs.SparkPythonTask(python_file=job_file, parameters=["--job", job.to_json()]),
+            spark_python_task=jobs.SparkPythonTask(python_file=job_file, parameters=job.to_args()),
             libraries=libraries,
         )
         body = {
@@ -547,12 +510,12 @@ class DatabricksBackend(GpuSparkBackend):
     @staticmethod
     def report_path_of(run: dict[str, Any]) -> str | None:
         for task in run.get("tasks", []):
-            params = (task.get("spark_python_task") or {}).get("parameters") or []
-            if "--job" in params[:-1]:
-                return InferenceJobConfig.from_json(params[params.index("--job") + 1]).report_path
+            job = InferenceJobConfig.from_args((task.get("spark_python_task") or {}).get("parameters") or [])
+            if job is not None:
+                return job.report_path
         return None
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         """Read the report back from the volume; the path is in the run's own parameters."""
         run = self.hook.get_run(int(run_id))
         path = self.report_path_of(run)
@@ -566,7 +529,10 @@ class DatabricksBackend(GpuSparkBackend):
                 f"({state.get('life_cycle_state')}/{state.get('result_state')}: "
                 f"{state.get('state_message', '')})"
             )
-        return json.loads(content)
+        try:
+            return RunReport.from_json(content)
+        except ReportError as exc:
+            raise RunError(f"run {run_id} wrote an unreadable report at {path}: {exc}") from exc
 
     def get_run_progress(self, run_id: str) -> dict[str, Any] | None:
         """The job's latest progress (rows done/total, rows/s, tasks), read from the volume; None until
@@ -576,7 +542,7 @@ class DatabricksBackend(GpuSparkBackend):
             report = self.report_path_of(self.hook.get_run(int(run_id)))
             if not report:
                 return None
-            path = self._progress_paths[run_id] = sibling(report, PROGRESS_SUFFIX).as_posix()
+            path = self._progress_paths[run_id] = progress_path(report).as_posix()
         content = self.hook.read_file(path)
         if content is None:
             return None
@@ -586,6 +552,30 @@ class DatabricksBackend(GpuSparkBackend):
             log.debug("Progress file %s of run %s is not JSON", path, run_id)
             return None
         return progress if isinstance(progress, dict) else None
+
+    def workspace_host(self) -> str | None:
+        """The host of the connection's workspace: Unity Catalog names are that workspace's tables."""
+        host = self.hook.databricks_conn.host
+        return assets.workspace_host(host) if host else None
+
+    def remove_expired(self, older_than: dt.timedelta) -> list[str]:
+        """Reports, job cluster definitions and code versions under ``artifact_root`` that nothing
+        live refers to (:mod:`.retention`); the clusters and runs themselves are Databricks'."""
+        cutoff_ms = int((time.time() - older_than.total_seconds()) * 1000)
+        return retention.remove_expired(self.hook, self.hook.artifact_root, cutoff_ms, self._live_references)
+
+    def _live_references(self) -> str:
+        """Every cluster the workspace lists that may still start (a terminated all-purpose cluster
+        can; a run's terminated job cluster never does) and every active run, as one JSON text."""
+        clusters = [
+            cluster
+            for cluster in self.hook.list_clusters()
+            if not (
+                cluster.get("cluster_source") == "JOB"
+                and cluster.get("state") in ("TERMINATING", "TERMINATED")
+            )
+        ]
+        return json.dumps([*clusters, *self.hook.list_runs(active_only=True)])
 
     def run_summary_uri(self, run_id: str) -> str | None:
         """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from databricks.sdk.service import compute
 
-from airflow_spark_triton.backends.base import BackendConfigError
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
+from airflow_spark_triton.errors import BackendConfigError
 
 if TYPE_CHECKING:
     from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook

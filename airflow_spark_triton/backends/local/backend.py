@@ -7,8 +7,10 @@ later Airflow task (a retry, the teardown, the triggerer) can find, watch and st
 
 Composed of: the ``spark_triton_local`` connection's settings
 (:class:`~airflow_spark_triton.hooks.local_spark.LocalSparkHook`), the cluster record
-(:mod:`.cluster_state`, guarded state transitions), the processes' command lines (:mod:`.commands`)
-and the supervised runs (:class:`~airflow_spark_triton.runs.supervised.SupervisedRuns`).
+(:mod:`.cluster_state`, guarded state transitions), the cluster's daemons (:mod:`.daemons`: master,
+workers after their init scripts, reaper; their command lines are :mod:`.commands`') and the
+supervised runs (:class:`~airflow_spark_triton.runs.supervised.SupervisedRuns`). This module is the
+lifecycle: states, runs, Triton servers and the order of a delete.
 
 No Airflow task has to survive for the cluster to go away: each cluster has a reaper
 (:mod:`~airflow_spark_triton.backends.local.reaper`), a small detached process that deletes it when
@@ -17,7 +19,7 @@ its creating task is killed (kill -9, OOM) while it is PENDING, when it has idle
 
 Cluster directory ``<home>/clusters/<cluster_id>/``::
 
-    cluster.json            state, tags, spec, master URL and ports, pids + create times; owners
+    cluster.json            state, tags, spec, host, master URL and ports, pids + create times; owners
                             (creating process and, in an Airflow task, its supervisor) while
                             PENDING; reaper; deleted_by (who deleted it and why)
     logs/master.log         master JVM output (failed bind attempts: master-attempt-<n>.log)
@@ -33,80 +35,48 @@ Cluster directory ``<home>/clusters/<cluster_id>/``::
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
-import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from airflow_spark_triton.backends.base import ClusterError, RunStatus
-from airflow_spark_triton.backends.local import commands, jvm_archive
+from airflow_spark_triton.backends.base import RunStatus
+from airflow_spark_triton.backends.local import commands, daemons, jvm_archive
 from airflow_spark_triton.backends.local.cluster_state import (
     CLUSTER_FILE,
     LIVE_STATES,
     ClusterState,
     cluster_record,
+    gone_owners,
+    owner_records,
+    record_timing,
 )
-from airflow_spark_triton.backends.local.commands import LOCALHOST, memory_mb
-from airflow_spark_triton.backends.local.reaper import REAPER_MODULE, gone_owners, owner_records
+from airflow_spark_triton.backends.local.commands import memory_mb
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import ClusterError
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
-from airflow_spark_triton.runs.env import run_environment
+from airflow_spark_triton.runs.hosts import elsewhere_message, foreign_host, this_host
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
-from airflow_spark_triton.runs.supervised import (
-    STOP_GRACE_S,
-    batch_inference_script,
-    process_record,
-)
-from spark_jobs.job_config import InferenceJobConfig
+from airflow_spark_triton.runs.supervised import STOP_GRACE_S, process_record
+from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
 from spark_jobs.json_files import read_json
-from spark_jobs.node_state import free_port
 
 log = logging.getLogger(__name__)
 
-MASTER_START_TIMEOUT_S = 120.0
-MASTER_BIND_ATTEMPTS = 4
-INIT_SCRIPT_TIMEOUT_S = 600.0
-MASTER_JSON_TIMEOUT_S = 3.0
-# A master or worker recording its class-data archive writes it as it exits on SIGTERM: 30-60 MB,
-# which took over 15 s on a loaded 2-core machine. Killed half way, it would record again next time.
-ARCHIVE_DUMP_GRACE_S = 90.0
-
 CLUSTER_ID_PATTERN = r"local-[0-9a-f]{12}"
 _CLUSTER_ID = re.compile(rf"^{CLUSTER_ID_PATTERN}$")
-_BIND_FAILURE = ("BindException", "Address already in use", "could not bind")
-
-
-def _master_json(webui_port: int) -> dict[str, Any] | None:
-    """The master's own view (status, alive workers); None while its web UI is not up."""
-    url = f"http://{LOCALHOST}:{webui_port}/json/"
-    try:
-        with urllib.request.urlopen(url, timeout=MASTER_JSON_TIMEOUT_S) as response:
-            return json.loads(response.read().decode())
-    except (OSError, urllib.error.URLError, ValueError):
-        return None  # not serving (yet, or any more): the callers wait or check the process
-
-
-def _serving_or_dead(webui_port: int, master: ProcessRecord) -> bool:
-    """Either outcome ends the wait for a starting master: it serves, or it exited (e.g. bind)."""
-    return _master_json(webui_port) is not None or not procs.is_alive(master)
 
 
 class LocalSparkBackend(SupervisedRunsBackend):
@@ -122,6 +92,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
     conn_name_attr = LocalSparkHook.conn_name_attr  # where the connection id is, as on Airflow hooks
     owners_subdir = "clusters"
     owner_pattern = CLUSTER_ID_PATTERN
+    finished_state = ClusterState.DELETED
 
     def __init__(
         self, spark_triton_conn_id: str | None = LocalSparkHook.default_conn_name, home: str | None = None
@@ -175,11 +146,6 @@ class LocalSparkBackend(SupervisedRunsBackend):
                 records.append(record)
         yield from sorted(records, key=lambda r: r.get("created_at", ""), reverse=True)
 
-    def _cluster_processes(self, cluster: dict[str, Any]) -> list[tuple[str, ProcessRecord]]:
-        named = [(f"worker {w['index']}", process_record(w)) for w in cluster.get("workers", [])]
-        named.append(("master", process_record(cluster.get("master"))))
-        return [(name, record) for name, record in named if record is not None]
-
     # -- create -------------------------------------------------------------------------------
 
     def create_cluster(self, spec: GpuClusterSpec, tags: dict[str, str]) -> str:
@@ -207,6 +173,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
             model_requirements=requirements,
             created_at=now_iso(),
             home=str(self.home),
+            # Its pids are this host's: another host never judges or signals them (runs.hosts).
+            host=this_host(),
             python=self.python,
             spark_home=str(commands.spark_home()),
             spark_version=commands.spark_version(),
@@ -217,10 +185,11 @@ class LocalSparkBackend(SupervisedRunsBackend):
             owners=[owner.to_dict() for owner in owner_records()],
         )
         log.info("Creating local Spark cluster %s in %s", cluster_id, cdir)
+        processes = daemons.ClusterDaemons(cluster_id, cdir)
         try:
-            self._start_reaper(cluster_id)  # before any JVM: from here on the cluster cannot leak
+            processes.start_reaper()  # before any JVM: from here on the cluster cannot leak
             self._update_cluster(cluster_id, python_libdir=commands.python_libdir(self.python))
-            self._start_cluster_processes(cluster_id, spec)
+            processes.start(spec)
         except BaseException as exc:
             self._abort_create(cluster_id, exc)
             if isinstance(exc, ClusterError) or not isinstance(exc, Exception):
@@ -228,191 +197,19 @@ class LocalSparkBackend(SupervisedRunsBackend):
             raise ClusterError(
                 f"could not create local cluster {cluster_id}: {type(exc).__name__}: {exc}"
             ) from exc
-        self._add_timing(cluster_id, "launch", started)
+        record_timing(self._record(cluster_id), "launch", started)
         return cluster_id
-
-    def _add_timing(self, cluster_id: str, name: str, started: float) -> None:
-        def decide(record: dict[str, Any]) -> dict[str, Any]:
-            return {"timings_s": {**record.get("timings_s", {}), name: round(time.monotonic() - started, 3)}}
-
-        self._update_cluster_if(cluster_id, decide)
-
-    def _start_reaper(self, cluster_id: str) -> None:
-        """The cluster's own net (see backends.local.reaper); it imports Airflow only to delete."""
-        cdir = self.cluster_dir(cluster_id)
-        log_path = cdir / "logs" / "reaper.log"
-        record = procs.start_detached(
-            [sys.executable, "-m", REAPER_MODULE, "--cluster-dir", str(cdir)],
-            env=run_environment(airflow_config=True),
-            log_path=log_path,
-            cwd=cdir,
-        )
-        self._update_cluster(cluster_id, reaper={**record.to_dict(), "log": str(log_path)})
-        log.info("Started the reaper of %s: pid %s", cluster_id, record.pid)
-
-    def _stop_reaper(self, cluster: dict[str, Any]) -> None:
-        reaper = process_record(cluster.get("reaper"))
-        if reaper is None or reaper.pid == os.getpid():  # the reaper deleting: it exits by itself
-            return
-        if not procs.stop_groups([reaper], grace_s=5.0):
-            log.warning("The reaper of %s (pid %s) did not stop", cluster.get("cluster_id"), reaper.pid)
-
-    def _start_cluster_processes(self, cluster_id: str, spec: GpuClusterSpec) -> None:
-        """Master first; every node's init script runs while it boots (all at once, as on
-        Databricks); then the workers. An init-script failure fails the create, naming the node."""
-        self._start_master(cluster_id, attempt=1)
-        started = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=spec.num_workers) as pool:
-            checks = [
-                pool.submit(self._run_init_script, cluster_id, spec, index)
-                for index in range(spec.num_workers)
-            ]
-            for check in checks:  # in node order, so the first failing node is the one named
-                check.result()
-        self._add_timing(cluster_id, "init_scripts", started)
-        self._await_master(cluster_id)
-        for index in range(spec.num_workers):
-            self._ensure_not_deleted(cluster_id)
-            self._start_worker(cluster_id, spec, index)
-
-    def _ensure_not_deleted(self, cluster_id: str) -> None:
-        """A teardown (e.g. the create task's on_kill) may run while create is still starting JVMs."""
-        state = (self.get_cluster(cluster_id) or {}).get("state")
-        if state != ClusterState.PENDING:
-            raise ClusterError(f"cluster {cluster_id} became {state} while it was being created")
 
     def _abort_create(self, cluster_id: str, exc: BaseException) -> None:
         """A create that fails cleans up after itself: no half-made cluster outlives the task."""
         cluster = self.get_cluster(cluster_id) or {}
-        records = [record for _, record in self._cluster_processes(cluster)]
+        records = [record for _, record in daemons.cluster_processes(cluster)]
         log.error("Creating cluster %s failed (%s); stopping %d process(es)", cluster_id, exc, len(records))
         procs.stop_groups(records, grace_s=STOP_GRACE_S)
         if self._terminate(cluster_id, str(exc)):
-            self._stop_reaper(cluster)  # nothing of the cluster runs any more
+            daemons.stop_reaper(cluster)  # nothing of the cluster runs any more
         else:
             log.info("Cluster %s is being deleted by another process, which finishes it", cluster_id)
-
-    def _start_master(self, cluster_id: str, attempt: int) -> None:
-        cluster = self.get_cluster(cluster_id) or {}
-        cdir = self.cluster_dir(cluster_id)
-        port, webui_port = free_port(), free_port()
-        log_path = cdir / "logs" / "master.log"
-        env = commands.master_env(cluster, cdir)
-        record = procs.start_detached(
-            commands.master_command(cluster, port, webui_port), env=env, log_path=log_path, cwd=cdir
-        )
-        master = {
-            **record.to_dict(),
-            "records_archive": commands.records_archive(env),
-            "port": port,
-            "webui_port": webui_port,
-            "url": f"spark://{LOCALHOST}:{port}",
-            "webui_url": f"http://{LOCALHOST}:{webui_port}",
-            "log": str(log_path),
-            "attempt": attempt,
-        }
-        self._update_cluster(cluster_id, master=master)
-        log.info("Started Spark master pid %s on %s (web UI %s)", record.pid, master["url"], webui_port)
-
-    def _await_master(self, cluster_id: str) -> None:
-        """Wait until the master serves its JSON; on a lost port race, restart it on new ports."""
-        started = time.monotonic()
-        for attempt in range(1, MASTER_BIND_ATTEMPTS + 1):
-            master = (self.get_cluster(cluster_id) or {})["master"]
-            record = ProcessRecord.from_dict(master)
-            up = procs.wait_until(
-                functools.partial(_serving_or_dead, int(master["webui_port"]), record),
-                MASTER_START_TIMEOUT_S,
-                interval_s=0.25,
-            )
-            if up and procs.is_alive(record):
-                self._add_timing(cluster_id, "master_up", started)
-                return
-            log_path = Path(master["log"])
-            tail = procs.log_tail(log_path, 20)
-            if not up:
-                raise ClusterError(
-                    f"Spark master of {cluster_id} did not serve {master['webui_url']}/json/ within "
-                    f"{MASTER_START_TIMEOUT_S:.0f}s; last lines of {log_path}:\n{tail}"
-                )
-            if not any(marker in tail for marker in _BIND_FAILURE) or attempt == MASTER_BIND_ATTEMPTS:
-                raise ClusterError(
-                    f"Spark master of {cluster_id} exited during startup (attempt {attempt}); "
-                    f"last lines of {log_path}:\n{tail}"
-                )
-            log.warning("Master lost a port race (attempt %d); retrying with new ports", attempt)
-            log_path.rename(log_path.with_name(f"master-attempt-{attempt}.log"))
-            self._start_master(cluster_id, attempt=attempt + 1)
-
-    def _init_script_path(self, spec: GpuClusterSpec) -> Path:
-        path = Path(spec.init_script).expanduser() if spec.init_script else commands.packaged_init_script()
-        if not path.is_file():
-            raise ClusterError(f"init script {path} does not exist")
-        return path
-
-    def _run_init_script(self, cluster_id: str, spec: GpuClusterSpec, index: int) -> None:
-        """Check the node before its worker starts, as Databricks runs init scripts per node."""
-        cluster = self.get_cluster(cluster_id) or {}
-        cdir = self.cluster_dir(cluster_id)
-        script = self._init_script_path(spec)
-        work_dir = cdir / "work" / f"worker-{index}"
-        work_dir.mkdir(parents=True, exist_ok=True)
-        env = commands.init_script_env(cluster, cdir, index, work_dir)
-        out, err = cdir / "logs" / f"init-{index}.out", cdir / "logs" / f"init-{index}.err"
-        started = time.monotonic()
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            try:
-                result = subprocess.run(
-                    ["bash", str(script)],
-                    env=env,
-                    cwd=cdir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    timeout=INIT_SCRIPT_TIMEOUT_S,
-                    start_new_session=True,  # a timeout kill must not reach the Airflow task
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise ClusterError(
-                    f"init script {script} for worker {index} of {cluster_id} timed out after "
-                    f"{INIT_SCRIPT_TIMEOUT_S:.0f}s; last lines of {err}:\n{procs.log_tail(err, 20)}"
-                ) from exc
-        if result.returncode != 0:
-            raise ClusterError(
-                f"init script {script} failed for worker {index} of {cluster_id} with exit code "
-                f"{result.returncode}; last lines of its stderr ({err}):\n{procs.log_tail(err, 20)}"
-            )
-        log.info("Init script %s passed for worker %d in %.1fs", script, index, time.monotonic() - started)
-
-    def _start_worker(self, cluster_id: str, spec: GpuClusterSpec, index: int) -> None:
-        cluster = self.get_cluster(cluster_id) or {}
-        cdir = self.cluster_dir(cluster_id)
-        work_dir = cdir / "work" / f"worker-{index}"
-        local_dir = commands.scratch_dir(cdir) / f"worker-{index}"
-        local_dir.mkdir(parents=True, exist_ok=True)
-        webui_port = free_port()
-        log_path = cdir / "logs" / f"worker-{index}.log"
-        env = commands.worker_env(cluster, cdir, work_dir, local_dir, index)
-        record = procs.start_detached(
-            commands.worker_command(cluster, spec, webui_port, work_dir),
-            env=env,
-            log_path=log_path,
-            cwd=work_dir,
-        )
-        worker = {
-            **record.to_dict(),
-            "records_archive": commands.records_archive(env),
-            "index": index,
-            "webui_port": webui_port,
-            "log": str(log_path),
-            "work_dir": str(work_dir),
-        }
-
-        def add(record: dict[str, Any]) -> dict[str, Any]:
-            return {"workers": [*record.get("workers", []), worker]}
-
-        self._update_cluster_if(cluster_id, add)
-        log.info("Started Spark worker %d pid %s", index, record.pid)
 
     # -- wait / find --------------------------------------------------------------------------
 
@@ -436,8 +233,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
 
         def ready() -> bool:
             self._raise_if_not_live(cluster_id)
-            self._raise_if_dead(cluster_id, cluster)
-            info = _master_json(webui_port)
+            daemons.raise_if_dead(cluster_id, cluster)
+            info = daemons.master_json(webui_port)
             if info is None:
                 return False
             seen.update(info)
@@ -452,7 +249,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
             error = (
                 f"cluster {cluster_id} not ready after {timeout_s:.0f}s: master status "
                 f"{seen.get('status', 'unreachable')}, {seen.get('aliveworkers', 0)}/{expected} workers alive"
-                f"\n{self._logs_summary(cluster)}"
+                f"\n{daemons.logs_summary(cluster)}"
             )
             self._terminate(cluster_id, error)
             raise ClusterError(error)
@@ -514,34 +311,11 @@ class LocalSparkBackend(SupervisedRunsBackend):
             reason = cluster.get("deleted_by") or cluster.get("error") or "not usable"
             raise ClusterError(f"cluster {cluster_id} became {cluster.get('state')} while waiting: {reason}")
 
-    def _raise_if_dead(self, cluster_id: str, cluster: dict[str, Any]) -> None:
-        for name, record in self._cluster_processes(cluster):
-            if not procs.is_alive(record):
-                log_path = self._process_log(cluster, name)
-                raise ClusterError(
-                    f"cluster {cluster_id}: {name} (pid {record.pid}) exited; "
-                    f"last lines of {log_path}:\n{procs.log_tail(log_path, 20)}"
-                )
-
-    @staticmethod
-    def _process_log(cluster: dict[str, Any], name: str) -> Path:
-        if name == "master":
-            return Path(cluster["master"]["log"])
-        index = int(name.split()[-1])
-        return Path(next(w["log"] for w in cluster["workers"] if w["index"] == index))
-
-    def _logs_summary(self, cluster: dict[str, Any]) -> str:
-        parts = []
-        for name, _ in self._cluster_processes(cluster):
-            log_path = self._process_log(cluster, name)
-            parts.append(f"--- {name}: last lines of {log_path}\n{procs.log_tail(log_path, 8)}")
-        return "\n".join(parts)
-
     def find_cluster(self, tags: dict[str, str]) -> str | None:
         wanted = {str(k): str(v) for k, v in tags.items()}
         for cluster in self._iter_clusters():
-            if cluster.get("state") not in LIVE_STATES:
-                continue
+            if cluster.get("state") not in LIVE_STATES or foreign_host(cluster):
+                continue  # another host's cluster: unusable from here, a retry here makes its own
             if any(cluster.get("tags", {}).get(k) != v for k, v in wanted.items()):
                 continue
             if cluster.get("state") == ClusterState.PENDING and gone_owners(cluster):
@@ -554,7 +328,15 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cluster = self.get_cluster(cluster_id)
         if cluster is None:
             raise ClusterError(f"unknown local cluster {cluster_id} (home {self.home})")
+        self._require_this_host(cluster_id, cluster)
         return cluster
+
+    @staticmethod
+    def _require_this_host(cluster_id: str, cluster: dict[str, Any]) -> None:
+        """Every pid in the record is its host's: another host fails here instead of judging them."""
+        host = foreign_host(cluster)
+        if host:
+            raise ClusterError(elsewhere_message(f"cluster {cluster_id}", host))
 
     def _require_usable(self, cluster_id: str) -> None:
         cluster = self._require_cluster(cluster_id)
@@ -581,11 +363,16 @@ class LocalSparkBackend(SupervisedRunsBackend):
         """
         cluster = self.get_cluster(cluster_id)
         if cluster is None:
-            log.info("Cluster %s is unknown in %s: nothing to delete", cluster_id, self.home)
+            log.info(
+                "Cluster %s is unknown in %s on host %s: nothing to delete here (a cluster another host "
+                "created, in a state directory of its own, is that host's to delete)",
+                cluster_id, self.home, this_host(),
+            )  # fmt: skip
             return
         if cluster.get("state") == ClusterState.DELETED:
             log.info("Cluster %s was already deleted", cluster_id)
             return
+        self._require_this_host(cluster_id, cluster)  # before DELETING: nothing is marked, nothing leaks
         started = time.monotonic()
         me = ProcessRecord.of(os.getpid())
 
@@ -613,11 +400,11 @@ class LocalSparkBackend(SupervisedRunsBackend):
             log.info("Stopping %d Triton server(s) of %s", len(servers), cluster_id)
             procs.stop_groups(servers, grace_s=STOP_GRACE_S)
         cluster = self._require_cluster(cluster_id)
-        self._stop_daemons(list(cluster.get("workers", [])))
-        self._stop_daemons([cluster.get("master")])
+        daemons.stop_daemons(list(cluster.get("workers", [])))
+        daemons.stop_daemons([cluster.get("master")])
 
         left = [
-            f"{name} pid {r.pid}" for name, r in self._cluster_processes(cluster) if procs.group_members(r)
+            f"{name} pid {r.pid}" for name, r in daemons.cluster_processes(cluster) if procs.group_members(r)
         ]
         left += [f"Triton server pid {r.pid}" for r in servers if procs.group_members(r)]
         left += drivers_left
@@ -628,7 +415,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
         cluster = self._update_cluster(
             cluster_id, state=ClusterState.DELETED.value, deleted_at=now_iso(), timings_s=timings
         )
-        self._stop_reaper(cluster)
+        daemons.stop_reaper(cluster)
         log.info(
             "Cluster %s deleted in %.1fs (%s); logs kept in %s",
             cluster_id,
@@ -636,13 +423,6 @@ class LocalSparkBackend(SupervisedRunsBackend):
             cluster.get("deleted_by"),
             self.cluster_dir(cluster_id),
         )
-
-    @staticmethod
-    def _stop_daemons(daemons: list[dict[str, Any] | None]) -> None:
-        """SIGTERM, then SIGKILL after the grace; longer for a JVM writing its class-data archive."""
-        records = [r for r in map(process_record, daemons) if r is not None]
-        recording = any(d and d.get("records_archive") for d in daemons)
-        procs.stop_groups(records, grace_s=ARCHIVE_DUMP_GRACE_S if recording else STOP_GRACE_S)
 
     def _remove_scratch(self, cluster_id: str) -> None:
         """Shuffle and spill files can be large; logs, records and reports are kept. Every JVM of
@@ -702,14 +482,11 @@ class LocalSparkBackend(SupervisedRunsBackend):
         num_workers = int(cluster["spec"]["num_workers"])
 
         def job_args(run_id: str, run_dir: Path) -> list[str]:
-            config = job.replace(
-                report_path=str(run_dir / "report.json"),
-                run_id=run_id,
-                expected_executors=job.expected_executors or num_workers,
-            )
-            return ["--job", config.to_json()]
+            return job.for_run(
+                run_id=run_id, report_path=str(run_dir / REPORT_FILE), workers=num_workers
+            ).to_args()
 
-        return self._submit_script(cluster_id, batch_inference_script(), job_args, idempotency_token)
+        return self._submit_script(cluster_id, JOB_SCRIPT, job_args, idempotency_token)
 
     def _submit_script(
         self,

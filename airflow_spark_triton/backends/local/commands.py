@@ -18,10 +18,10 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from airflow_spark_triton.backends.base import BackendConfigError, ClusterError
 from airflow_spark_triton.backends.local import jvm_archive
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import BackendConfigError, ClusterError
 from airflow_spark_triton.runs.env import run_environment
 from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
 from spark_jobs.node_state import STATE_DIR_ENV

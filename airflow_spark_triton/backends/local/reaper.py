@@ -37,7 +37,6 @@ tests, which cannot wait the Databricks minimum of ten minutes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -46,41 +45,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from airflow_spark_triton.backends.local.cluster_state import ClusterState, cluster_record
+from airflow_spark_triton.backends.local.cluster_state import ClusterState, cluster_record, gone_owners
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.supervised import RunActivity, process_record, run_activity
 
 log = logging.getLogger("airflow_spark_triton.backends.local.reaper")
 
-REAPER_MODULE = "airflow_spark_triton.backends.local.reaper"
 IDLE_OVERRIDE_ENV = "SPARK_TRITON_REAPER_IDLE_S"
 POLL_S = 2.0
 RETRY_S = 30.0  # between attempts when a reap's delete failed
 DEFAULT_AUTOTERMINATION_MINUTES = 60
 PENDING, RUNNING, DELETING, TERMINATED, DELETED = ClusterState  # in reap_reason's rules, in this order
-
-_TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
-
-
-def owner_records() -> list[ProcessRecord]:
-    """The calling process and, inside an Airflow task process, its supervisor (the parent)."""
-    owners = [ProcessRecord.of(os.getpid())]
-    runner = sys.modules.get(_TASK_RUNNER)
-    if getattr(runner, "SUPERVISOR_COMMS", None) is not None and os.getppid() > 1:
-        with contextlib.suppress(psutil.Error):
-            owners.append(ProcessRecord.of(os.getppid()))
-    return owners
-
-
-def gone_owners(
-    cluster: dict[str, Any], alive: Callable[[ProcessRecord], bool] = procs.is_alive
-) -> list[int]:
-    """Pids of the recorded owners that no longer run."""
-    owners = [process_record(o) for o in cluster.get("owners") or []]
-    return [o.pid for o in owners if o is not None and not alive(o)]
 
 
 def idle_limit_s(cluster: dict[str, Any], override_s: float | None = None) -> float:

@@ -37,15 +37,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_spark_triton.backends.base import ClusterError, RunError
 from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
+from airflow_spark_triton.errors import ClusterError, RunError
 from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 from airflow_spark_triton.runs.env import run_environment
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
-from airflow_spark_triton.runs.supervised import batch_inference_script
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -76,6 +75,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
     conn_name_attr = SparkSubmitGpuHook.conn_name_attr  # where the connection id is, as on Airflow hooks
     owners_subdir = "attachments"
     owner_pattern = ATTACHMENT_ID_PATTERN
+    finished_state = AttachmentState.DETACHED
 
     def __init__(
         self, spark_conn_id: str = SparkSubmitGpuHook.default_conn_name, home: str | None = None
@@ -92,7 +92,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
 
     def report_path(self, run_id: str) -> Path:
         report_dir = self._attachment_report_dir(self.runs.owner_of(run_id))
-        return (Path(report_dir) / run_id if report_dir else self.runs.run_dir(run_id)) / "report.json"
+        return (Path(report_dir) / run_id if report_dir else self.runs.run_dir(run_id)) / REPORT_FILE
 
     def _attachment_report_dir(self, attachment_id: str) -> str | None:
         return (self.get_attachment(attachment_id) or {}).get("report_dir")
@@ -216,12 +216,10 @@ class SparkSubmitBackend(SupervisedRunsBackend):
                 raise ClusterError(f"cannot submit through {cluster_id}: it is detached")
 
         def build(run_id: str, run_dir: Path) -> tuple[list[str], dict[str, str], str]:
-            config = job.replace(
-                report_path=str(self.report_path(run_id)),
-                run_id=run_id,
-                expected_executors=job.expected_executors or spec.num_workers,
+            config = job.for_run(
+                run_id=run_id, report_path=str(self.report_path(run_id)), workers=spec.num_workers
             )
-            application = str(batch_inference_script())
+            application = str(JOB_SCRIPT)
             submit = {
                 "application": application,
                 "hook": {
@@ -229,7 +227,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
                     "name": run_id,
                     "conf": self._spark_conf(spec),
                     "py_files": str(self._spark_jobs_archive()),
-                    "application_args": ["--job", config.to_json()],
+                    "application_args": config.to_args(),
                     "status_poll_interval": 2,
                 },
             }

@@ -20,7 +20,7 @@ from airflow_spark_triton.backends.base import (
 from airflow_spark_triton.backends.databricks.backend import DatabricksBackend
 from airflow_spark_triton.backends.databricks.cluster_spec import DEFAULT_SPARK_VERSION, KEY_TAG, tag_key
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.backends.databricks.test_cluster_spec import TAGS
 from tests.databricks_emulator import DatabricksEmulator, Fault
 from tests.hooks.conftest import ARTIFACT_ROOT, TOKEN
@@ -78,7 +78,7 @@ def test_create_wait_find_delete(make_backend, emulator):
     assert backend.find_cluster(TAGS) == cluster_id
     assert backend.find_cluster({**TAGS, "airflow_task_id": "other"}) is None
     backend.wait_for_cluster(cluster_id, timeout_s=10)
-    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    details = backend.hook.get_cluster(cluster_id)
     assert details["state"] == "RUNNING"
     created = emulator.calls("POST", "2.1/clusters/create")
     assert len(created) == 1 and created[0].body["custom_tags"][KEY_TAG] == tag_key(TAGS)
@@ -231,13 +231,13 @@ def test_submit_builds_a_typed_one_task_run_from_the_clusters_artifacts(make_bac
     status = wait_terminal(backend, run_id)
     assert status.state is RunLifecycle.SUCCESS
     assert status.url == f"{emulator.url}/?o=0#job/0/run/{run_id}"
-    assert backend.get_run_report(run_id)["run_id"] == "token-abc"
+    assert backend.get_run_report(run_id).run_id == "token-abc"
 
 
 def test_a_cluster_made_elsewhere_gets_the_wheel_as_a_library(make_backend, emulator):
     backend = make_backend()
     body = {"spark_version": DEFAULT_SPARK_VERSION, "node_type_id": "g5.xlarge", "num_workers": 1}
-    cluster_id = backend.hook._do_api_call(("POST", "2.1/clusters/create"), body)["cluster_id"]
+    cluster_id = backend.hook.create_cluster(body, lambda: None)
     backend.submit_job(cluster_id, job(expected_executors=5, run_id="nightly"), "t")
     (task,) = emulator.calls("POST", "2.2/jobs/runs/submit")[0].body["tasks"]
     assert task["libraries"][0]["whl"].endswith("/airflow_spark_triton-0.1.0-py3-none-any.whl")
@@ -313,7 +313,12 @@ def test_the_token_never_appears_in_logs_records_results_or_errors(make_backend,
     cluster_id = backend.create_cluster(GpuClusterSpec(), TAGS)
     backend.wait_for_cluster(cluster_id, timeout_s=10)
     run_id = backend.submit_job(cluster_id, job(), "t1")
-    results += [cluster_id, run_id, wait_terminal(backend, run_id).to_dict(), backend.get_run_report(run_id)]
+    results += [
+        cluster_id,
+        run_id,
+        wait_terminal(backend, run_id).to_dict(),
+        backend.get_run_report(run_id).to_dict(),
+    ]
     emulator.fail_next_run()
     results.append(wait_terminal(backend, backend.submit_job(cluster_id, job(), "t2")).to_dict())
     emulator.inject("GET", "2.1/clusters/get", Fault(400, "INVALID_PARAMETER_VALUE", "nope"))

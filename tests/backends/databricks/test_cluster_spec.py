@@ -406,7 +406,7 @@ def test_the_emulator_accepts_a_four_gpu_cluster_and_its_local_twin_runs_the_sam
         "spark.executor.resource.gpu.amount": "4",
         "spark.task.resource.gpu.amount": "0.5",
     }
-    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    details = backend.hook.get_cluster(cluster_id)
     assert details["spark_conf"]["spark.executor.resource.gpu.amount"] == "4"
     twin = local_spec(body)  # what the emulator runs locally: same cores, as many concurrent tasks
     assert (twin.executor_cores, twin.concurrent_tasks_per_executor) == (8, 8)

@@ -106,7 +106,7 @@ def test_jobs_compute_submits_one_new_cluster_and_never_calls_clusters_create(ma
     assert cluster.spec["node_type_id"] == "g5.xlarge"
     assert cluster.spec["aws_attributes"]["zone_id"] == "auto"  # the policy's default, applied
     assert cluster.spec["custom_tags"]["cost_center"] == "ml-nightly"  # the policy's fixed tag
-    assert backend.get_run_report(run_id)["run_id"] == "try-1"
+    assert backend.get_run_report(run_id).run_id == "try-1"
 
 
 def test_a_bad_policy_or_pool_fails_the_create_step_naming_the_setting_before_any_compute(
@@ -238,7 +238,7 @@ def test_all_purpose_compute_sends_the_governance_settings_to_clusters_create(ma
     assert create.status == 200
     assert (create.body["policy_id"], create.body["instance_pool_id"]) == (POLICY_ID, POOL_ID)
     assert "node_type_id" not in create.body
-    details = backend.hook._do_api_call(("GET", "2.1/clusters/get"), {"cluster_id": cluster_id})
+    details = backend.hook.get_cluster(cluster_id)
     assert details["node_type_id"] == "g5.xlarge" and details["cluster_source"] == "API"
     assert details["aws_attributes"] == {
         "availability": "SPOT_WITH_FALLBACK",

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from airflow_spark_triton.backends.base import BackendConfigError, RunLifecycle
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.conftest import REPO
 from tests.databricks_emulator import Settings
 
@@ -123,10 +123,8 @@ def test_the_nightly_models_requirements_are_exactly_what_its_cluster_gets_insta
     assert task["libraries"] == [{"pypi": {"package": r}} for r in declared]
     # What the run's cluster reports through libraries/cluster-status, as a person would see it.
     cluster_id = backend.hook.get_run(int(run_id))["cluster_instance"]["cluster_id"]
-    statuses = backend.hook._do_api_call(("GET", "2.0/libraries/cluster-status"), {"cluster_id": cluster_id})
-    installed = [
-        s["library"]["pypi"]["package"] for s in statuses["library_statuses"] if s["status"] == "INSTALLED"
-    ]
+    statuses = backend.hook.get_library_statuses(cluster_id)
+    installed = [s["library"]["pypi"]["package"] for s in statuses if s["status"] == "INSTALLED"]
     assert installed == list(declared)
 
 
@@ -199,10 +197,10 @@ def test_a_local_model_wheel_is_uploaded_by_digest_and_installed(make_backend, e
 
 def create_task(monkeypatch: pytest.MonkeyPatch, backend: Any, **spec: Any) -> Any:
     """The create operator (as the nightly DAG's ``create_cluster``) on ``backend``."""
-    from airflow_spark_triton.operators import cluster
+    from airflow_spark_triton.operators import backend_cache
     from airflow_spark_triton.operators.cluster import CreateGpuClusterOperator
 
-    monkeypatch.setattr(cluster, "get_backend", lambda conn_id: backend)
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: backend)
     return CreateGpuClusterOperator(task_id="create_cluster", cluster_spec={"num_workers": 1, **spec})
 
 
@@ -223,16 +221,16 @@ def test_all_purpose_create_installs_the_nightly_models_requirements_and_waits_u
     }
     assert install.status == 200  # the emulator checked the body against LibrariesAPI.install
     # The create returned only once the cluster reported every one of them INSTALLED.
-    statuses = backend.hook._do_api_call(("GET", "2.0/libraries/cluster-status"), {"cluster_id": cluster_id})
-    assert [(s["library"]["pypi"]["package"], s["status"]) for s in statuses["library_statuses"]] == [
+    statuses = backend.hook.get_library_statuses(cluster_id)
+    assert [(s["library"]["pypi"]["package"], s["status"]) for s in statuses] == [
         (r, "INSTALLED") for r in declared
     ]
     assert emulator.calls("GET", "2.0/libraries/cluster-status")[0].status == 200
     # A run on that cluster carries the same libraries; Databricks skips what is installed.
     run_id = backend.submit_job(cluster_id, job(model), "t-after-create")
     assert wait_terminal(backend, run_id).state is RunLifecycle.SUCCESS
-    statuses = backend.hook._do_api_call(("GET", "2.0/libraries/cluster-status"), {"cluster_id": cluster_id})
-    assert len(statuses["library_statuses"]) == len(declared)
+    statuses = backend.hook.get_library_statuses(cluster_id)
+    assert len(statuses) == len(declared)
 
 
 def test_libraries_stay_pending_until_the_cluster_runs(make_backend, emulator):
@@ -241,8 +239,8 @@ def test_libraries_stay_pending_until_the_cluster_runs(make_backend, emulator):
     cluster_id = backend.create_cluster(
         GpuClusterSpec(num_workers=1, compute="all_purpose", model=nightly_model()), TAGS
     )
-    statuses = backend.hook._do_api_call(("GET", "2.0/libraries/cluster-status"), {"cluster_id": cluster_id})
-    assert {s["status"] for s in statuses["library_statuses"]} == {"PENDING"}
+    statuses = backend.hook.get_library_statuses(cluster_id)
+    assert {s["status"] for s in statuses} == {"PENDING"}
     from airflow_spark_triton.backends.base import ClusterError
 
     with pytest.raises(ClusterError, match="not RUNNING after 0s"):
@@ -321,5 +319,5 @@ def test_the_emulator_rejects_a_libraries_install_the_real_api_rejects(make_back
         ({"cluster_id": "0000-000000-missing", "libraries": []}, "does not exist"),
     ]:
         with pytest.raises(DatabricksApiError, match=expected) as rejected:
-            backend.hook._do_api_call(("POST", "2.0/libraries/install"), body)
+            backend.hook.install(body)
         assert rejected.value.http_status_code == 400

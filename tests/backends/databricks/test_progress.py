@@ -14,7 +14,7 @@ import pytest
 from airflow_spark_triton.backends.base import RunLifecycle
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.progress_format import format_progress
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.databricks_emulator import Settings
 
 TAGS = {"airflow_dag_id": "d", "airflow_task_id": "create_cluster", "airflow_run_id": "r1"}
@@ -102,8 +102,8 @@ def test_the_run_pages_show_a_databricks_run_and_link_its_workspace_page(make_ba
     view = read_run(RunView(ti, "success", 1), {"run_id": run_id, "conn_id": conn_id}, set())
     assert (view.backend, view.state, view.finished) == ("databricks", "SUCCESS", True)
     assert view.platform_url == backend.get_run_status(run_id).url and view.driver_log is None
-    assert view.report["status"] == "SUCCESS" and view.progress["phase"] == "success"
+    assert view.report.status == "SUCCESS" and view.progress["phase"] == "success"
     assert view.counts()["rows_scored"] == 100
     page = pages.run_page(view, "")
     assert f'href="{view.platform_url}"' in page and "Driver logs (workspace)" in page
-    assert f"Run report <code>{view.report['run_id']}</code>" in pages.report_page(view, "")
+    assert f"Run report <code>{view.report.run_id}</code>" in pages.report_page(view, "")

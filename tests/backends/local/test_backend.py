@@ -15,18 +15,18 @@ import psutil
 import pytest
 
 from airflow_spark_triton.backends.base import ClusterError, GpuSparkBackend, RunError, RunLifecycle
-from airflow_spark_triton.backends.local import backend as local_backend
-from airflow_spark_triton.backends.local import commands
+from airflow_spark_triton.backends.local import commands, daemons
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.backends.local.cluster_state import cluster_record
 from airflow_spark_triton.backends.local.commands import LOCAL_JVM_OPTIONS, memory_mb
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
 from airflow_spark_triton.runs import processes as procs
+from airflow_spark_triton.runs.hosts import this_host
 from airflow_spark_triton.runs.processes import ProcessRecord
 from airflow_spark_triton.runs.records import HOME_ENV, TransitionRefused
 from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.json_files import write_json_atomic
 
 # The fixture (tests/backends/local/conftest.py) fails a test that leaves any process it started running.
@@ -181,9 +181,13 @@ def test_unknown_ids(backend):
 
 
 def fake_cluster(
-    backend: LocalSparkBackend, cluster_id: str = "local-0123456789ab", state: str = "RUNNING"
+    backend: LocalSparkBackend,
+    cluster_id: str = "local-0123456789ab",
+    state: str = "RUNNING",
+    host: str | None = None,
 ) -> str:
-    """A cluster record whose 'master' is this test process: alive, and never signalled here."""
+    """A cluster record whose 'master' is this test process: alive, and never signalled here.
+    ``host``: the host that wrote it (default: none, as records written before hosts were)."""
     cdir = backend.cluster_dir(cluster_id)
     (cdir / "runs").mkdir(parents=True)
     (cdir / "triton").mkdir()
@@ -202,9 +206,50 @@ def fake_cluster(
             "master": {**me.to_dict(), "port": 7077, "webui_port": 8080, "url": "spark://127.0.0.1:7077"},
             "workers": [],
             "created_at": "2026-01-01T00:00:00+00:00",
+            **({"host": host} if host else {}),
         },
     )
     return cluster_id
+
+
+def test_another_hosts_cluster_is_never_judged_or_stopped_here(backend):
+    """A record of host worker-b (a shared state dir): its pids are worker-b's. The master recorded
+    is a live process on this machine, so a pid check here would find it running and a delete
+    would signal it; instead every operation that needs its processes fails naming both hosts,
+    before anything is written."""
+    cluster_id = fake_cluster(backend, host="worker-b")
+    before = backend.get_cluster(cluster_id)
+    elsewhere = rf"cluster {cluster_id} is running on host 'worker-b'; this host \({this_host()!r}\) cannot"
+    with pytest.raises(ClusterError, match=elsewhere):
+        backend.delete_cluster(cluster_id)
+    with pytest.raises(ClusterError, match=elsewhere):
+        backend.wait_for_cluster(cluster_id, 5)
+    job = InferenceJobConfig(
+        input_table="/t/in", output_table="/t/out", model="m:M", logical_date="2026-11-24"
+    )
+    with pytest.raises(ClusterError, match=elsewhere):
+        backend.submit_job(cluster_id, job, "token")
+    assert backend.find_cluster({"dag": "d"}) is None  # a retry on this host makes its own cluster
+    assert backend.get_cluster(cluster_id) == before  # nothing marked DELETING, FAILED or DELETED
+
+    # Its run, as a triggerer here would poll it: its supervisor pid means nothing on this host.
+    run_id = f"{cluster_id}-run-0badc0de"
+    run_dir = backend.run_dir(run_id)
+    run_dir.mkdir(parents=True)
+    gone = {"pid": 999_999_999, "create_time": 1.0}
+    write_json_atomic(run_dir / "run.json", {"run_id": run_id, "host": "worker-b", "supervisor": gone})
+    write_json_atomic(run_dir / "status.json", {"run_id": run_id, "state": "RUNNING", "supervisor": gone})
+    status = backend.get_run_status(run_id)
+    assert (status.state, status.message) == (
+        RunLifecycle.RUNNING, f"running on host 'worker-b'; this host ({this_host()!r}) cannot check it"
+    )  # fmt: skip
+    with pytest.raises(RunError, match=f"cannot cancel: run {run_id} is running on host 'worker-b'"):
+        backend.cancel_run(run_id)
+    assert backend.runs.active(cluster_id) == [run_id]
+
+    record = cluster_record(backend.cluster_dir(cluster_id))
+    record.update(host=this_host())  # the control: the same record on its own host is usable
+    assert backend.find_cluster({"dag": "d"}) == cluster_id
 
 
 def test_submit_job_builds_the_spark_submit_command(backend, monkeypatch):
@@ -323,7 +368,7 @@ def test_wait_never_brings_a_taken_cluster_back_to_running(backend, monkeypatch,
             record.update(state=state)
         return {"status": "ALIVE", "aliveworkers": SPEC.num_workers}
 
-    monkeypatch.setattr(local_backend, "_master_json", ready_while_a_deleter_takes_it)
+    monkeypatch.setattr(daemons, "master_json", ready_while_a_deleter_takes_it)
     with pytest.raises(ClusterError, match=f"cannot become RUNNING: it became {taken}"):
         backend.wait_for_cluster(cluster_id, 5)
     assert backend.get_cluster(cluster_id)["state"] == taken
@@ -369,6 +414,7 @@ def test_create_wait_find_delete_leaves_no_jvm(backend):
         up_s = time.monotonic() - started
         cluster = backend.get_cluster(cluster_id)
         assert cluster["state"] == "RUNNING"
+        assert cluster["host"] == this_host()  # whose pids these are (runs.hosts)
         assert len(cluster["workers"]) == 2
         assert all(procs.is_alive(r) for r in recorded_processes(backend, cluster_id))
         for index in range(2):
@@ -470,7 +516,7 @@ def test_tiny_script_succeeds_with_the_cluster_environment(running_cluster, tmp_
     status = wait_terminal(backend, run_id)
     assert status.state == RunLifecycle.SUCCESS, backend.driver_log_tail(run_id)
     assert status.url == (backend.run_dir(run_id) / "driver.log").as_uri()
-    report = backend.get_run_report(run_id)
+    report = json.loads((backend.run_dir(run_id) / "report.json").read_text())  # the script's own
     assert report["count"] == 1000
     state_dir = str(backend.state_dir_for_servers(cluster_id))
     assert report["driver_state_dir"] == state_dir

@@ -19,7 +19,8 @@ import pytest
 from airflow_spark_triton.backends.base import RunLifecycle
 from airflow_spark_triton.backends.local import reaper as local_reaper
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
-from airflow_spark_triton.backends.local.reaper import IDLE_OVERRIDE_ENV, owner_records, reap_reason
+from airflow_spark_triton.backends.local.cluster_state import owner_records
+from airflow_spark_triton.backends.local.reaper import IDLE_OVERRIDE_ENV, reap_reason
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.processes import ProcessRecord

@@ -22,7 +22,7 @@ from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.runs import processes as procs
 from airflow_spark_triton.runs.processes import ProcessRecord
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.backends.local.test_backend import (
     READY_TIMEOUT_S,
     assert_nothing_left,
@@ -138,7 +138,7 @@ def test_a_worker_secret_reaches_no_file_and_no_process(canary, tmp_path):
         release.touch()
         status = wait_terminal(backend, run_id)
         assert status.state == RunLifecycle.SUCCESS, backend.driver_log_tail(run_id)
-        seen = backend.get_run_report(run_id)
+        seen = json.loads((backend.run_dir(run_id) / "report.json").read_text())  # the script's own
         for names in [seen["driver"], *seen["executors"]]:
             assert not set(SECRETS) & set(names)
             assert "SPARK_TRITON_STATE_DIR" in names

@@ -20,7 +20,7 @@ from airflow_spark_triton.backends.spark_submit.backend import AttachmentState, 
 from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.runs import processes as procs
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 from tests.backends.local.test_backend import wait_terminal
 from tests.conftest import REPO
 
@@ -216,7 +216,7 @@ def test_cancel_stops_the_driver_and_its_servers_and_leaves_the_cluster(standalo
     status = wait_terminal(backend, run_id, 60)
     assert status.state == RunLifecycle.CANCELED, status
     assert "canceled by SIGTERM" in status.message, status.message
-    assert backend.get_run_report(run_id)["status"] == "CANCELED"
+    assert backend.get_run_report(run_id).status == "CANCELED"
     assert not [r for r in local._triton_servers(cluster_id) if procs.group_members(r)], "the job stops them"
     out = tmp_path / "out"
     assert not (out / "_delta_log").exists(), "a canceled run commits nothing"

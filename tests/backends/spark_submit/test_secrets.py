@@ -9,7 +9,7 @@ import stat
 
 from airflow_spark_triton.backends.spark_submit.backend import SparkSubmitBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from spark_jobs.job_config import InferenceJobConfig
+from spark_jobs.contract import InferenceJobConfig
 
 
 def test_the_spark_submit_runner_gets_no_secret_and_no_connection(canary, tmp_path, monkeypatch, started):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from spark_jobs.job_config import InferenceJobConfig, JobConfigError
+from spark_jobs.contract import InferenceJobConfig, JobConfigError
 
 
 def make(**overrides) -> InferenceJobConfig:

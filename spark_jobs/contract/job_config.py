@@ -1,8 +1,10 @@
-"""The contract between the Airflow side and the job on the cluster.
+"""The job argument: what the Airflow side asks one run to do, and how it travels to the job.
 
-Both sides import this module (it has no Spark or Airflow import), so the arguments an operator
-submits and the arguments the job parses cannot drift apart. It travels as one JSON argument because
-Databricks' ``spark_python_task.parameters`` and ``spark-submit`` both pass a list of strings.
+Both sides import it through :mod:`spark_jobs.contract` (it has no Spark or Airflow import), so the
+arguments an operator submits and the arguments the job parses cannot drift apart. It travels as one
+JSON argument after :data:`JOB_ARG` because Databricks' ``spark_python_task.parameters`` and
+``spark-submit`` both pass a list of strings; the JSON carries :data:`CONTRACT_VERSION`, so a job
+older than the Airflow side that submits to it fails naming both versions instead of misreading it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,28 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+#: Version of the job argument and the run report. Raise it with every change of either: a job that
+#: gets an argument of a newer version fails naming both versions (the cluster runs older code than
+#: the Airflow side), and a report's keys an older Airflow side does not know are kept as they are.
+CONTRACT_VERSION = 2  # 2: the report's reject_samples
+CONTRACT_VERSION_KEY = "contract_version"
+#: The job's one command-line option; its value is :meth:`InferenceJobConfig.to_json`.
+JOB_ARG = "--job"
+#: The job's entry point, as spark-submit runs it and as it is shipped to a Databricks workspace.
+JOB_SCRIPT = Path(__file__).resolve().parents[1] / "batch_inference.py"
+#: The run id of a job argument no backend has filled in yet (:meth:`InferenceJobConfig.for_run`).
+DEFAULT_RUN_ID = "manual"
+REJECTS_SUFFIX = "_rejects"
+
+
+def default_rejects_table(output_table: str) -> str:
+    """Where rows that cannot be scored go when ``rejects_table`` is not set: ``<output_table>_rejects``."""
+    return output_table.rstrip("/") + REJECTS_SUFFIX
 
 
 class JobConfigError(ValueError):
@@ -44,7 +66,7 @@ class InferenceJobConfig:
     inference_timeout_s: float = 300.0
     job_timeout_s: float | None = None
     report_path: str | None = None
-    run_id: str = "manual"
+    run_id: str = DEFAULT_RUN_ID
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_columns", tuple(self.input_columns))
@@ -88,7 +110,7 @@ class InferenceJobConfig:
         if not self.input_columns:
             raise JobConfigError("job setting 'input_columns' must name at least one column")
         if self.rejects_table is None:
-            object.__setattr__(self, "rejects_table", self.output_table.rstrip("/") + "_rejects")
+            object.__setattr__(self, "rejects_table", default_rejects_table(self.output_table))
         tables = {self.input_table, self.output_table, self.rejects_table}
         if len(tables) != 3:
             raise JobConfigError(
@@ -96,16 +118,44 @@ class InferenceJobConfig:
             )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(
+            {CONTRACT_VERSION_KEY: CONTRACT_VERSION, **dataclasses.asdict(self)}, sort_keys=True
+        )
 
     @classmethod
     def from_json(cls, text: str) -> InferenceJobConfig:
         data = json.loads(text)
+        version = data.pop(CONTRACT_VERSION_KEY, CONTRACT_VERSION)
+        if not isinstance(version, int) or version > CONTRACT_VERSION:
+            raise JobConfigError(
+                f"the job argument has contract version {version!r} and this job knows up to "
+                f"{CONTRACT_VERSION}: install the same airflow-spark-triton version on the cluster as on Airflow"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise JobConfigError(f"unknown job setting(s): {', '.join(unknown)}")
         return cls(**data)
 
+    def to_args(self) -> list[str]:
+        """The job's command-line arguments (``spark-submit`` application args, Databricks parameters)."""
+        return [JOB_ARG, self.to_json()]
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> InferenceJobConfig | None:
+        """The job argument in a run's parameters, or None when they carry none (not a run of this job)."""
+        args = list(args)
+        if JOB_ARG not in args[:-1]:
+            return None
+        return cls.from_json(args[args.index(JOB_ARG) + 1])
+
     def replace(self, **changes: Any) -> InferenceJobConfig:
         return dataclasses.replace(self, **changes)
+
+    def for_run(self, *, run_id: str, report_path: str, workers: int | None = None) -> InferenceJobConfig:
+        """This argument as a backend submits it: the run's id and report path, and one Triton server
+        per worker node (``workers``) unless ``expected_executors`` says otherwise."""
+        changes: dict[str, Any] = {"run_id": run_id, "report_path": report_path}
+        if not self.expected_executors and workers:
+            changes["expected_executors"] = workers
+        return self.replace(**changes)
