@@ -95,6 +95,13 @@ def provider_info(version: str) -> dict[str, Any]:
             "airflow_spark_triton.links.InferenceRunLink",
             "airflow_spark_triton.links.InferenceReportLink",
         ],
+        # The run pages; the package's `airflow.plugins` entry point loads the same class.
+        "plugins": [
+            {
+                "name": "spark_triton_runs",
+                "plugin-class": "airflow_spark_triton.ui.plugin.SparkTritonRunsPlugin",
+            }
+        ],
         "config": {
             CONFIG_SECTION: {
                 "description": "Settings of the airflow-spark-triton provider (GPU batch inference).",

@@ -164,6 +164,8 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
             report.warnings.append(warning)
         reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
         report.reject_reasons = {r[REJECT_REASON]: r["count"] for r in reasons}
+        if reasons:
+            report.reject_samples = reject_samples(validated, job.key_column)
         to_score = report.rows_read - sum(report.reject_reasons.values())
         report.rows_to_score = to_score
         report.timings_s["read_and_validate"] = round(time.monotonic() - started, 3)
@@ -177,8 +179,11 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
             report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
+        sender = progress.sender if progress is not None else None
         request = server_request(spark, job)
-        predict = triton_predict_udf(model, request, job.batch_size, job.inference_timeout_s, counter)
+        predict = triton_predict_udf(
+            model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
+        )
         # The prediction is computed once, in its own projection, and then split into its columns.
         predicted = validated.where(F.col(REJECT_REASON).isNull()).select(
             F.col(job.key_column), predict(*[F.col(c) for c in columns]).alias(PREDICTION)
@@ -243,6 +248,31 @@ def _preview(column, spec):
     return column.cast("string")
 
 
+REJECT_SAMPLE_KEYS = 5
+
+
+def reject_samples(validated, key_column: str) -> dict[str, list[str | None]]:
+    """Up to :data:`REJECT_SAMPLE_KEYS` keys per reject reason (the smallest), for the run page: a
+    window over the rejected rows only, so a date of many rejects never collects them all."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from spark_jobs.validation import REJECT_REASON
+
+    key = F.col(key_column).cast("string")
+    rank = F.row_number().over(Window.partitionBy(REJECT_REASON).orderBy(key))
+    rows = (
+        validated.where(F.col(REJECT_REASON).isNotNull())
+        .select(F.col(REJECT_REASON), key.alias("key"), rank.alias("rank"))
+        .where(F.col("rank") <= REJECT_SAMPLE_KEYS)
+        .collect()
+    )
+    samples: dict[str, list[str | None]] = {}
+    for row in sorted(rows, key=lambda r: (r[REJECT_REASON], r["rank"])):
+        samples.setdefault(row[REJECT_REASON], []).append(row["key"])
+    return samples
+
+
 class JobTimeout(TimeoutError):
     """The whole job ran past ``job_timeout_s``; its Spark jobs were canceled."""
 
@@ -283,7 +313,7 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
 
     started = time.monotonic()
     report = RunReport.for_job(job)
-    progress = ProgressReporter(spark, job.report_path).start()
+    progress = ProgressReporter(spark, job.report_path, report=report).start()
     try:
         with job_deadline(spark, job.job_timeout_s):
             score_date(spark, job, report, progress)
@@ -299,6 +329,7 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
         raise
     finally:
         begin_cleanup()
+        progress.phase = "stopping servers"
         stop_started = time.monotonic()
         try:
             report.servers_stopped = stop_servers(spark, job)

@@ -23,6 +23,7 @@ from pyspark.sql import types as T
 
 from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.models.wire import decode_outputs
+from spark_jobs.progress_channel import ProgressSender
 from spark_jobs.triton_node import ServerRequest, ensure_local_server, server_healthy
 
 # Per output dtype: the numpy dtype and Spark type predict_batch_udf carries it as (its return types
@@ -121,11 +122,17 @@ def _with_arity(fn: Callable[..., Any], count: int) -> Callable[..., Any]:
 
 
 def triton_predict_udf(
-    model: ServedModel, request: ServerRequest, batch_size: int, timeout_s: float, rows_counter=None
+    model: ServedModel,
+    request: ServerRequest,
+    batch_size: int,
+    timeout_s: float,
+    rows_counter=None,
+    progress_sender: ProgressSender | None = None,
 ):
     """``timeout_s`` bounds each batch, so a hung server fails the batch instead of hanging the job.
 
-    ``rows_counter``: an optional Spark accumulator that gets each batch's row count (progress).
+    ``rows_counter``: an optional Spark accumulator that gets each batch's row count when its task
+    ends; ``progress_sender``: the driver's progress listener, told each batch's rows at once.
     """
 
     def make_predict_fn() -> Callable[..., np.ndarray]:
@@ -163,8 +170,11 @@ def triton_predict_udf(
                 spec.name: _to_tensor(col, spec) for col, spec in zip(columns, model.inputs, strict=True)
             }
             result = to_udf_result(model, decode_outputs(model, infer(inputs)))
+            rows = len(columns[0])  # the result may be a struct of columns: count the batch's inputs
             if rows_counter is not None:
-                _count_rows(rows_counter, len(columns[0]))
+                _count_rows(rows_counter, rows)
+            if progress_sender is not None:
+                progress_sender.add(rows)
             return result
 
         return _with_arity(predict, len(model.inputs))

@@ -122,6 +122,8 @@ modules = [
     "airflow_spark_triton.backends.registry",
     BACKENDS["databricks"][0],  # the Databricks backend: what a worker runs with the light install
     *(link.rsplit(".", 1)[0] for link in info["extra-links"]),
+    *(plugin["plugin-class"].rsplit(".", 1)[0] for plugin in info["plugins"]),
+    "airflow_spark_triton.ui.app",  # the run pages, as the API server builds them
 ]
 for name in modules:
     importlib.import_module(name)

@@ -34,6 +34,7 @@ from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
     REPORT_SUMMARY_XCOM_KEY,
     RUN_PAGE_XCOM_KEY,
+    RUN_XCOM_KEY,
     InferenceReportLink,
     InferenceRunLink,
 )
@@ -43,6 +44,7 @@ from airflow_spark_triton.preflight import preflight
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
+from airflow_spark_triton.ui.urls import REPORT_PAGE, RUN_PAGE, page_url
 from spark_jobs.contract import InferenceJobConfig, JobConfigError, RunReport, default_rejects_table
 
 if TYPE_CHECKING:
@@ -80,7 +82,12 @@ JOB_TIMEOUT_MARGIN_S = 900.0
 def idempotency_token(context: Context) -> str:
     """Same try of the same task instance → same token, so a re-sent submit never starts a second run."""
     ti = context["ti"]
-    raw = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
+    return task_try_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), ti.try_number)
+
+
+def task_try_token(dag_id: str, task_id: str, run_id: str, map_index: int, try_number: int) -> str:
+    """The token of one try of a task instance; the run pages check a run's against its task's."""
+    raw = f"{dag_id}/{task_id}/{run_id}/{map_index}/{try_number}"
     return hashlib.sha256(raw.encode()).hexdigest()[:48]
 
 
@@ -235,6 +242,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         self.min_rows = coerce_setting("min_rows", self.min_rows, int, label="operator setting")
         self.job_config()
         self._warn_if_day_not_over(context)
+        self._push_page_links(context)
         report = self.execute_resumable(context)
         return self._complete(context, report)
 
@@ -353,20 +361,32 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
 
     # -- links, progress, assets, lineage ------------------------------------------------------
 
-    def _push_links(self, context: Context, run_id: str) -> None:
-        """XComs behind the extra links: never let a link failure fail the run."""
+    def _push_page_links(self, context: Context) -> None:
+        """Both extra links, from the task's start: the run pages in the Airflow UI (the provider's
+        plugin), which say what there is to see yet. Never lets a link failure fail the run."""
         ti = context.get("ti")
         if ti is None:
             return
         try:
-            backend = self.backend
-            url = backend.get_run_status(run_id).url
-            if url:
+            base_url = conf.get("api", "base_url", fallback=None)
+            where = (ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+            ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=page_url(RUN_PAGE, *where, base_url=base_url))
+            ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=page_url(REPORT_PAGE, *where, base_url=base_url))
+        except Exception:
+            self.log.warning("Could not record the run page links", exc_info=True)
+
+    def _push_links(self, context: Context, run_id: str) -> None:
+        """The run the pages show; on a backend with run pages of its own (Databricks), the run link
+        becomes that page. Never lets a link failure fail the run."""
+        ti = context.get("ti")
+        if ti is None:
+            return
+        try:
+            ti.xcom_push(key=RUN_XCOM_KEY, value={"run_id": run_id, "conn_id": str(self.conn_id)})
+            url = self.backend.get_run_status(run_id).url
+            if url and url.startswith(("https://", "http://")):
                 ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=url)
                 self.log.info("Run page: %s", url)
-            summary = backend.run_summary_uri(run_id)
-            if summary:
-                ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=summary)
         except Exception:
             self.log.warning("Could not record the links of run %s", run_id, exc_info=True)
 
@@ -384,7 +404,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         if key == self._last_progress:
             return
         self._last_progress = key
-        self.log.info("Run %s progress: %s", run_id, format_progress(progress))
+        self.log.info("Progress: %s", format_progress(progress))  # short: the run id is logged at submit
 
     def _annotate_outlets(self, context: Context, report: RunReport) -> None:
         """Attach what this run wrote to each Asset outlet's event, for consumers to read."""

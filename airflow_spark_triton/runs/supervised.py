@@ -296,8 +296,17 @@ class SupervisedRuns:
                     RunLifecycle.FAILED, allowed_from=UNFINISHED_STATES, message=lost, finished_at=now_iso()
                 )
                 status = failed or record.read() or status
+        return self._outcome(run_id, status)
+
+    def recorded(self, run_id: str) -> tuple[dict[str, Any], RunOutcome]:
+        """The run's record (``run.json``) and its state as recorded, settling nothing: for readers
+        on other machines (the Airflow UI), which cannot tell whether a supervisor is alive."""
+        _, run, status = self._load(run_id)
+        return run, self._outcome(run_id, status)
+
+    def _outcome(self, run_id: str, status: dict[str, Any]) -> RunOutcome:
         return RunOutcome(
-            run_id, run_state(status), status.get("message", ""), (run_dir / DRIVER_LOG).as_uri()
+            run_id, run_state(status), status.get("message", ""), self.driver_log(run_id).as_uri()
         )
 
     # -- cancel -------------------------------------------------------------------------------
@@ -386,6 +395,10 @@ class SupervisedRuns:
         """Where the job writes the Markdown summary of its report (exists once the run ends)."""
         return summary_path(self.report_path(run_id)).as_uri()
 
+    def driver_log(self, run_id: str) -> Path:
+        """The driver's output (spark-submit's stdout and stderr)."""
+        return self.run_dir(run_id) / DRIVER_LOG
+
     def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
         """The end of the driver's output, for operators to show in the task log on failure."""
-        return procs.log_tail(self.run_dir(run_id) / DRIVER_LOG, lines)
+        return procs.log_tail(self.driver_log(run_id), lines)

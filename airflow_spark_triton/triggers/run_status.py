@@ -49,15 +49,17 @@ class RunStatusTrigger(BaseTrigger):
             if status.state.is_terminal:
                 yield TriggerEvent(status.to_dict())
                 return
-            self.log.info("Run %s is %s", self.run_id, status.state.value)
             try:
                 progress = await asyncio.to_thread(backend.get_run_progress, self.run_id)
             except Exception:
                 # Progress is a courtesy: an unreadable progress file must not fail the wait.
                 self.log.debug("Could not read the progress of run %s", self.run_id, exc_info=True)
                 progress = None
+            # One short line per poll (the task log shows the trigger's lines too).
             if progress:
-                self.log.info("Run %s progress: %s", self.run_id, format_progress(progress))
+                self.log.info("Progress: %s", format_progress(progress))
+            else:
+                self.log.info("Run %s is %s", self.run_id, status.state.value)
             await asyncio.sleep(self.poll_interval_s)
 
     async def on_kill(self) -> None:

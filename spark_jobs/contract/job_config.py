@@ -20,7 +20,9 @@ from typing import Any
 #: Version of the job argument and the run report. Raise it with every change of either: a job that
 #: gets an argument of a newer version fails naming both versions (the cluster runs older code than
 #: the Airflow side), and a report's keys an older Airflow side does not know are kept as they are.
-CONTRACT_VERSION = 2  # 2: output_columns, input_columns as {model input: column}, output_column=None
+#: 2: the report's reject_samples; 3: output_columns, input_columns as {model input: column},
+#: output_column=None.
+CONTRACT_VERSION = 3
 CONTRACT_VERSION_KEY = "contract_version"
 #: The job's one command-line option; its value is :meth:`InferenceJobConfig.to_json`.
 JOB_ARG = "--job"

@@ -87,6 +87,7 @@ class RunReport:
     rows_scored: int | None = None
     rows_rejected: int | None = None
     reject_reasons: dict[str, int] = field(default_factory=dict)
+    reject_samples: dict[str, list[str | None]] = field(default_factory=dict)  # a few keys per reason
     rows_per_s: float | None = None
     servers: list[dict[str, Any]] = field(default_factory=list)  # one per node: host, pid, ports
     servers_stopped: list[dict[str, Any]] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 from typing import Any
@@ -132,7 +133,7 @@ def test_progress_is_logged_and_a_progress_error_does_not_fail_the_wait(
     backend.run_states = (RunLifecycle.RUNNING, RunLifecycle.RUNNING, RunLifecycle.SUCCESS)
     backend.progress = {"phase": "scoring", "rows_done": 3, "rows_total": 5}
     operator().execute(context(Store()))
-    assert "Run run-1 progress:" in logged(caplog, capsys)
+    assert "Progress: 3/5 rows (60%) [scoring]" in logged(caplog, capsys)
     backend.progress = OSError("progress file unreadable")
     assert operator().execute(context(Store()))["rows_read"] == 5
 
@@ -169,3 +170,34 @@ def test_a_setting_that_cannot_be_coerced_fails_before_submitting_naming_it(back
     with pytest.raises(ValueError, match=r"operator setting 'min_rows' must be int, got '1.5'"):
         operator(min_rows="1.5").execute(context(Store()))
     assert backend.submitted == []
+
+
+@pytest.mark.parametrize(
+    ("run_url", "run_link"),
+    [
+        ("file:///state/driver.log", "/spark-triton/run?dag_id=d&run_id=r&task_id=infer&map_index=-1"),
+        ("https://x.cloud.databricks.com/#job/1/run/2", "https://x.cloud.databricks.com/#job/1/run/2"),
+    ],
+)
+def test_extra_links_go_to_the_run_pages_from_the_start(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch, run_url: str, run_link: str
+) -> None:
+    """Issue #27: the links are there before the run is (a page that says so), never ``file://``;
+    a platform's own run page (Databricks) replaces the run link once the run is submitted."""
+    from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY, RUN_XCOM_KEY
+
+    pushed: list[tuple[str, Any]] = []
+    ctx = context(Store())
+    ctx["ti"].xcom_push = lambda key, value: pushed.append((key, value))
+    real_status = backend.get_run_status
+    monkeypatch.setattr(
+        backend, "get_run_status", lambda run_id: dataclasses.replace(real_status(run_id), url=run_url)
+    )
+    operator().execute(ctx)
+    first = dict(pushed[:2])
+    assert first == {
+        RUN_PAGE_XCOM_KEY: "/spark-triton/run?dag_id=d&run_id=r&task_id=infer&map_index=-1",
+        REPORT_SUMMARY_XCOM_KEY: "/spark-triton/run/report?dag_id=d&run_id=r&task_id=infer&map_index=-1",
+    }
+    assert dict(pushed)[RUN_XCOM_KEY] == {"run_id": "run-1", "conn_id": "spark_triton_default"}
+    assert dict(pushed)[RUN_PAGE_XCOM_KEY] == run_link

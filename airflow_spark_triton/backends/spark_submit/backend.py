@@ -45,7 +45,7 @@ from airflow_spark_triton.errors import ClusterError, RunError
 from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 from airflow_spark_triton.runs.env import run_environment
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
-from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
+from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig, RunReport
 from spark_jobs.json_files import read_json, write_json_atomic
 from spark_jobs.models.huggingface import local_reader
 
@@ -286,7 +286,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
         with os.fdopen(fd, "w") as handle:
             json.dump(self.hook.connection_fields(), handle)
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         try:
             return super().get_run_report(run_id)
         except RunError as exc:
