@@ -116,8 +116,8 @@ DESCRIPTIONS: dict[str, str] = {
     "globs) a DAG run's conf may set; e.g. add policy_id or instance_pool_id. spark_conf, "
     "spark_env_vars, init_script and model have their own options.",
     "allowed_model_options": "model_options keys a DAG run's conf may set (comma-separated globs). "
-    "trust_remote_code, tokens and keys naming a path, file, directory, module, class, URL or URI "
-    "need an entry naming the exact key.",
+    "trust_remote_code, credentials (token, *_token) and keys naming a path, file, directory, module, "
+    "class, URL or URI need an entry naming the exact key.",
 }
 
 # Setting keys that put code into a process; a glob never admits them, an exact entry does.
@@ -170,7 +170,10 @@ CODE_ENV_VARS = (
 )
 CODE_MODEL_OPTIONS = (
     "trust_remote_code",
-    "*token*",
+    # credentials (token, hf_token, use_auth_token); not generation options (max_new_tokens,
+    # clean_up_tokenization_spaces), which a text model's conf sets as data
+    "token",
+    "*_token",
     "*path*",
     "*_dir",
     "*dirs",
