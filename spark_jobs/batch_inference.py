@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from spark_jobs.contract import ERROR_PREFIX, EXCEPTION_LINE, JOB_ARG, InferenceJobConfig, RunReport
+from spark_jobs.executor_env import executor_env_conf
 from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
 
 if TYPE_CHECKING:
@@ -375,6 +377,18 @@ def let_adaptive_execution_coalesce_cached_shuffles(spark: SparkSession) -> None
             spark.conf.set(key, value)
 
 
+def spark_session(job: InferenceJobConfig) -> SparkSession:
+    """The job's session, named after its run; the executors get the variables the backend named
+    in ``SPARK_TRITON_EXECUTOR_ENV`` (the spark-submit backend's ``spark_env_vars``:
+    :mod:`spark_jobs.executor_env`)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(f"spark-triton-{job.run_id}")
+    for key, value in executor_env_conf(os.environ).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description="Batch inference with one Triton server per node")
@@ -387,9 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ERROR_PREFIX} {error_summary(exc)}", file=sys.stderr, flush=True)
         return 2
 
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.builder.appName(f"spark-triton-{job.run_id}").getOrCreate()
+    spark = spark_session(job)
     let_adaptive_execution_coalesce_cached_shuffles(spark)
     cancel_on_sigterm(spark)
     try:

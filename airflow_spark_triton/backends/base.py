@@ -12,6 +12,7 @@ defined in :mod:`airflow_spark_triton.errors` (which hooks import too) and are p
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,6 +122,18 @@ class GpuSparkBackend(abc.ABC):
     @abc.abstractmethod
     def get_run_status(self, run_id: str) -> RunStatus:
         """Where the run is now; a lost driver or supervisor is a terminal state with the reason."""
+
+    def poll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`get_run_status` for a wait loop: a backend whose calls can meet an API incident
+        (429, 5xx, connection errors, timeouts) rides it out, with back-off, until ``until`` (epoch
+        seconds: the waiting task's deadline; None: none) instead of failing the wait. Default: one
+        :meth:`get_run_status` (state files have no incidents)."""
+        return self.get_run_status(run_id)
+
+    async def apoll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`poll_run_status` for the triggerer's event loop. Default: in a worker thread; a
+        backend with async I/O overrides it, so a trigger canceled mid-incident stops at once."""
+        return await asyncio.to_thread(self.poll_run_status, run_id, until)
 
     @abc.abstractmethod
     def cancel_run(self, run_id: str) -> None:

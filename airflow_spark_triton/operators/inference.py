@@ -4,8 +4,14 @@ Resumable: the run id is kept in the task state store while the run is under way
 worker crash (kill -9, OOM) reconnects to the run instead of starting a second one, and a retry after
 a run that finished while its task was dead just collects its report. Once the task has the report,
 the id is dropped from the store: a cleared or reprocessed task (``airflow tasks clear``,
-``backfill create --reprocess-behavior completed``) scores its date again. Whatever ends the wait
-(failure, ``execution_timeout``, a kill), the run is canceled, and the job itself stops its servers.
+``backfill create --reprocess-behavior completed``) scores its date again.
+
+Cancel only what must be: the wait rides out API incidents (the backend retries 429, 5xx, connection
+errors and timeouts with back-off until the task's deadline, ``execution_timeout``), and when the
+task ends before its run (``execution_timeout``, a kill, the trigger's timeout) the run is canceled;
+the job itself stops its servers. A wait that fails for another reason (an error the API keeps
+answering) leaves a healthy run going: a retry of the task reconnects to it, the delete task
+cancels it, and its ``timeout_seconds`` ends it.
 
 Which date a run scores: ``logical_date`` defaults to the DAG run's logical date, and for a run that
 has none (``airflow dags trigger`` without ``--logical-date``) to the day before the run was triggered.
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.configuration import conf
 
@@ -317,6 +323,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     def poll_until_complete(self, external_id: Any, context: Context) -> RunReport:
         self._run_id = str(external_id)
         self._push_links(context, self._run_id)
+        until = self._deadline(context)
         if self.deferrable:
             self.defer(
                 trigger=RunStatusTrigger(self.conn_id, self._run_id, self.poll_interval_s),
@@ -325,17 +332,34 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
             )
         backend = self.backend
         try:
-            status = backend.get_run_status(self._run_id)
+            status = backend.poll_run_status(self._run_id, until)
             while not status.state.is_terminal:
                 time.sleep(self.poll_interval_s)
-                status = backend.get_run_status(self._run_id)
+                status = backend.poll_run_status(self._run_id, until)
                 self._log_progress(backend, self._run_id)
+        except Exception:
+            # The backend rode out what it could until the deadline: at the deadline the task's time
+            # is up (cancel, as execution_timeout would); before it, the run is healthy for all we know.
+            if until is not None and time.time() >= until:
+                self.log.warning("Run %s outlived this task's deadline; canceling it", self._run_id)
+                self._cancel_quietly()
+            else:
+                self._leave_running(self._run_id)
+            raise
         except BaseException:
-            # execution_timeout, SIGTERM or a polling error: never leave the run going on its own.
+            # execution_timeout (AirflowTaskTimeout), SIGTERM (AirflowTaskTerminated), an interrupt:
+            # the task ends before its run, so the run must not go on on its own.
             self.log.warning("Stopped waiting for run %s; canceling it", self._run_id)
             self._cancel_quietly()
             raise
         return self._finish(status)
+
+    def _leave_running(self, run_id: str | None) -> None:
+        self.log.warning(
+            "Could not follow run %s; it is left running: a retry of this task reconnects to it, the "
+            "cluster's delete task cancels it, and its time limit ends it",
+            run_id,
+        )
 
     def _time_left(self, context: Context) -> dt.timedelta | None:
         """What remains of ``execution_timeout``: Airflow applies no timeout to a deferral by itself
@@ -346,14 +370,26 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         elapsed = dt.datetime.now(dt.UTC) - started if started else dt.timedelta(0)
         return max(self.execution_timeout - elapsed, dt.timedelta(seconds=1))
 
+    def _deadline(self, context: Context) -> float | None:
+        """The task's deadline as epoch seconds (None without ``execution_timeout``): the sync wait
+        rides out API incidents until then."""
+        left = self._time_left(context)
+        return None if left is None else time.time() + left.total_seconds()
+
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that ends in failure (its timeout, a trigger error) comes back as ``__fail__``
-        without calling this operator: cancel the run first, which the trigger does not do then."""
+        """A deferral that ends in failure comes back as ``__fail__`` without calling this operator.
+        Its timeout (the task's ``execution_timeout``) cancels the run, which the trigger does not do
+        then; a trigger error (the API kept answering an error the trigger could not ride out)
+        leaves the run going, as a failed sync wait does."""
         if next_method == TRIGGER_FAIL_REPR:
             store = context.get("task_state_store")
             self._run_id = self._run_id or (store.get(self.external_id_key) if store is not None else None)
-            self.log.warning("Waiting for run %s failed (%s): canceling it", self._run_id, next_kwargs)
-            self._cancel_quietly()
+            error = (next_kwargs or {}).get("error")
+            if error == TriggerFailureReason.TRIGGER_TIMEOUT:
+                self.log.warning("Waiting for run %s timed out (%s): canceling it", self._run_id, error)
+                self._cancel_quietly()
+            else:
+                self._leave_running(self._run_id)
         return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

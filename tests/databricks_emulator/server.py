@@ -2,7 +2,12 @@
 
 Every request is authenticated (``Authorization: Bearer``), recorded with the credential redacted,
 validated against the databricks-sdk (see :mod:`validation`), and may be answered by an injected
-fault first: an HTTP error with ``Retry-After``, or a delay longer than the client's timeout.
+fault first: an HTTP error with ``Retry-After``, or a delay longer than the client's timeout, per
+request (:meth:`DatabricksEmulator.inject`), in bursts by count (:meth:`DatabricksEmulator.start_storm`)
+or for a stretch of wall time (:meth:`DatabricksEmulator.start_outage`: an API incident).
+
+A GET takes its parameters from the query string or, as the Databricks API also accepts and the
+provider's async calls send them, from a JSON body.
 """
 
 from __future__ import annotations
@@ -98,6 +103,8 @@ class DatabricksEmulator:
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
         self._storm: tuple[int, tuple[Fault, ...]] | None = None
         self._storm_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._outage: tuple[float, tuple[Fault, ...]] | None = None  # (until, faults answered in turn)
+        self._outage_count = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -183,6 +190,24 @@ class DatabricksEmulator:
         with self._lock:
             self._storm = None
 
+    def start_outage(
+        self,
+        duration_s: float,
+        faults: tuple[Fault, ...] = (Fault.rate_limited("3"), Fault(503, retry_after="2")),
+    ) -> float:
+        """An API incident: for ``duration_s`` of wall time every request (any method and path) is
+        answered with ``faults`` in turn, after any :meth:`inject` ed ones. Returns when it ends
+        (``time.monotonic()``)."""
+        until = time.monotonic() + duration_s
+        with self._lock:
+            self._outage = (until, tuple(faults))
+            self._outage_count = 0
+        return until
+
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage is not None and time.monotonic() < self._outage[0]
+
     def create_volume(self, full_name: str) -> None:
         """``CREATE VOLUME catalog.schema.volume``: the Files API serves paths under it from now on."""
         with self.workspace.lock:  # type: ignore[union-attr]
@@ -222,6 +247,10 @@ class DatabricksEmulator:
             for (m, prefix), queue in self._faults.items():
                 if m == method and queue and (endpoint == prefix or endpoint.startswith(prefix + "/")):
                     return queue.popleft()
+            if self._outage is not None and time.monotonic() < self._outage[0]:
+                faults = self._outage[1]
+                self._outage_count += 1
+                return faults[(self._outage_count - 1) % len(faults)]
             if self._storm is not None:
                 period, burst = self._storm
                 n = self._storm_counts[(method, endpoint)] % period
@@ -366,13 +395,13 @@ class DatabricksEmulator:
         route = self.routes().get((method, endpoint))
         if route is None:
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
-        if method == "GET":
+        if method == "GET" and not raw:
             body = validation.query_to_body(route.sdk_method, query) if route.sdk_method else {}
-            if raw:
-                raise ApiError(
-                    400, "INVALID_PARAMETER_VALUE", "GET requests take query parameters, not a body"
-                )
         else:
+            if method == "GET" and query:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", "A GET takes query parameters or a JSON body, not both"
+                )
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:

@@ -157,6 +157,18 @@ class Cluster:
         return body
 
 
+def _cluster_failure_message(cluster: Cluster) -> str:
+    """A run's state message when its cluster died before the run could start, as the Jobs API
+    words it: the termination reason's code, type and parameters, never the init script's stderr."""
+    reason = cluster.termination_reason or {}
+    params = ", ".join(f"{k}:{v}" for k, v in (reason.get("parameters") or {}).items())
+    return (
+        f"Unexpected failure while waiting for the cluster ({cluster.cluster_id}) to be ready: "
+        f"Cluster {cluster.cluster_id} is in unexpected state Terminated: "
+        f"{reason.get('code')}({reason.get('type')}): {params}"
+    )
+
+
 @dataclass
 class Run:
     run_id: int
@@ -795,11 +807,7 @@ class Workspace:
         self._advance_cluster(cluster)
         if cluster.state != "RUNNING":
             if cluster.state == "TERMINATED":
-                run.finish(
-                    "INTERNAL_ERROR",
-                    "FAILED",
-                    f"Cluster {run.cluster_id} is terminated: {cluster.state_message}",
-                )
+                run.finish("INTERNAL_ERROR", "FAILED", _cluster_failure_message(cluster))
             return
         run.life_cycle_state, run.state_message = "RUNNING", "In run"
         if now - run.started < self.settings.run_duration_s:

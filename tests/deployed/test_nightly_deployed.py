@@ -557,9 +557,11 @@ def test_trigger_params_that_reach_code_fail_before_any_cluster(deployment: Depl
 
 
 def test_canary_secret_reached_no_file(deployment: Deployment) -> None:
-    """After every scenario: the unrelated connection's password is in no data or state file."""
+    """After every scenario: the unrelated connection's password is in no data or state file, no
+    task or component log and not in the metadata DB (all under the Airflow home). A cluster spec's
+    own secret (spark_env_vars) through a DAG run: tests/e2e/test_secret_canary.py."""
     found = []
-    for root in (deployment.state_home, deployment.data_dir):
+    for root in (deployment.state_home, deployment.data_dir, deployment.stack.home):
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 try:

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.exceptions import AirflowException
 
 from airflow_spark_triton.backends.base import RunError, RunLifecycle
 from airflow_spark_triton.operators import backend_cache, inference
@@ -112,6 +113,54 @@ def test_a_deferral_that_times_out_cancels_the_run(backend: FakeBackend) -> None
     with pytest.raises(TaskDeferralTimeout):
         operator().resume_execution("__fail__", {"error": "Trigger timeout"}, context(store))
     assert backend.get_run_status("run-7").state is RunLifecycle.CANCELED
+
+
+def test_a_trigger_that_failed_leaves_the_run_going(backend: FakeBackend, caplog, capsys) -> None:
+    """Cancel only what must be: a trigger error (not its timeout) says nothing about the run."""
+    from airflow.sdk.exceptions import TaskDeferralError
+
+    backend.add_run("run-7", RunLifecycle.RUNNING)
+    store = Store({"inference_run_id": "run-7"})
+    with pytest.raises(TaskDeferralError):
+        operator().resume_execution("__fail__", {"error": "Trigger failure"}, context(store))
+    assert ("cancel_run", "run-7") not in backend.calls
+    assert store == {"inference_run_id": "run-7"}, "a retry of the task reconnects to the run"
+    assert "Could not follow run run-7; it is left running" in logged(caplog, capsys)
+
+
+def test_a_polling_error_leaves_a_healthy_run_for_the_retry_to_reconnect(backend: FakeBackend) -> None:
+    backend.run_states = (
+        RunLifecycle.RUNNING,
+        AirflowException("HTTP 403: token revoked"),
+        RunLifecycle.SUCCESS,
+    )
+    store = Store()
+    with pytest.raises(AirflowException, match="token revoked"):
+        operator().execute(context(store))
+    assert not [call for call in backend.calls if call[0] == "cancel_run"]
+    assert store == {"inference_run_id": "run-1"}
+    assert operator().execute(context(store, try_number=2))["run_id"] == "run-1"  # reconnected
+    assert backend.submitted == ["run-1"]
+
+
+def test_the_tasks_own_end_cancels_the_run(backend: FakeBackend) -> None:
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    backend.run_states = (RunLifecycle.RUNNING, AirflowTaskTimeout("execution_timeout"))
+    with pytest.raises(AirflowTaskTimeout):
+        operator().execute(context(Store()))
+    assert ("cancel_run", "run-1") in backend.calls
+
+
+def test_a_polling_error_past_the_tasks_deadline_cancels_the_run(backend: FakeBackend) -> None:
+    """The backend rides out an incident until the task's deadline; failing then, the task's time
+    is up, so the run is canceled as execution_timeout would."""
+    backend.run_states = (*[RunLifecycle.RUNNING] * 3, AirflowException("503 until the end"))
+    ctx = context(Store())
+    ctx["ti"].start_date = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)  # 1 s left, at least
+    with pytest.raises(AirflowException, match="503 until the end"):
+        operator(poll_interval_s=0.6, execution_timeout=dt.timedelta(seconds=5)).execute(ctx)
+    assert ("cancel_run", "run-1") in backend.calls
 
 
 def test_the_deferral_gets_what_is_left_of_execution_timeout() -> None:

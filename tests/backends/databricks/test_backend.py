@@ -169,7 +169,7 @@ def test_create_failing_on_every_attempt_raises_cluster_error(make_backend, emul
     with pytest.raises(ClusterError, match=r"clusters/create failed on every attempt.*503"):
         backend.create_cluster(GpuClusterSpec(), TAGS)
     assert endpoints(emulator, "POST", "2.1/clusters/create") == 3
-    assert endpoints(emulator, "GET", "2.1/clusters/list") == 2
+    assert endpoints(emulator, "GET", "2.1/clusters/list") == 3  # before each re-send, and after the last
     assert emulator.workspace.clusters == {}
 
 
