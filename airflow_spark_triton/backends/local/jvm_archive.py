@@ -51,7 +51,10 @@ RECORDED = {
     "worker": "worker-classes-*.jsa",
 }
 #: A recording executor dumps on request while its application runs (:mod:`spark_jobs.class_archive`).
-DUMP_ON_REQUEST = "-XX:+RecordDynamicDumpInfo"
+# A recording JVM warns once per class it cannot archive (hundreds of "Skipping ...: Signed JAR"),
+# which buried the driver's own log lines (a log tail of 200 lines held nothing else): errors only.
+QUIET_RECORDING = "-Xlog:cds=error"
+DUMP_ON_REQUEST = f"-XX:+RecordDynamicDumpInfo {QUIET_RECORDING}"
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ def jvm_options(spark_home: str, directory: Path, role: str, node: str = "") -> 
         return f"-XX:SharedArchiveFile={archive} -Xshare:auto"
     if role == "executor":
         return DUMP_ON_REQUEST
-    return f"-XX:ArchiveClassesAtExit={directory / RECORDED[role].replace('*', node)}"
+    return f"-XX:ArchiveClassesAtExit={directory / RECORDED[role].replace('*', node)} {QUIET_RECORDING}"
 
 
 def recorded_files(directory: Path, roles: tuple[str, ...] = RUN_ROLES) -> list[Path]:

@@ -28,9 +28,10 @@ def test_the_first_run_records_and_its_success_publishes_for_every_later_jvm(cac
     home = str(spark_home())
     first = tmp_path / "run-1"
     driver_flag = jvm_archive.jvm_options(home, first, "driver")
-    assert driver_flag == f"-XX:ArchiveClassesAtExit={first}/driver-classes.jsa"
+    quiet = jvm_archive.QUIET_RECORDING  # a recording JVM logs CDS errors only, not every skipped class
+    assert driver_flag == f"-XX:ArchiveClassesAtExit={first}/driver-classes.jsa {quiet}"
     # An executor dumps on the job's request, into the directory the job is given (spark_jobs.class_archive).
-    assert jvm_archive.jvm_options(home, first, "executor") == "-XX:+RecordDynamicDumpInfo"
+    assert jvm_archive.jvm_options(home, first, "executor") == f"-XX:+RecordDynamicDumpInfo {quiet}"
 
     recorded = [recorded_by(first), recorded_by(first, "executor-classes-0.jsa", 64)]
     recorded.append(recorded_by(first, "executor-classes-1.jsa", 32))
@@ -77,10 +78,10 @@ def test_the_daemons_record_one_file_per_worker_and_the_largest_is_published(cac
     home, scratch = str(spark_home()), tmp_path / "cluster" / "local"
     assert (
         jvm_archive.jvm_options(home, scratch, "master")
-        == f"-XX:ArchiveClassesAtExit={scratch}/master-classes.jsa"
+        == f"-XX:ArchiveClassesAtExit={scratch}/master-classes.jsa {jvm_archive.QUIET_RECORDING}"
     )
     flag = jvm_archive.jvm_options(home, scratch, "worker", "1")
-    assert flag == f"-XX:ArchiveClassesAtExit={scratch}/worker-classes-1.jsa"
+    assert flag == f"-XX:ArchiveClassesAtExit={scratch}/worker-classes-1.jsa {jvm_archive.QUIET_RECORDING}"
     recorded = [recorded_by(scratch, "master-classes.jsa"), recorded_by(scratch, "worker-classes-0.jsa", 8)]
     recorded.append(recorded_by(scratch, "worker-classes-1.jsa", 40))
     assert jvm_archive.recorded_files(scratch) == []  # a run's roles are not the daemons'
