@@ -23,7 +23,7 @@ BAD_ROWS = [  # (id, text bytes, expected reason)
     (4, b"x" * 5000, "text is longer than 4096 bytes"),
     (5, b"caf\xe9 latin-1", "text is not valid UTF-8"),
     (6, b"first copy of id 6", None),
-    (6, b"second copy of id 6", "duplicate id 6"),
+    (6, b"second copy of id 6", "duplicate id"),
     (None, b"a row without a key", "id is null"),
     (7, b"a perfectly good row", None),
     (8, "unicode \u00e9t\u00e9 is fine".encode(), None),
@@ -59,7 +59,12 @@ def test_each_bad_row_kind_is_rejected_with_its_reason_and_counts_add_up(spark, 
     expected = sorted(r[2] for r in BAD_ROWS if r[2])
     rejects = DeltaTable(str(tmp_path / "out_rejects")).to_pandas()
     assert sorted(rejects["reason"]) == expected
+    details = rejects.set_index("reason")["detail"]
+    assert details["duplicate id"] == "duplicate id 6"  # the row's own detail, kept in the table
+    assert details.drop("duplicate id").isna().all()
     assert sorted(report.reject_reasons.items()) == sorted(pd.Series(expected).value_counts().items())
+    assert report.reject_samples["duplicate id"] == ["6"]
+    assert "id is null" not in report.reject_samples  # no key to show
     assert report.rows_read == len(BAD_ROWS)
     assert report.rows_scored == 3
     assert report.rows_scored + report.rows_rejected == report.rows_read
