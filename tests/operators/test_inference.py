@@ -179,7 +179,9 @@ def test_the_output_settings_reach_the_job_as_their_types_with_the_task_instance
         max_reject_fraction="{{ params.fraction }}",
         lease_wait_s=30,
     )
-    op.render_template_fields({"params": {"mode": "merge", "keep": ["title"], "lang": "en", "fraction": 0.25}})
+    op.render_template_fields(
+        {"params": {"mode": "merge", "keep": ["title"], "lang": "en", "fraction": 0.25}}
+    )
     job = backend.runs[op.execute(context(Store()))["run_id"]]["job"]
     assert (job.write_mode, job.keep_columns, job.where, job.max_reject_fraction, job.lease_wait_s) == (
         "merge",
@@ -191,7 +193,9 @@ def test_the_output_settings_reach_the_job_as_their_types_with_the_task_instance
     assert job.write_id == "d/infer/r/-1"  # every try of the task instance: one append, one lease holder
 
 
-def test_an_unknown_write_mode_or_a_limit_without_dry_run_fails_before_submitting(backend: FakeBackend) -> None:
+def test_an_unknown_write_mode_or_a_limit_without_dry_run_fails_before_submitting(
+    backend: FakeBackend,
+) -> None:
     with pytest.raises(ValueError, match=r"'write_mode' must be one of replace_date, append, merge"):
         operator(write_mode="upsert").execute(context(Store()))
     with pytest.raises(ValueError, match=r"'limit' must be >= 1 and needs dry_run=True"):
@@ -210,7 +214,7 @@ def test_a_dry_run_ends_skipped_with_its_report_in_xcom_and_no_asset_event(backe
     ctx["outlet_events"] = events
     op = operator(dry_run="{{ params.dry_run }}", limit=3, outlets=[Asset("file:///t/out")])
     op.render_template_fields({"params": {"dry_run": True}})
-    with pytest.raises(AirflowSkipException, match="dry run of 2026-11-26: .* wrote nothing"):
+    with pytest.raises(AirflowSkipException, match=r"dry run of 2026-11-26: .* wrote nothing"):
         op.execute(ctx)
     job = backend.runs["run-1"]["job"]
     assert (job.dry_run, job.limit) == (True, 3)
