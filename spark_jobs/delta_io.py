@@ -235,7 +235,20 @@ def _valid_date(logical_date: str) -> str:
     return logical_date
 
 
-class DeltaSparkIO:
+class _StagedWrites:
+    """What both engines build from their :meth:`stage` and :meth:`commit`."""
+
+    def replace_date(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> int:
+        """Replace the date's rows with ``df``'s in one commit: :meth:`stage`, then :meth:`commit`."""
+        staged = self.stage(df, table, date_column, logical_date, run_id)  # type: ignore[attr-defined]
+        version = self.commit(staged)  # type: ignore[attr-defined]
+        assert version is not None  # only an append is ever skipped
+        return version
+
+
+class DeltaSparkIO(_StagedWrites):
     name = "delta-spark"
 
     def __init__(self, spark: SparkSession) -> None:
@@ -280,13 +293,6 @@ class DeltaSparkIO:
             df = self.spark.sql(f"SELECT * FROM {table} VERSION AS OF {version}")
         _check_columns(df.columns, [date_column, *required_columns], table)
         return ReadResult(df.where(F.col(date_column) == F.lit(_valid_date(logical_date))), version)
-
-    def replace_date(
-        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
-    ) -> int:
-        version = self.commit(self.stage(df, table, date_column, logical_date, run_id))
-        assert version is not None  # only an append is ever skipped
-        return version
 
     def stage(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
@@ -426,7 +432,7 @@ def _merge_schema(target: DeltaTable, data: StructType, date_column: str):
     return pa.schema([*schema, *(pa.field(f.name, to_arrow_type(f.dataType)) for f in new)])
 
 
-class DeltaRsIO:
+class DeltaRsIO(_StagedWrites):
     name = "delta-rs"
 
     def __init__(self, spark: SparkSession) -> None:
@@ -533,14 +539,6 @@ class DeltaRsIO:
                     f"the data to write has {new.get(field.name, 'no such column')}"
                 )
         return delta, StructType([*data.fields, date_field])
-
-    def replace_date(
-        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
-    ) -> int:
-        """Replace the date's rows with ``df``'s in one commit: :meth:`stage`, then :meth:`commit`."""
-        version = self.commit(self.stage(df, table, date_column, logical_date, run_id))
-        assert version is not None  # only an append is ever skipped
-        return version
 
     def stage(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str

@@ -46,7 +46,9 @@ def shorten(text: str, limit: int) -> str:
 
 def sample_value(value: Any) -> Any:
     """A value as a sample shows it: itself when its JSON is short, else that JSON shortened (a
-    384-float embedding becomes its first numbers and an ellipsis)."""
+    384-float embedding becomes its first numbers and an ellipsis); text is shortened as text."""
+    if isinstance(value, str):
+        return shorten(value, MAX_SAMPLE_VALUE_CHARS)
     text = json.dumps(value, default=str)
     return value if len(text) <= MAX_SAMPLE_VALUE_CHARS else shorten(text, MAX_SAMPLE_VALUE_CHARS)
 
@@ -125,13 +127,14 @@ def _bound_rejects(report: RunReport, most: int, cut: list[str]) -> None:
         counts[short] = counts.get(short, 0) + int(count)
         keys = samples.setdefault(short, [])
         keys += [shorten(str(k), MAX_KEY_CHARS) for k in report.reject_samples.get(reason, ())]
-    ranked = sorted(counts, key=lambda r: (r == OTHER_REASONS, -counts[r], r))
+    other = counts.pop(OTHER_REASONS, 0)  # summed by an earlier bounding (or the job) already
+    ranked = sorted(counts, key=lambda r: (-counts[r], r))
     kept, rest = ranked[:most], ranked[most:]
     if rest:
         cut.append(f"{len(rest)} reject reasons (counted under {OTHER_REASONS!r})")
     report.reject_reasons = {reason: counts[reason] for reason in kept}
-    if rest:
-        report.reject_reasons[OTHER_REASONS] = sum(counts[r] for r in rest)
+    if rest or other:
+        report.reject_reasons[OTHER_REASONS] = other + sum(counts[r] for r in rest)
     report.reject_samples = {
         reason: sorted(set(samples[reason]))[:REJECT_SAMPLE_KEYS] for reason in kept if samples[reason]
     }
