@@ -20,7 +20,12 @@ DAY, OTHER_DAY = "2026-11-24", "2026-11-25"
 def lease(table: Path, run_id: str, day: str = DAY, **settings) -> DateLease:
     values = {"ttl_s": 60.0, "wait_s": 0.0, **settings}
     return DateLease(
-        DeltaRsLeaseStore(str(table)), output_table="/data/out", lease_date=day, run_id=run_id, writer=run_id, **values
+        DeltaRsLeaseStore(str(table)),
+        output_table="/data/out",
+        lease_date=day,
+        run_id=run_id,
+        writer=run_id,
+        **values,
     )
 
 
@@ -71,9 +76,13 @@ def later(seconds: float):
 def test_a_lease_of_another_host_is_taken_over_once_expired(tmp_path):
     store = DeltaRsLeaseStore(str(tmp_path))
     now = time.time()
-    remote = Lease(DAY, "run-remote", "dag/task/run/-1", "another-host", 4242, 1.0, now, now + 300, None, "t0")
+    remote = Lease(
+        DAY, "run-remote", "dag/task/run/-1", "another-host", 4242, 1.0, now, now + 300, None, "t0"
+    )
     assert store.swap(DAY, None, remote)
-    with pytest.raises(DateLeaseHeld, match=r"run run-remote for dag/task/run/-1 \(driver pid 4242 on another-host"):
+    with pytest.raises(
+        DateLeaseHeld, match=r"run run-remote for dag/task/run/-1 \(driver pid 4242 on another-host"
+    ):
         lease(tmp_path, "run-b").acquire()  # pid 4242 is not judged here: another host's
     taker = lease(tmp_path, "run-b", clock=later(301)).acquire()
     assert taker.took_over is not None and taker.took_over.run_id == "run-remote"

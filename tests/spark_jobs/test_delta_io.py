@@ -554,7 +554,9 @@ def test_merge_updates_scored_keys_in_place_inserts_new_ones_and_keeps_the_rest(
         4: ("new4", DAY2, "title 4"),  # new: inserted
         7: ("new7", DAY2, "title 7"),  # the same key on the same date: updated, not doubled
     }
-    assert DeltaTable(str(out)).history()[0]["userMetadata"].startswith(f"spark-triton run_id=run-2 date={DAY2}")
+    assert (
+        DeltaTable(str(out)).history()[0]["userMetadata"].startswith(f"spark-triton run_id=run-2 date={DAY2}")
+    )
     assert staging_dirs(out) == [p for p in staging_dirs(out) if "run-run-2-" not in p.name]  # source removed
     again = io.commit(io.stage(new, str(out), "date", DAY2, "run-3"), "merge", "id")
     assert again == 3 and len(table_rows(out)) == 5  # a rerun changes nothing but the run's own columns

@@ -37,7 +37,10 @@ def test_plain_predicates_select_their_rows(spark, documents, where, ids):
         ("EXISTS (SELECT 1)", "a subquery"),
         ("(SELECT max(id) FROM range(3)) = id", "a subquery"),
         ("reflect('java.lang.System', 'exit', 1) = 1", "'reflect' is a built-in of group misc_funcs"),
-        ("java_method('java.lang.Runtime', 'getRuntime') IS NULL", "'java_method' is a built-in of group misc"),
+        (
+            "java_method('java.lang.Runtime', 'getRuntime') IS NULL",
+            "'java_method' is a built-in of group misc",
+        ),
         ("input_file_name() LIKE '%'", "'input_file_name' is a built-in of group misc_funcs"),
         ("xpath_string(text, '/a') = ''", "'xpath_string' is a built-in of group xml_funcs"),
         ("IDENTIFIER('reflect')('a', 'b') = 1", "IDENTIFIER"),

@@ -48,7 +48,9 @@ def test_every_part_is_capped_and_the_whole_fits_even_when_every_part_is_at_its_
     report.reject_reasons = {f"reason {i} " + "r" * 300: 1000 - i for i in range(200)}
     report.reject_samples = {reason: [str(k) * 100 for k in range(20)] for reason in report.reject_reasons}
     report.samples = [{"id": i, "embedding": [0.123456] * 384, "title": "t" * 1000} for i in range(100)]
-    report.servers = [{"host": f"node-{i}", "pid": i, "http_port": 8000, "grpc_port": 8001} for i in range(2000)]
+    report.servers = [
+        {"host": f"node-{i}", "pid": i, "http_port": 8000, "grpc_port": 8001} for i in range(2000)
+    ]
     report.servers_stopped = list(report.servers)
     report.extra = {"future_field": "f" * 100_000}
     bound_report(report)
@@ -56,7 +58,9 @@ def test_every_part_is_capped_and_the_whole_fits_even_when_every_part_is_at_its_
     assert len(report.error) <= 4000
     assert report.warnings[-1].startswith(BOUNDED)
     again = json.loads(report.to_json())
-    assert bound_report(RunReport.from_dict(again)).to_dict() == report.to_dict(), "bounding twice changes nothing"
+    assert bound_report(RunReport.from_dict(again)).to_dict() == report.to_dict(), (
+        "bounding twice changes nothing"
+    )
 
 
 def test_dry_run_samples_are_a_few_rows_with_long_values_shortened():
