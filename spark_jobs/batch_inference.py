@@ -24,6 +24,7 @@ from spark_jobs.contract import (
     ERROR_PREFIX,
     EXCEPTION_LINE,
     JOB_ARG,
+    MERGE,
     InferenceJobConfig,
     RunReport,
     bound_report,
@@ -283,6 +284,12 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
         return rows.where(F.col("run_id") == job.run_id).count()
 
     report.rows_scored, report.rows_rejected = written(job.output_table), written(job.rejects_table)
+    if job.write_mode == MERGE and report.rows_scored > to_score:
+        raise RuntimeError(
+            f"merge into {job.output_table} updated {report.rows_scored} rows for {to_score} scored keys: "
+            f"the table holds some keys ({job.key_column}) on several rows, and MERGE updated each of them; "
+            "write_mode='merge' needs one row per key"
+        )
     if report.rows_scored + report.rows_rejected != report.rows_read:
         raise RuntimeError(
             f"row counts do not add up for {job.logical_date}: read {report.rows_read}, "

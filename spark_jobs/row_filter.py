@@ -66,7 +66,7 @@ def filter_rows(spark: SparkSession, df: DataFrame, where: str | None, table: st
     from pyspark.errors import PySparkException
     from pyspark.sql import functions as F
 
-    check_predicate(spark, where)
+    check_predicate(spark, where, df.columns)
     try:
         filtered = df.where(F.expr(where))
         filtered.schema  # noqa: B018 - analysis happens here: unknown columns, non-boolean results
@@ -78,8 +78,9 @@ def filter_rows(spark: SparkSession, df: DataFrame, where: str | None, table: st
     return filtered
 
 
-def check_predicate(spark: SparkSession, where: str) -> None:
-    """Parse ``where`` with Spark's parser and refuse any node that is not plain data (module docstring)."""
+def check_predicate(spark: SparkSession, where: str, columns: list[str]) -> None:
+    """Parse ``where`` with Spark's parser and refuse any node that is not plain data (module
+    docstring); a name must be one of ``columns`` (Spark would otherwise resolve ``current_user``)."""
     try:
         jsession = spark._jsparkSession
         jvm = spark._jvm
@@ -99,10 +100,18 @@ def check_predicate(spark: SparkSession, where: str) -> None:
         ) from exc
     registry = jvm.org.apache.spark.sql.catalyst.analysis.FunctionRegistry.builtin()
     identifier = jvm.org.apache.spark.sql.catalyst.FunctionIdentifier
+    known = {c.lower() for c in columns}
     pending = [tree]
     while pending:
         node = pending.pop()
         _check_node(node, registry, identifier, where)
+        if node.getClass().getName() == _ANALYSIS + "UnresolvedAttribute":
+            name = str(_seq(node.nameParts())[0])
+            if name.lower() not in known:
+                raise RowFilterError(
+                    f"job setting 'where' may only name the input's columns ({', '.join(columns)}); "
+                    f"{name!r} is not one of them (got {where!r})"
+                )
         children = node.children().iterator()
         while children.hasNext():
             pending.append(children.next())
