@@ -17,12 +17,11 @@ import pytest
 from deltalake import DeltaTable
 
 from airflow_spark_triton.backends.base import RunLifecycle
-from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from spark_jobs.contract import InferenceJobConfig, RunReport
 from spark_jobs.delta_io import write_pandas_table
 from spark_jobs.models.hashing_embedder import embed
-from tests.backends.local.test_backend import READY_TIMEOUT_S, assert_nothing_left, wait_terminal
+from tests.backends.local.test_backend import started_cluster, wait_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -33,17 +32,9 @@ RUN_TIMEOUT_S = 600  # a run here is ~30 s; a loaded CI machine may take several
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    backend = LocalSparkBackend(
-        spark_triton_conn_id=None, home=str(tmp_path_factory.mktemp("write-modes-home"))
-    )
     spec = GpuClusterSpec(num_workers=1, executor_cores=1, worker_memory="1g")
-    cluster_id = backend.create_cluster(spec, {"dag_id": "write_modes"})
-    try:
-        backend.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
-        yield backend, cluster_id
-    finally:
-        backend.delete_cluster(cluster_id)
-        assert_nothing_left(backend, cluster_id)
+    with started_cluster(tmp_path_factory.mktemp("write-modes-home"), spec, "write_modes") as cluster:
+        yield cluster
 
 
 def documents(ids, version: str = "v1", null_text: tuple[int, ...] = (11,)) -> pd.DataFrame:

@@ -48,7 +48,10 @@ def test_plain_predicates_select_their_rows(spark, documents, where, ids):
         ("my_udf(text) > 0.5", "'my_udf' is not one of Spark's built-in functions"),
         ("id = :id", "NamedParameter"),
         ("id = 1; DROP TABLE t", "is not a SQL expression"),
-        ("no_such_column = 1", "may only name the input's columns \\(id, lang, text, tags\\); 'no_such_column'"),
+        (
+            "no_such_column = 1",
+            "may only name the input's columns \\(id, lang, text, tags\\); 'no_such_column'",
+        ),
         ("current_user = 'svc'", "'current_user' is not one of them"),
         ("abs(id) = 1 AND isnull(text) = false", None),
         ("lang", "does not apply to input table /t/in: .*not a boolean"),
