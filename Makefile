@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 VAR := $(CURDIR)/var
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 
+# nightly_translations' model: the tiny offline T5 that `make demo` builds under var/models.
+TRANSLATION_MODEL := hf:text2text-generation:$(VAR)/models/tiny-t5-en-fr
+
 # The demo's Airflow, data and clusters all live under ./var, never in the user's home.
 DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
@@ -14,9 +17,10 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 	SPARK_TRITON_DATA_DIR=$(VAR)/data \
 	AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
 	SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+	SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL)
 
-.PHONY: install demo test test-fast test-deployed lint clean java airflow
+.PHONY: install demo test test-fast test-deployed lint clean java airflow browser
 
 install: $(STAMP)
 
@@ -53,8 +57,18 @@ airflow: install java
 	mkdir -p $(VAR)
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
 		SPARK_TRITON_DATA_DIR=$(VAR)/data AIRFLOW_SPARK_TRITON_HOME=$(VAR)/spark_triton \
-		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache \
+		SPARK_TRITON_JVM_CACHE=$(VAR)/jvm_cache SPARK_TRITON_TRANSLATION_MODEL=$(TRANSLATION_MODEL) \
 		$(BIN)/python -m tests.harness.airflow_stack --home $(VAR)/airflow-stack --profile $(PROFILE)
+
+# The browser of the UI tests (tests/deployed: the run pages): Debian's chromium, which the `playwright`
+# package of the test extra drives by path; playwright never downloads a browser. Installing needs root
+# (CI runs as root); elsewhere install it once with `sudo apt-get install chromium`.
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "the UI tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+	@chromium --version 2>/dev/null | tail -1
 
 lint: install
 	$(BIN)/ruff check .
@@ -66,15 +80,16 @@ lint: install
 # 895 s with three, against 1,097 s with two). Each process has its own session root, Airflow home
 # and ports. TEST_ARGS= (empty) runs everything in one process.
 TEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
-test: install java lint
+test: install java lint browser
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=30 $(TEST_ARGS)
 
 test-fast: install
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra -m "not slow"
 
 # `make test-deployed`: the deployed scenarios alone (also in `make test`), both profiles at once:
-# LocalExecutor + SQLite, and CeleryExecutor (two workers, Redis) + PostgreSQL.
-test-deployed: install java
+# LocalExecutor + SQLite (with the run pages in a browser), and CeleryExecutor (two workers, Redis)
+# + PostgreSQL.
+test-deployed: install java browser
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=0 \
 		-n 2 --dist loadscope tests/deployed
 

@@ -3,3 +3,5 @@ in the environment. One name, imported by every module that reads an option and 
 info that registers them (a leaf module: it imports nothing)."""
 
 CONFIG_SECTION = "spark_triton"
+#: The Fernet key(s) that seal secret ``spark_env_vars`` values in state records (``secret_env``).
+SECRETS_KEY_OPTION = "secrets_key"

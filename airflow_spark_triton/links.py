@@ -1,7 +1,11 @@
-"""Extra links on the inference task: the run's page and its report summary.
+"""Extra links on the inference task: the run's page and its report.
 
-The operator pushes each URL as an XCom when it knows it (the run page as soon as the run is
-submitted); the link reads it back for the task instance the UI asks about.
+Airflow 3's API server draws an operator's links from XCom alone (a serialized DAG keeps each
+link's ``xcom_key``, not its code), so the operator pushes every URL itself, as soon as the task
+starts: the provider's run pages in the Airflow UI (:mod:`airflow_spark_triton.ui`), which say
+what there is to see yet (no run submitted, no report before the run ends) instead of a 404. On
+Databricks the run link becomes the workspace's run page once the run is submitted. Every URL is
+``http(s)`` or a same-origin path: the UI silently drops any other link (``file://`` included).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ if TYPE_CHECKING:
 
 RUN_PAGE_XCOM_KEY = "spark_triton_run_page_url"
 REPORT_SUMMARY_XCOM_KEY = "spark_triton_report_summary_url"
+# {"run_id": <backend run id>, "conn_id": <connection>}: how the run pages find the task's run.
+RUN_XCOM_KEY = "spark_triton_run"
 
 
 class _XComLink(BaseOperatorLink):
@@ -32,18 +38,16 @@ class _XComLink(BaseOperatorLink):
 
 
 class InferenceRunLink(_XComLink):
-    """The run's page: Databricks' ``run_page_url``, or the local driver log (a ``file://`` URI)."""
+    """The run's page: the provider's live run page in the Airflow UI (local and spark-submit), or
+    Databricks' ``run_page_url`` once the run is submitted there."""
 
     name = "Inference run"
     key = RUN_PAGE_XCOM_KEY
 
 
 class InferenceReportLink(_XComLink):
-    """The Markdown summary of the run report, next to the JSON report (a ``file://`` URI locally).
+    """The run report (counts, tables and versions, reject reasons, timings) as a page of the Airflow
+    UI, with the JSON beside it; on every backend (on Databricks it links the workspace run too)."""
 
-    On Databricks the summary sits on a Unity Catalog volume, which a browser cannot open by path,
-    so the link is the run's page in the workspace (output, driver logs, Spark UI).
-    """
-
-    name = "Run report summary"
+    name = "Run report"
     key = REPORT_SUMMARY_XCOM_KEY

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_spark_triton.config_section import CONFIG_SECTION
+from airflow_spark_triton.config_section import CONFIG_SECTION, SECRETS_KEY_OPTION
 
 PACKAGE = "airflow-spark-triton"
 LOCAL_CONN_TYPE = "spark_triton_local"
@@ -95,6 +95,13 @@ def provider_info(version: str) -> dict[str, Any]:
             "airflow_spark_triton.links.InferenceRunLink",
             "airflow_spark_triton.links.InferenceReportLink",
         ],
+        # The run pages; the package's `airflow.plugins` entry point loads the same class.
+        "plugins": [
+            {
+                "name": "spark_triton_runs",
+                "plugin-class": "airflow_spark_triton.ui.plugin.SparkTritonRunsPlugin",
+            }
+        ],
         "config": {
             CONFIG_SECTION: {
                 "description": "Settings of the airflow-spark-triton provider (GPU batch inference).",
@@ -122,6 +129,19 @@ def provider_info(version: str) -> dict[str, Any]:
                         "type": "integer",
                         "example": "14",
                         "default": str(DEFAULT_RETENTION_DAYS),
+                    },
+                    SECRETS_KEY_OPTION: {
+                        "description": (
+                            "Fernet key(s) that seal the secret values of a cluster spec's spark_env_vars in "
+                            "the local and spark-submit backends' state records (comma-separated, newest "
+                            "first, while rotating). Every worker needs the same value. Unset: Airflow's "
+                            "[core] fernet_key; neither: secret spark_env_vars are refused there."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "sensitive": True,
+                        "example": None,
+                        "default": "",
                     },
                 },
             },

@@ -15,8 +15,9 @@ only whoever deploys Airflow can change:
 =============================  ===========================================================  ===========
 option                         what a trigger param may set                                  default
 =============================  ===========================================================  ===========
-``allowed_models``             model references (globs)                                      the package's
-                                                                                             models
+``allowed_models``             model references (globs; ``hf:`` references too)              the package's
+                                                                                             models (no
+                                                                                             ``hf:``)
 ``allowed_init_script_dirs``   directories an ``init_script`` may come from                  none (the
                                                                                              package's own
                                                                                              scripts only)
@@ -30,7 +31,8 @@ option                         what a trigger param may set                     
 
 Keys that carry code (JVM options, class paths, jars, Python paths, plugin and listener classes,
 ``PYTHON*``/``LD_*`` variables, ``trust_remote_code``, option keys naming a path, file, module or
-class) are refused even where a wildcard would match them: only an allow-list entry that names the
+class) and model references whose path climbs out with ``..`` are refused even where a wildcard
+would match them: only an allow-list entry that names the
 exact key admits one. Every check is on the value as text, before anything is imported, read,
 created or sent, and a refusal names the setting, the conf keys that set it and the config option
 that would allow it. This module has no Airflow import at the top: its defaults also feed the
@@ -102,7 +104,9 @@ DEFAULTS: dict[str, str] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "allowed_models": "Model references a DAG run's conf may name (comma-separated globs, matched "
-    "against the whole reference, e.g. 'spark_jobs.models.*'). The DAG's own default is always allowed.",
+    "against the whole reference, e.g. 'spark_jobs.models.*' or 'hf:text2text-generation:/Volumes/ml/"
+    "models/*'; hf: references need an entry, and one with a '..' path component an exact one). The "
+    "DAG's own default is always allowed.",
     "allowed_init_script_dirs": "Directories a DAG run's conf may take a cluster 'init_script' from "
     "(comma-separated; local directories or remote prefixes such as /Volumes/main/ops/scripts). The "
     "package's own init scripts are always allowed.",
@@ -118,8 +122,8 @@ DESCRIPTIONS: dict[str, str] = {
     "globs) a DAG run's conf may set; e.g. add policy_id or instance_pool_id. spark_conf, "
     "spark_env_vars, init_script and model have their own options.",
     "allowed_model_options": "model_options keys a DAG run's conf may set (comma-separated globs). "
-    "trust_remote_code, tokens and keys naming a path, file, directory, module, class, URL or URI "
-    "need an entry naming the exact key.",
+    "trust_remote_code, credentials (token, *_token) and keys naming a path, file, directory, module, "
+    "class, URL or URI need an entry naming the exact key.",
 }
 
 # Setting keys that put code into a process; a glob never admits them, an exact entry does.
@@ -172,7 +176,10 @@ CODE_ENV_VARS = (
 )
 CODE_MODEL_OPTIONS = (
     "trust_remote_code",
-    "*token*",
+    # credentials (token, hf_token, use_auth_token); not generation options (max_new_tokens,
+    # clean_up_tokenization_spaces), which a text model's conf sets as data
+    "token",
+    "*_token",
     "*path*",
     "*_dir",
     "*dirs",
@@ -182,6 +189,9 @@ CODE_MODEL_OPTIONS = (
     "*url*",
     "*uri*",
 )
+# Model references that leave the directory a glob names (``hf:<task>:/models/../home``): only an
+# entry naming the whole reference admits one.
+CODE_MODEL_REFERENCES = ("*/../*", "*/..", "*:../*", "*:..")
 # Cluster settings with checks of their own (the rest go through allowed_cluster_settings).
 OWN_CHECK = ("model", "init_script", "spark_conf", "spark_env_vars")
 
@@ -258,9 +268,13 @@ class TriggerPolicy:
     # -- one check per kind of setting ------------------------------------------------------------
 
     def check_model(self, setting: str, reference: Any) -> list[Refusal]:
-        if _matches(str(reference), self.allowed_models):
+        """A Python reference imports a module; an ``hf:`` one loads weights from the Hub (a hub id) or
+        reads a directory on the nodes (a path): neither matches the default, so each needs an entry
+        (``hf:text2text-generation:/Volumes/ml/models/*``, ``hf:*:my-org/*``)."""
+        if _matches(str(reference), self.allowed_models, CODE_MODEL_REFERENCES):
             return []
-        return [Refusal(setting, reference, "allowed_models", self.allowed_models)]
+        escapes = _carries_code(str(reference), CODE_MODEL_REFERENCES)
+        return [Refusal(setting, reference, "allowed_models", self.allowed_models, escapes)]
 
     def check_conn_id(self, setting: str, conn_id: Any) -> list[Refusal]:
         if _matches(str(conn_id), self.allowed_conn_ids):

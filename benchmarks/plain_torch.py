@@ -28,7 +28,7 @@ def main() -> int:
     import numpy as np
     from deltalake import DeltaTable
 
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
 
     started = time.monotonic()
     frame = DeltaTable(args.input).to_pandas(columns=["id", "text"]).sort_values("id")

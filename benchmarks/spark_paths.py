@@ -26,7 +26,7 @@ def inprocess_predict_udf(model_ref: str, options: dict[str, Any], batch_size: i
     from pyspark.ml.functions import predict_batch_udf
 
     from spark_jobs.inference import return_type
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
 
     model = resolve_model(model_ref)
 
@@ -48,7 +48,7 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
 
     from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
     from spark_jobs.triton_fleet import wait_for_executors
 
     stamps = result["stamps"]

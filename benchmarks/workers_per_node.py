@@ -154,7 +154,7 @@ def probe_model_copy() -> dict[str, float]:
     import sentence_transformers  # noqa: F401  (the libraries, before any weights)
     import torch  # noqa: F401
 
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
 
     libraries = me.memory_full_info()
     infer = resolve_model(MODEL).load({"torch_threads": 1})

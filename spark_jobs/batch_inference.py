@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -29,6 +30,7 @@ from spark_jobs.contract import (
     RunReport,
     bound_report,
 )
+from spark_jobs.executor_env import executor_env_conf
 from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
 
 if TYPE_CHECKING:
@@ -140,11 +142,13 @@ def _raise_on_sigterm(signum: int, _frame: Any) -> None:
 def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None) -> None:
     """Score one date and write its output and rejects, holding the date's lease while it does (a
     dry run writes nothing and takes none); fills ``report``."""
+    from spark_jobs.columns import check_settings
     from spark_jobs.date_lease import DateLease
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
 
     model = resolve_model(job.model)
+    check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
     io = delta_io_for(spark)
     report.delta_engine = io.name
     if job.dry_run:
@@ -189,19 +193,22 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
     dry run, score a sample and write nothing)."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.inference import triton_predict_udf
+    from spark_jobs.columns import input_mapping, output_names
+    from spark_jobs.inference import prediction_columns, triton_predict_udf
     from spark_jobs.reject_summary import summarize_rejects
     from spark_jobs.row_filter import filter_rows
     from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
     from spark_jobs.validation import REJECT_DETAIL, REJECT_REASON, check_schema, with_reject_reason
     from spark_jobs.write_modes import check_before_commit, write_results
 
-    columns = job.input_columns
+    mapping = input_mapping(job, model)
+    columns = tuple(column for _, column in mapping)
+    names = output_names(job, model)
     required = [job.key_column, *columns, *job.keep_columns]
     read = io.read_date(job.input_table, job.date_column, job.logical_date, required)
     report.input_version = read.version
     selected = filter_rows(spark, read.df, job.where, job.input_table)
-    check_schema(selected, job.input_table, job.key_column, columns, model)
+    check_schema(selected, job.input_table, job, model)
 
     # Launch the servers now, without waiting: they load the model while Spark reads and validates
     # the date (start_servers below waits for them). Not for a date without rows: nothing to score.
@@ -242,12 +249,20 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
             report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
+        sender = progress.sender if progress is not None else None
         request = server_request(spark, job)
-        predict = triton_predict_udf(model, request, job.batch_size, job.inference_timeout_s, counter)
-        scored = valid.select(
+        predict = triton_predict_udf(
+            model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
+        )
+        # The prediction is computed once, in its own projection, and then split into its columns.
+        kept = [F.col(c) for c in job.keep_columns]
+        predicted = valid.select(
+            F.col(job.key_column), *kept, predict(*[F.col(c) for c in columns]).alias(PREDICTION)
+        )
+        scored = predicted.select(
             F.col(job.key_column),
-            *[F.col(c) for c in job.keep_columns],
-            predict(*[F.col(c) for c in columns]).alias(job.output_column),
+            *kept,
+            *prediction_columns(model, F.col(PREDICTION), names),
             F.lit(model.name).alias("model"),
             F.lit(job.run_id).alias("run_id"),
             F.current_timestamp().alias("scored_at"),
@@ -263,7 +278,7 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
             F.col(job.key_column).cast("string").alias(job.key_column),
             F.col(REJECT_REASON).alias("reason"),
             F.col(REJECT_DETAIL).alias("detail"),
-            F.to_json(F.struct(*[F.col(c).cast("string").alias(c) for c in columns]))
+            F.to_json(F.struct(*[_preview(F.col(c), spec).alias(c) for spec, c in mapping]))
             .substr(1, REJECT_PREVIEW_CHARS)
             .alias("input_preview"),
             F.lit(job.run_id).alias("run_id"),
@@ -297,6 +312,19 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
         )
     seconds = report.timings_s.get("inference_and_write") or 0
     report.rows_per_s = round(report.rows_scored / seconds, 1) if seconds else None
+
+
+# The UDF's result column before it is split into one column per output.
+PREDICTION = "__prediction"
+
+
+def _preview(column, spec):
+    """A rejected row's input as text: binary input (an encoded image) as its size, not its bytes."""
+    from pyspark.sql import functions as F
+
+    if spec.is_binary:
+        return F.concat(F.lit("<"), F.octet_length(column).cast("string"), F.lit(" bytes>"))
+    return column.cast("string")
 
 
 class JobTimeout(TimeoutError):
@@ -340,7 +368,7 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
     started = time.monotonic()
     report = RunReport.for_job(job)
     SERVERS_LAUNCHED.clear()
-    progress = ProgressReporter(spark, job.report_path).start()
+    progress = ProgressReporter(spark, job.report_path, report=report).start()
     try:
         with job_deadline(spark, job.job_timeout_s):
             score_date(spark, job, report, progress)
@@ -356,6 +384,7 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
         raise
     finally:
         begin_cleanup()
+        progress.phase = "stopping servers"
         stop_started = time.monotonic()
         try:
             if SERVERS_LAUNCHED.is_set():
@@ -404,6 +433,18 @@ def let_adaptive_execution_coalesce_cached_shuffles(spark: SparkSession) -> None
             spark.conf.set(key, value)
 
 
+def spark_session(job: InferenceJobConfig) -> SparkSession:
+    """The job's session, named after its run; the executors get the variables the backend named
+    in ``SPARK_TRITON_EXECUTOR_ENV`` (the spark-submit backend's ``spark_env_vars``:
+    :mod:`spark_jobs.executor_env`)."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(f"spark-triton-{job.run_id}")
+    for key, value in executor_env_conf(os.environ).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = argparse.ArgumentParser(description="Batch inference with one Triton server per node")
@@ -416,9 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ERROR_PREFIX} {error_summary(exc)}", file=sys.stderr, flush=True)
         return 2
 
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.builder.appName(f"spark-triton-{job.run_id}").getOrCreate()
+    spark = spark_session(job)
     let_adaptive_execution_coalesce_cached_shuffles(spark)
     cancel_on_sigterm(spark)
     try:

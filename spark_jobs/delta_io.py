@@ -235,6 +235,61 @@ def _valid_date(logical_date: str) -> str:
     return logical_date
 
 
+def _date_type(schema: StructType, table: str, date_column: str) -> str:
+    """The date column's type name: one of ``spark_jobs.columns.DATE_COLUMN_TYPES``."""
+    from spark_jobs.columns import DATE_COLUMN_TYPES, type_text
+
+    kind = schema[date_column].dataType.jsonValue()
+    if kind not in DATE_COLUMN_TYPES:
+        raise DeltaSchemaError(
+            f"Delta table {table} column {date_column!r} (date_column) is {type_text(kind)}; a run selects "
+            "its date from a DATE, TIMESTAMP or 'YYYY-MM-DD' string column"
+        )
+    return kind
+
+
+def _day_bounds(logical_date: str, before: int = 0, after: int = 1) -> tuple[str, str]:
+    day = dt.date.fromisoformat(_valid_date(logical_date))
+    return (
+        (day - dt.timedelta(days=before)).isoformat() + "T00:00:00",
+        (day + dt.timedelta(days=after)).isoformat() + "T00:00:00",
+    )
+
+
+def date_condition(date_type: str, date_column: str, logical_date: str):
+    """The rows of ``logical_date``: equal for a string or DATE column; for a TIMESTAMP, the instants
+    of that UTC day (Airflow's logical dates are UTC days, whatever the Spark session's time zone);
+    for a TIMESTAMP_NTZ, the wall-clock times of that day."""
+    column = F.col(date_column)
+    if date_type == "string":
+        return column == F.lit(logical_date)
+    if date_type == "date":
+        return column == F.lit(_valid_date(logical_date)).cast("date")
+    start, end = _day_bounds(logical_date)
+    if date_type == "timestamp":
+        start, end = start + "+00:00", end + "+00:00"
+    return (column >= F.lit(start).cast(date_type)) & (column < F.lit(end).cast(date_type))
+
+
+def _partition_value(value: str | None, data_type: Any):
+    """A partition value from the log as a column. Delta writes a TIMESTAMP's partition value in UTC,
+    and Spark would read a zoneless string in the session's time zone: say it is UTC."""
+    if value is not None and data_type.typeName() == "timestamp" and value[-1:].isdigit():
+        value += "Z"
+    return F.lit(value).cast(data_type)
+
+
+def _pruning_predicate(date_type: str, date_column: str, logical_date: str) -> list[tuple[str, str, str]]:
+    """delta-rs file pruning for the date (a superset: the rows are filtered by :func:`date_condition`).
+
+    A timestamp is pruned a day wider on each side, since statistics and partition values may be
+    written in any zone's terms; delta-rs parses ``YYYY-MM-DD hh:mm:ss`` for both timestamp types."""
+    if date_type in ("string", "date"):
+        return [(date_column, "=", _valid_date(logical_date))]
+    start, end = (bound.replace("T", " ") for bound in _day_bounds(logical_date, before=1, after=2))
+    return [(date_column, ">=", start), (date_column, "<", end)]
+
+
 class _StagedWrites:
     """What both engines build from their :meth:`stage` and :meth:`commit`."""
 
@@ -292,7 +347,8 @@ class DeltaSparkIO(_StagedWrites):
         else:
             df = self.spark.sql(f"SELECT * FROM {table} VERSION AS OF {version}")
         _check_columns(df.columns, [date_column, *required_columns], table)
-        return ReadResult(df.where(F.col(date_column) == F.lit(_valid_date(logical_date))), version)
+        date_type = _date_type(df.schema, table, date_column)
+        return ReadResult(df.where(date_condition(date_type, date_column, logical_date)), version)
 
     def stage(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
@@ -490,9 +546,10 @@ class DeltaRsIO(_StagedWrites):
         self._refuse_unsupported(delta, table)
         schema = self._spark_schema(delta)
         _check_columns(schema.fieldNames(), [date_column, *required_columns], table)
+        date_type = _date_type(schema, table, date_column)
         partition_columns = delta.metadata().partition_columns
         data_schema = StructType([f for f in schema.fields if f.name not in partition_columns])
-        predicate = [(date_column, "=", _valid_date(logical_date))]
+        predicate = _pruning_predicate(date_type, date_column, logical_date)
         frames = []
         # Partition values live only in the log, not in the files: read each partition, add them back.
         for values in delta.partitions(file_pruning_predicate=predicate) if partition_columns else [{}]:
@@ -500,13 +557,13 @@ class DeltaRsIO(_StagedWrites):
             uris = delta.file_uris(file_pruning_predicate=selected)
             if files := [f"file://{u}" if u.startswith("/") else u for u in uris]:
                 frame = self.spark.read.schema(data_schema).parquet(*files)
-                columns = [F.lit(values[f.name]).cast(f.dataType).alias(f.name) if f.name in values
+                columns = [_partition_value(values[f.name], f.dataType).alias(f.name) if f.name in values
                            else F.col(f.name) for f in schema.fields]  # fmt: skip
                 frames.append(frame.select(*columns))
         if not frames:
             return ReadResult(self.spark.createDataFrame([], schema), version)
         df = reduce(DataFrame.unionByName, frames)  # pruning by statistics keeps a superset: filter rows
-        return ReadResult(df.where(F.col(date_column) == F.lit(logical_date)), version)
+        return ReadResult(df.where(date_condition(date_type, date_column, logical_date)), version)
 
     @staticmethod
     def _spark_schema(delta: DeltaTable) -> StructType:

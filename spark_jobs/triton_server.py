@@ -28,7 +28,9 @@ import psutil
 
 from spark_jobs import node_state
 from spark_jobs.json_files import write_json_atomic
-from spark_jobs.models.base import ServedModel, resolve_model
+from spark_jobs.models.base import InferFn, ServedModel
+from spark_jobs.models.references import resolve_model
+from spark_jobs.models.wire import encode_outputs, triton_outputs
 from spark_jobs.processes import ProcessRecord, group_members
 
 log = logging.getLogger("spark_jobs.triton_server")
@@ -106,8 +108,18 @@ def _pytriton_tensors(model: ServedModel):
     from pytriton.model_config import Tensor
 
     inputs = [Tensor(name=t.name, dtype=t.numpy_dtype.type, shape=t.shape) for t in model.inputs]
-    outputs = [Tensor(name=model.output.name, dtype=model.output.numpy_dtype.type, shape=model.output.shape)]
+    outputs = [Tensor(name=t.name, dtype=t.numpy_dtype.type, shape=t.shape) for t in triton_outputs(model)]
     return inputs, outputs
+
+
+def _encoded(model: ServedModel, infer: InferFn) -> InferFn:
+    """The loader's infer function, answering in Triton's terms (:func:`spark_jobs.models.wire.encode_outputs`)."""
+
+    def encoded(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        rows = len(next(iter(inputs.values())))
+        return encode_outputs(model, infer(**inputs), rows)
+
+    return encoded
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -146,7 +158,7 @@ def serve(args: argparse.Namespace) -> int:
         triton.bind(
             model_name=model.name,
             # n instances per copy = n threads of this process sharing that copy (no extra copy)
-            infer_func=[batch(fn) for fn in copies for _ in range(args.instances)],
+            infer_func=[batch(_encoded(model, fn)) for fn in copies for _ in range(args.instances)],
             inputs=inputs,
             outputs=outputs,
             config=ModelConfig(

@@ -13,10 +13,15 @@ from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs.models.base import ServedModel, TensorSpec
+from spark_jobs.columns import InputSchemaError, check_table
+from spark_jobs.models.base import IMAGE, ServedModel, TensorSpec
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+    from spark_jobs.contract import InferenceJobConfig
+
+__all__ = ["REJECT_DETAIL", "REJECT_REASON", "InputSchemaError", "check_schema", "with_reject_reason"]
 
 REJECT_REASON = "reject_reason"
 # What the reason leaves out for one row (which key a duplicate repeats), kept in the rejects table.
@@ -24,50 +29,34 @@ REJECT_REASON = "reject_reason"
 REJECT_DETAIL = "reject_detail"
 
 
-class InputSchemaError(ValueError):
-    """The input table cannot be scored at all; the message names the table and column."""
+def check_schema(df: DataFrame, table: str, job: InferenceJobConfig, model: ServedModel) -> None:
+    """The rules of :func:`spark_jobs.columns.check_table`, applied to ``df``'s schema."""
+    check_table({f.name: f.dataType.jsonValue() for f in df.schema.fields}, table, job, model)
 
 
-_NUMERIC = (T.FloatType, T.DoubleType, T.IntegerType, T.LongType, T.ShortType, T.DecimalType)
+# Where each image format's signature starts (1-based, as Spark's substring counts) and what it is.
+IMAGE_SIGNATURES = (
+    (1, b"\x89PNG\r\n\x1a\n"), (1, b"\xff\xd8\xff"), (1, b"GIF87a"), (1, b"GIF89a"), (1, b"BM"),
+    (9, b"WEBP"), (1, b"II*\x00"), (1, b"MM\x00*"),
+)  # fmt: skip
 
 
-def check_schema(
-    df: DataFrame, table: str, key_column: str, columns: tuple[str, ...], model: ServedModel
-) -> None:
-    fields = {f.name: f.dataType for f in df.schema.fields}
-    for name in (key_column, *columns):
-        if name not in fields:
-            raise InputSchemaError(
-                f"input table {table} has no column {name!r} (columns: {', '.join(sorted(fields))})"
-            )
-    if len(columns) != len(model.inputs):
-        raise InputSchemaError(
-            f"model {model.name} takes {len(model.inputs)} input(s) "
-            f"({', '.join(t.name for t in model.inputs)}) but input_columns names {len(columns)}: {list(columns)}"
-        )
-    for column, spec in zip(columns, model.inputs, strict=True):
-        dtype = fields[column]
-        if spec.is_text and not isinstance(dtype, T.StringType | T.BinaryType):
-            raise InputSchemaError(
-                f"input table {table} column {column!r} is {dtype.simpleString()}, model input {spec.name!r} needs text"
-            )
-        if not spec.is_text:
-            element = dtype.elementType if isinstance(dtype, T.ArrayType) else dtype
-            if not isinstance(element, _NUMERIC):
-                raise InputSchemaError(
-                    f"input table {table} column {column!r} is {dtype.simpleString()}, "
-                    f"model input {spec.name!r} needs numbers"
-                )
-            values = 1
-            for dim in spec.shape:
-                values *= dim
-            if values != 1 and not isinstance(dtype, T.ArrayType):
-                # A scalar column cannot fill a vector input: every row would fail in the predict
-                # function's reshape, on the cluster, after the servers started.
-                raise InputSchemaError(
-                    f"input table {table} column {column!r} is {dtype.simpleString()}, "
-                    f"model input {spec.name!r} needs an array of {values} numbers (shape {list(spec.shape)})"
-                )
+def _binary_reason(col: Column, name: str, spec: TensorSpec) -> Column:
+    """Raw bytes: present, within ``max_bytes`` and, for an image input, an image by its signature (a
+    row the model could not decode would fail its whole batch on the server)."""
+    checks = [(col.isNull(), f"{name} is null"), (F.octet_length(col) == 0, f"{name} is empty")]
+    if spec.max_bytes:
+        checks.append((F.octet_length(col) > spec.max_bytes, f"{name} is longer than {spec.max_bytes} bytes"))
+    if spec.content == IMAGE:
+        signed = [
+            F.substring(col, start, len(magic)) == F.lit(bytearray(magic))
+            for start, magic in IMAGE_SIGNATURES
+        ]
+        is_image = signed[0]
+        for condition in signed[1:]:
+            is_image = is_image | condition
+        checks.append((~is_image, f"{name} is not a PNG, JPEG, GIF, BMP, WEBP or TIFF image"))
+    return _first_reason(checks)
 
 
 def _text_reason(col: Column, name: str, spec: TensorSpec, binary: bool) -> Column:
@@ -87,9 +76,7 @@ def _text_reason(col: Column, name: str, spec: TensorSpec, binary: bool) -> Colu
 
 def _numeric_reason(col: Column, name: str, spec: TensorSpec, dtype: T.DataType) -> Column:
     checks = [(col.isNull(), f"{name} is null")]
-    expected = 1
-    for dim in spec.shape:
-        expected *= dim
+    expected = spec.values_per_row or 0
     if isinstance(dtype, T.ArrayType):
         checks.append((F.exists(col, lambda x: x.isNull()), f"{name} has a null element"))
         if expected > 0:
@@ -122,7 +109,9 @@ def with_reject_reason(
     reasons: list[Column] = []
     for column, spec in zip(columns, model.inputs, strict=True):
         col = F.col(column)
-        if spec.is_text:
+        if spec.is_binary:
+            reasons.append(_binary_reason(col, column, spec))
+        elif spec.is_text:
             reasons.append(_text_reason(col, column, spec, isinstance(fields[column], T.BinaryType)))
         else:
             reasons.append(_numeric_reason(col, column, spec, fields[column]))

@@ -55,3 +55,23 @@ def describe(procs: Iterable[psutil.Process]) -> str:
         with contextlib.suppress(psutil.Error):
             lines.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
     return "\n".join(lines)
+
+
+def ps_lines_with(text: str) -> list[str]:
+    """Lines of ``ps -eo pid,args`` (every process's command line, as any user of the machine sees
+    it) that contain ``text``."""
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True, timeout=60)
+    return [line for line in out.stdout.splitlines() if text in line]
+
+
+def files_containing(text: str, *roots: Path) -> list[str]:
+    """Files under ``roots`` whose bytes contain ``text``: where a secret must not be."""
+    found = []
+    for root in roots:
+        for path in Path(root).rglob("*"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink() and text.encode() in path.read_bytes():
+                    found.append(str(path))
+    return found

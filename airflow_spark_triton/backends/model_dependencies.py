@@ -33,7 +33,7 @@ def model_dependencies(reference: str, setting: str = "job setting 'model'") -> 
     Errors name ``setting`` (the operator or cluster setting that named the model), the model
     reference and the requirement, and say why an import failed.
     """
-    from spark_jobs.models.base import resolve_model
+    from spark_jobs.models.references import resolve_model
 
     try:
         model = resolve_model(reference)

@@ -11,6 +11,7 @@ with the SDK's async API, for the triggerer's event loop. Both build the backend
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from typing import Any
@@ -45,7 +46,19 @@ class BackendConnectionNotFound(AirflowNotFoundException):
     """A connection id other than ``spark_triton_default`` names no connection."""
 
 
-def _missing(conn_id: str, exc: Exception) -> str:
+@functools.cache
+def _warn_local_fallback(conn_id: str) -> None:
+    """Once per process: a task looks its backend up several times (create, wait, links, polls),
+    and Airflow 3 runs each task in a process of its own, so this is once per task."""
+    log.warning(
+        "Connection %r does not exist: using the embedded local Spark cluster (backend %r). "
+        "Create the connection to run on Databricks or an existing Spark cluster.",
+        conn_id,
+        LOCAL_CONN_TYPE,
+    )
+
+
+def _missing(conn_id: str, exc: Exception, warn: bool = True) -> str:
     """The type a missing connection stands for: the local backend for the default id, else an error."""
     if conn_id != DEFAULT_CONN_ID:
         raise BackendConnectionNotFound(
@@ -53,12 +66,8 @@ def _missing(conn_id: str, exc: Exception) -> str:
             f"{LOCAL_CONN_TYPE!r}) or fix the conn_id. Only {DEFAULT_CONN_ID!r} falls back to the "
             "embedded local Spark cluster when it is missing"
         ) from exc
-    log.warning(
-        "Connection %r does not exist: using the embedded local Spark cluster (backend %r). "
-        "Create the connection to run on Databricks or an existing Spark cluster.",
-        conn_id,
-        LOCAL_CONN_TYPE,
-    )
+    if warn:
+        _warn_local_fallback(conn_id)
     return LOCAL_CONN_TYPE
 
 
@@ -66,14 +75,15 @@ def _type_of(conn: Any) -> str:
     return conn.conn_type or LOCAL_CONN_TYPE
 
 
-def connection_type(conn_id: str) -> str:
-    """The connection's type. Missing: the local backend for ``spark_triton_default``, else an error."""
+def connection_type(conn_id: str, *, warn: bool = True) -> str:
+    """The connection's type. Missing: the local backend for ``spark_triton_default`` (with a
+    warning unless ``warn`` is false), else an error."""
     from airflow.sdk import BaseHook
 
     try:
         return _type_of(BaseHook.get_connection(conn_id))
     except AirflowNotFoundException as exc:
-        return _missing(conn_id, exc)
+        return _missing(conn_id, exc, warn)
 
 
 async def aconnection_type(conn_id: str) -> str:

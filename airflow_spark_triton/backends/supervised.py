@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from airflow_spark_triton.backends.base import GpuSparkBackend, RunStatus
 from airflow_spark_triton.errors import RunError
-from airflow_spark_triton.runs.records import JsonRecord, file_lock, state_home
+from airflow_spark_triton.runs.records import JsonRecord, file_lock, private_home, state_home
 from airflow_spark_triton.runs.supervised import SupervisedRuns, iter_runs
 from spark_jobs.contract import REPORT_FILE, RunReport
 
@@ -62,7 +62,8 @@ class SupervisedRunsBackend(GpuSparkBackend):
 
     @functools.cached_property
     def home(self) -> Path:
-        return state_home(self._home_arg) if self._home_arg else self.hook.home
+        """The state directory, mode 0700 (:func:`~airflow_spark_triton.runs.records.private_home`)."""
+        return private_home(state_home(self._home_arg) if self._home_arg else self.hook.home)
 
     @property
     def owners_dir(self) -> Path:

@@ -5,10 +5,12 @@ principal, Azure AD, federation), proxies, the user agent and the retry policy a
 configured on the Airflow connection as for any Databricks task. As in the provider's own
 ``DatabricksHook``, each endpoint the backend uses is one thin public method here (``get_cluster``,
 ``list_clusters``, ``create_cluster``, ``permanent_delete_cluster``, ``get_cluster_events``,
-``get_library_statuses``, ``get_policy``, ``get_instance_pool``, ``list_runs``; ``submit_run``,
+``get_library_statuses``, ``get_policy``, ``get_instance_pool``, ``list_runs``, ``get_table``; ``submit_run``,
 ``get_run``, ``get_run_output``, ``cancel_run`` and ``install`` are the provider's), which pages
 through list answers; no caller names an endpoint. This hook adds what the provider
-lacks: a back-off that honours ``Retry-After``, the raw Files API (``_do_api_call`` can only send and
+lacks: a back-off that honours ``Retry-After``, calls that ride out an API incident until a deadline
+(:meth:`DatabricksGpuHook.riding_out`: what every wait and every call that must not be given up
+uses), the raw Files API (``_do_api_call`` can only send and
 parse JSON, so bytes in and out of a Unity Catalog volume go through one ``requests`` call composed
 from the provider's own URL, header, token and retry helpers) whose every refusal fails naming the
 path and status (a missing volume by name), a retried non-idempotent POST that checks before each
@@ -21,13 +23,16 @@ which composes this hook.
 from __future__ import annotations
 
 import copy
+import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import aiohttp
 import requests
 from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
@@ -36,9 +41,13 @@ from airflow.providers.databricks.hooks.databricks_base import _TokenAuth
 from requests import exceptions as requests_exceptions
 from requests.auth import AuthBase, HTTPBasicAuth
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_none
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from airflow_spark_triton.errors import BackendConfigError, BackendError, ClusterError
+
+if TYPE_CHECKING:
+    from databricks.sdk.service.catalog import TableInfo
 
 SCIM_ME_ENDPOINT = ("GET", "2.0/preview/scim/v2/Me")
 CREATE_CLUSTER_ENDPOINT = ("POST", "2.1/clusters/create")
@@ -49,31 +58,54 @@ LIBRARY_STATUS_ENDPOINT = ("GET", "2.0/libraries/cluster-status")
 GET_POLICY_ENDPOINT = ("GET", "2.0/policies/clusters/get")
 GET_POOL_ENDPOINT = ("GET", "2.0/instance-pools/get")
 LIST_RUNS_ENDPOINT = ("GET", "2.2/jobs/runs/list")
+UNITY_CATALOG_TABLES = "2.1/unity-catalog/tables"  # GET .../{full_name}: one table's info
 CLUSTERS_PAGE_SIZE = 100
 RUNS_PAGE_SIZE = 25  # the most runs/list returns per page
 FILES_API = "api/2.0/fs/files"
 DIRECTORIES_API = "api/2.0/fs/directories"
 MAX_RETRY_AFTER_S = 120.0
+#: How long the calls that must not be given up (a cluster's delete, a run's cancel, the tag lookup
+#: before a create is sent again, a submit that carries its idempotency token) ride out an API
+#: incident by default: 429, 5xx, connection errors and timeouts retried with back-off until then.
+INCIDENT_TIMEOUT_S = 600.0
+
+
+def retry_after_s(exc: BaseException | None) -> float:
+    """The server's ``Retry-After`` (seconds, capped) on a failed call, 0 when it sent none."""
+    if gave_up_retryable(exc):  # post_checked's outer loop: the HTTP error is one level down
+        exc = exc.__cause__.last_attempt.exception()  # type: ignore[union-attr]
+    response = getattr(exc, "response", None)  # requests
+    headers = response.headers if response is not None else getattr(exc, "headers", None)  # aiohttp
+    header = headers.get("Retry-After") if headers else None
+    try:
+        return min(float(header), MAX_RETRY_AFTER_S) if header else 0.0
+    except ValueError:  # the HTTP-date form; the back-off still applies
+        return 0.0
 
 
 class _WaitRetryAfter(wait_base):
-    """The provider's back-off, stretched to the server's ``Retry-After`` when a 429/503 sends one."""
+    """The provider's back-off, stretched to the server's ``Retry-After`` when a 429/503 sends one,
+    and never past ``until`` (epoch seconds) when the caller has a deadline."""
 
-    def __init__(self, fallback: wait_base) -> None:
+    def __init__(self, fallback: wait_base, until: float = math.inf) -> None:
         self.fallback = fallback
+        self.until = until
 
     def __call__(self, retry_state: Any) -> float:
-        base = self.fallback(retry_state)
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        if gave_up_retryable(exc):  # post_checked's outer loop: the HTTP error is one level down
-            exc = exc.__cause__.last_attempt.exception()
-        response = getattr(exc, "response", None)
-        header = response.headers.get("Retry-After") if response is not None else None
-        try:
-            hint = min(float(header), MAX_RETRY_AFTER_S) if header else 0.0
-        except ValueError:  # the HTTP-date form; the provider's back-off still applies
-            hint = 0.0
-        return max(base, hint)
+        wait = max(self.fallback(retry_state), retry_after_s(exc))
+        return min(wait, max(0.0, self.until - time.time()))
+
+
+class _StopAt(stop_base):
+    """Stop retrying once the wall clock reaches ``until`` (epoch seconds: a deadline that a
+    triggerer on another host reads the same way)."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def __call__(self, retry_state: Any) -> bool:
+        return time.time() >= self.until
 
 
 VOLUME_PATH = re.compile(r"^/Volumes/(?P<catalog>[^/]+)/(?P<schema>[^/]+)/(?P<volume>[^/]+)(?:/|$)")
@@ -143,8 +175,10 @@ class DatabricksGpuHook(DatabricksHook):
         ``wheel``, else built from the source checkout.
     :param single_user_name: the user or service principal the dedicated cluster belongs to;
         default: connection extra ``single_user_name``, else the connection's own identity.
+    :param incident_timeout_s: how long the calls that must not be given up (delete, cancel, the tag
+        lookup around a create, a submit with its idempotency token) ride out an API incident.
     :param kwargs: passed to :class:`DatabricksHook` (``timeout_seconds``, ``retry_limit``,
-        ``retry_delay``, ``retry_args``).
+        ``retry_delay``, ``retry_args``: the policy of every other call, and the back-off of all).
     """
 
     hook_name = "Databricks (Spark + Triton GPU inference)"
@@ -156,11 +190,13 @@ class DatabricksGpuHook(DatabricksHook):
         artifact_root: str | None = None,
         wheel: str | None = None,
         single_user_name: str | None = None,
+        incident_timeout_s: float = INCIDENT_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("caller", "DatabricksGpuHook")
         super().__init__(databricks_conn_id=databricks_conn_id, **kwargs)
         self.retry_args["wait"] = _WaitRetryAfter(self.retry_args.get("wait", wait_none()))
+        self.incident_timeout_s = incident_timeout_s
         self._artifact_root = artifact_root
         self._wheel = wheel
         self._single_user_name = single_user_name
@@ -194,6 +230,54 @@ class DatabricksGpuHook(DatabricksHook):
         return self._single_user_name
 
     # -- retries ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _retryable_error(exception: BaseException) -> bool:
+        """The provider's retryable errors, and every aiohttp connection error (a server or load
+        balancer that drops the connection) on the async calls, which the provider leaves out."""
+        return DatabricksHook._retryable_error(exception) or isinstance(
+            exception, aiohttp.ClientConnectionError
+        )
+
+    def incident_deadline(self) -> float:
+        """``incident_timeout_s`` from now, as the epoch deadline :meth:`riding_out` takes."""
+        return time.time() + self.incident_timeout_s
+
+    def riding_out(self, until: float | None) -> DatabricksGpuHook:
+        """A copy of this hook whose calls, sync and async, ride out an API incident until ``until``.
+
+        ``until`` is a wall-clock deadline (epoch seconds; None: none, for a task without a time
+        limit, which Airflow ends by killing it). A 429, a 5xx, a connection error or a timeout is
+        retried with this hook's back-off (the provider's exponential wait, or ``retry_args``'
+        ``wait``), stretched to the server's ``Retry-After`` and clipped at ``until``; a call still
+        failing at ``until`` raises the provider's error. Other errors (4xx) raise at once. A wait
+        for a run or a cluster uses this, so a minute of 503s is a minute of warnings, not a failed
+        task, a canceled run or a deleted cluster.
+        """
+        deadline = math.inf if until is None else until
+        clone = copy.copy(self)
+        wait = self.retry_args["wait"]
+        clone.retry_args = {
+            **self.retry_args,
+            "stop": _StopAt(deadline),
+            "wait": _WaitRetryAfter(getattr(wait, "fallback", wait), deadline),
+            "after": self._log_incident(deadline),
+        }
+        return clone
+
+    def _log_incident(self, until: float) -> Callable[[Any], None]:
+        def log_attempt(retry_state: Any) -> None:
+            exc = retry_state.outcome.exception() if retry_state.outcome else None
+            left = "no deadline" if math.isinf(until) else f"{max(0.0, until - time.time()):.0f}s left"
+            self.log.warning(
+                "Databricks API call failed (attempt %s, %s): %s; retrying with back-off%s",
+                retry_state.attempt_number,
+                left,
+                f"{type(exc).__name__}: {exc}"[:300],
+                f" (Retry-After {retry_after_s(exc):.0f}s)" if retry_after_s(exc) else "",
+            )
+
+        return log_attempt
 
     def _single_attempt(self) -> DatabricksGpuHook:
         clone = copy.copy(self)
@@ -235,7 +319,7 @@ class DatabricksGpuHook(DatabricksHook):
                 return once._do_api_call(endpoint, body)
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    # -- clusters, libraries, policies, pools, runs: one method per endpoint ----------------------
+    # -- clusters, libraries, policies, pools, runs, tables: one method per endpoint --------------
 
     def _all_pages(self, endpoint: tuple[str, str], params: dict[str, Any], key: str) -> list[dict[str, Any]]:
         """Every item under ``key`` of a list endpoint, following ``next_page_token``."""
@@ -263,8 +347,10 @@ class DatabricksGpuHook(DatabricksHook):
 
         The endpoint takes no idempotency token, so it is sent with :meth:`post_checked`: before each
         re-send ``went_through`` is asked for the cluster an earlier attempt may have created after
-        all (its id, or None). Raises :class:`ClusterError` with the server's last answer when every
-        attempt failed.
+        all (its id, or None), and once more after the last attempt failed to answer (a timeout or
+        a 5xx may still have created it): a cluster found then is the answer. Raises
+        :class:`ClusterError` with the server's last answer when every attempt failed and no cluster
+        was found.
         """
 
         def earlier() -> dict[str, Any] | None:
@@ -274,11 +360,15 @@ class DatabricksGpuHook(DatabricksHook):
         try:
             answer = self.post_checked(CREATE_CLUSTER_ENDPOINT, json, earlier)
         except AirflowException as exc:
-            if gave_up_retryable(exc):
+            if not gave_up_retryable(exc):
+                raise
+            late = earlier()
+            if late is None:
                 raise ClusterError(
                     f"clusters/create failed on every attempt; last: {last_http_error(exc)}"
                 ) from exc
-            raise
+            self.log.warning("clusters/create did not answer, but its cluster %s exists", late["cluster_id"])
+            answer = late
         return str(answer["cluster_id"])
 
     def permanent_delete_cluster(self, cluster_id: str) -> None:
@@ -311,6 +401,19 @@ class DatabricksGpuHook(DatabricksHook):
         if run_type:
             params["run_type"] = run_type
         return self._all_pages(LIST_RUNS_ENDPOINT, params, "runs")
+
+    def get_table(self, full_name: str) -> TableInfo | None:
+        """A Unity Catalog table's info (``GET /api/2.1/unity-catalog/tables/{full_name}``, columns
+        included), or ``None`` when the table does not exist or this identity cannot see it."""
+        from databricks.sdk.service.catalog import TableInfo
+
+        try:
+            body = self._do_api_call(("GET", f"{UNITY_CATALOG_TABLES}/{quote(full_name, safe='')}"))
+        except AirflowException as exc:
+            if is_missing(exc) or _error_details(exc)[1] in ("TABLE_DOES_NOT_EXIST", "PERMISSION_DENIED"):
+                return None
+            raise
+        return TableInfo.from_dict(body)
 
     # -- raw Files API ---------------------------------------------------------------------------
 

@@ -92,6 +92,10 @@ class SparkSubmitGpuHook(BaseHook):
     def spark_binary(self) -> str:
         return str(self.submit_hook()._connection["spark_binary"])
 
+    def deploy_mode(self) -> str:
+        """``client`` or ``cluster``, as SparkSubmitHook resolves it (client when unset)."""
+        return str(self.submit_hook()._connection["deploy_mode"] or "client")
+
     def connection_fields(self) -> dict[str, Any]:
         """The connection as ``AIRFLOW_CONN_<ID>`` JSON fields, empty ones left out (for the runner)."""
         conn = self.connection

@@ -31,3 +31,8 @@ class CachedBackend:
         if self._backend_cache is None or self._backend_cache[0] != conn_id:
             self._backend_cache = (conn_id, get_backend(conn_id))
         return self._backend_cache[1]
+
+    def backend_for(self, conn_id: str) -> GpuSparkBackend:
+        """The backend of ``conn_id``: :attr:`backend` when it is this operator's connection (no
+        second look-up), else one built for the caller (e.g. a downstream task's other connection)."""
+        return self.backend if str(conn_id) == str(self.conn_id) else get_backend(str(conn_id))

@@ -3,7 +3,10 @@
 Create is resumable: its cluster id is kept in the task state store, and the cluster is tagged
 with the DAG run, so a retried or restarted create reuses the cluster it made instead of paying
 for a second one. If create fails after the backend accepted the cluster, it deletes it itself,
-because Airflow skips a teardown whose setup failed.
+because Airflow skips a teardown whose setup failed. The wait for the cluster rides out API
+incidents (the backend retries 429, 5xx, connection errors and timeouts until ``ready_timeout_s``),
+so only the cluster's own failure, the time running out or a kill deletes it; a create that was
+killed or failed before it learnt the cluster's id looks the cluster up by its tags first.
 
 With ``compute="job"`` on a backend that has jobs compute (Databricks), create makes no cluster: it
 checks the spec, uploads the artifacts and returns a jobs compute id; each inference run gets its
@@ -75,12 +78,14 @@ class CreateGpuClusterOperator(CachedBackend, TriggerParamsGuard, ResumableJobMi
         self.conn_id = conn_id
         self.tags = tags or {}
         self._cluster_id: str | None = None
+        self._tags: dict[str, str] | None = None  # the tags of the cluster this try asked for
 
     def _spec(self) -> GpuClusterSpec:
         return GpuClusterSpec.from_dict(self.cluster_spec)
 
     def execute(self, context: Context) -> str:
         spec = self._spec()
+        self._check_inference_tasks(context)
         backend = self.backend
         if spec.compute == JOB:
             if backend.has_job_compute:
@@ -95,16 +100,38 @@ class CreateGpuClusterOperator(CachedBackend, TriggerParamsGuard, ResumableJobMi
             )
         return self.execute_resumable(context)
 
+    def _check_inference_tasks(self, context: Context) -> None:
+        """The pre-flight checks of every inference task this one sets up (its direct downstream
+        :class:`TritonInferenceOperator` tasks), before a cluster is paid for: a wrong column, model
+        or batch size fails here, naming it, and no cluster is created."""
+        from airflow_spark_triton.operators.inference import TritonInferenceOperator
+
+        if not self.has_dag():  # an operator used on its own has no inference tasks to check
+            return
+        for task in self.get_direct_relatives(upstream=False):
+            if isinstance(task, TritonInferenceOperator):
+                task.check_before_cluster(context, self.backend_for)
+
     def submit_job(self, context: Context) -> str:
         spec = self._spec()
         tags = {**self.tags, **run_tags(context)}
         backend = self.backend
+        self._tags = tags
         existing = backend.find_cluster(tags)
         if existing:
             self.log.info("Reusing cluster %s made by an earlier try of this task", existing)
             self._cluster_id = existing
             return existing
-        self._cluster_id = backend.create_cluster(spec, tags)
+        try:
+            self._cluster_id = backend.create_cluster(spec, tags)
+        except BaseException as exc:
+            # The request may have gone through without an answer: a cluster with these tags is
+            # this try's, and nothing else would delete it (the teardown of a failed setup is skipped).
+            # A setting refused before any request (a ValueError: BackendConfigError, ClusterSpecError)
+            # made nothing.
+            if not isinstance(exc, ValueError):
+                self._delete_quietly()
+            raise
         self.log.info("Creating cluster %s", self._cluster_id)
         return self._cluster_id
 
@@ -137,11 +164,19 @@ class CreateGpuClusterOperator(CachedBackend, TriggerParamsGuard, ResumableJobMi
         self._delete_quietly()
 
     def _delete_quietly(self) -> None:
-        if self._cluster_id:
-            try:
+        """Delete this try's cluster; before its id is known (a create that did not answer, a kill
+        during the create call), the cluster is the one carrying this try's tags, if any."""
+        try:
+            if not self._cluster_id and self._tags:
+                self._cluster_id = self.backend.find_cluster(self._tags)
+                if self._cluster_id:
+                    self.log.warning("Cluster %s was created without an answer", self._cluster_id)
+            if self._cluster_id:
                 self.backend.delete_cluster(self._cluster_id)
-            except Exception:
-                self.log.exception("Could not delete cluster %s; delete it by hand", self._cluster_id)
+        except Exception:
+            self.log.exception(
+                "Could not delete cluster %s (tags %s); delete it by hand", self._cluster_id, self._tags
+            )
 
 
 class DeleteClusterOperator(CachedBackend, TriggerParamsGuard, BaseOperator):

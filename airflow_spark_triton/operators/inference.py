@@ -4,8 +4,14 @@ Resumable: the run id is kept in the task state store while the run is under way
 worker crash (kill -9, OOM) reconnects to the run instead of starting a second one, and a retry after
 a run that finished while its task was dead just collects its report. Once the task has the report,
 the id is dropped from the store: a cleared or reprocessed task (``airflow tasks clear``,
-``backfill create --reprocess-behavior completed``) scores its date again. Whatever ends the wait
-(failure, ``execution_timeout``, a kill), the run is canceled, and the job itself stops its servers.
+``backfill create --reprocess-behavior completed``) scores its date again.
+
+Cancel only what must be: the wait rides out API incidents (the backend retries 429, 5xx, connection
+errors and timeouts with back-off until the task's deadline, ``execution_timeout``), and when the
+task ends before its run (``execution_timeout``, a kill, the trigger's timeout) the run is canceled;
+the job itself stops its servers. A wait that fails for another reason (an error the API keeps
+answering) leaves a healthy run going: a retry of the task reconnects to it, the delete task
+cancels it, and its ``timeout_seconds`` ends it.
 
 Which date a run scores: ``logical_date`` defaults to the DAG run's logical date, and for a run that
 has none (``airflow dags trigger`` without ``--logical-date``) to the day before the run was triggered.
@@ -18,11 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
+from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
 from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.configuration import conf
@@ -35,14 +41,17 @@ from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
     REPORT_SUMMARY_XCOM_KEY,
     RUN_PAGE_XCOM_KEY,
+    RUN_XCOM_KEY,
     InferenceReportLink,
     InferenceRunLink,
 )
 from airflow_spark_triton.operators.backend_cache import CachedBackend
 from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
+from airflow_spark_triton.preflight import preflight
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
+from airflow_spark_triton.ui.urls import REPORT_PAGE, RUN_PAGE, page_url
 from spark_jobs.contract import (
     InferenceJobConfig,
     JobConfigError,
@@ -71,7 +80,7 @@ def scored_date(context: Context) -> str:
 # The operator's arguments that are the job's settings, under the same names (spark_jobs.contract).
 JOB_SETTINGS = (
     "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
-    "date_column", "output_column", "model_options", "batch_size", "server_ready_timeout_s",
+    "date_column", "output_column", "output_columns", "model_options", "batch_size", "server_ready_timeout_s",
     "inference_timeout_s", "job_timeout_s", "min_rows", "write_mode", "keep_columns", "where",
     "max_reject_fraction", "dry_run", "limit", "lease_wait_s", "lease_ttl_s",
 )  # fmt: skip
@@ -94,7 +103,12 @@ def write_id(context: Context) -> str:
 def idempotency_token(context: Context) -> str:
     """Same try of the same task instance → same token, so a re-sent submit never starts a second run."""
     ti = context["ti"]
-    raw = f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}/{ti.try_number}"
+    return task_try_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), ti.try_number)
+
+
+def task_try_token(dag_id: str, task_id: str, run_id: str, map_index: int, try_number: int) -> str:
+    """The token of one try of a task instance; the run pages check a run's against its task's."""
+    raw = f"{dag_id}/{task_id}/{run_id}/{map_index}/{try_number}"
     return hashlib.sha256(raw.encode()).hexdigest()[:48]
 
 
@@ -106,7 +120,9 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     :param output_table: Delta table whose ``logical_date`` partition is replaced atomically (templated).
     :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
         ``<output_table>_rejects`` (templated).
-    :param model: ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated).
+    :param model: ``hf:<task>:<directory or hub id>`` (a Hugging Face model served through its task),
+        or ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated); see
+        ``docs/serving-models.md``.
     :param logical_date: the date to score, ``YYYY-MM-DD`` (templated); defaults to the run's logical
         date (``{{ ds }}``: the day before the fire time under the nightly DAGs'
         ``CronDataIntervalTimetable``, the named dates in a backfill), or for a run without one, the
@@ -115,10 +131,14 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         than this (default 0: an empty date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
     :param key_column: unique row key, carried into output and rejects.
-    :param input_columns: columns fed to the model's inputs, in order.
-    :param date_column: the date column of the input (and partition column of the outputs).
-    :param output_column: name of the prediction column in the output table.
-    :param model_options: passed to the model's loader on each node (templated).
+    :param input_columns: columns fed to the model's inputs, in order, or ``{model input: column}``.
+    :param date_column: the date column of the input, DATE, TIMESTAMP (the UTC day) or ``YYYY-MM-DD``
+        string (and the partition column of the outputs).
+    :param output_column: the output column of a single-output model (default: the output's name).
+    :param output_columns: ``{model output: column}`` renames outputs; each output lands in a column of
+        its own, named after the output unless renamed.
+    :param model_options: passed to the model's loader on each node (templated); an ``hf:`` model
+        takes its task's options (``max_new_tokens``, ``num_beams`` ...), checked before any cluster.
     :param server_ready_timeout_s: how long the job waits for every node's Triton server to be ready.
     :param inference_timeout_s: Triton client timeout per request (and for the client to connect).
     :param job_timeout_s: the job cancels its own Spark jobs and cleans up after this many seconds;
@@ -189,9 +209,10 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         min_rows: int = 0,
         batch_size: int = 64,
         key_column: str = "id",
-        input_columns: Sequence[str] = ("text",),
+        input_columns: Sequence[str] | Mapping[str, str] = ("text",),
         date_column: str = "date",
-        output_column: str = "embedding",
+        output_column: str | None = None,
+        output_columns: Mapping[str, str] | None = None,
         model_options: dict[str, Any] | None = None,
         server_ready_timeout_s: float = 180.0,
         inference_timeout_s: float = 300.0,
@@ -217,7 +238,10 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         self.input_table, self.output_table, self.rejects_table = input_table, output_table, rejects_table
         self.model, self.model_options, self.batch_size = model, model_options or {}, batch_size
         self.logical_date, self.date_column, self.key_column = logical_date, date_column, key_column
-        self.input_columns, self.output_column = tuple(input_columns), output_column
+        self.input_columns = (
+            dict(input_columns) if isinstance(input_columns, Mapping) else tuple(input_columns)
+        )
+        self.output_column, self.output_columns = output_column, dict(output_columns or {})
         self.server_ready_timeout_s, self.inference_timeout_s = server_ready_timeout_s, inference_timeout_s
         self.job_timeout_s = job_timeout_s
         self.write_mode, self.keep_columns, self.where = write_mode, keep_columns, where
@@ -225,20 +249,54 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         self.lease_wait_s, self.lease_ttl_s = lease_wait_s, lease_ttl_s
         self._run_id: str | None = None
 
-    def job_config(self) -> InferenceJobConfig:
-        """The job's settings, each coerced to its declared type (a rendered template is text)."""
-        settings = {name: getattr(self, name) for name in JOB_SETTINGS}
-        settings["rejects_table"] = self.rejects_table or None
-        settings["model_options"] = coerce_mapping("model_options", self.model_options, label="job setting")
-        return InferenceJobConfig(
-            **coerce_fields(InferenceJobConfig, settings, label="job setting", error=JobConfigError)
+    def job_config(self, settings: Mapping[str, Any] | None = None) -> InferenceJobConfig:
+        """The job's settings (this task's, or ``settings`` by the same names), each coerced to its
+        declared type (a rendered template is text)."""
+        values = (
+            dict(settings) if settings is not None else {name: getattr(self, name) for name in JOB_SETTINGS}
         )
+        values["rejects_table"] = values.get("rejects_table") or None
+        values["model_options"] = coerce_mapping(
+            "model_options", values.get("model_options"), label="job setting"
+        )
+        return InferenceJobConfig(
+            **coerce_fields(InferenceJobConfig, values, label="job setting", error=JobConfigError)
+        )
+
+    def check_before_cluster(self, context: Context, backend_for: Callable[[str], GpuSparkBackend]) -> None:
+        """The pre-flight checks of this task's job, run by the create task that sets up its cluster
+        (``backend_for``: that task's backend of a connection id).
+
+        This task's templates are rendered here with the create task's context (the same DAG run and
+        params), and what the run's conf set is held to the trigger-param allow-lists first, as this
+        task's own rendering would: a refused ``model`` is never resolved (imported) nor its
+        directory read. A setting that cannot be rendered yet (one reading an XCom this run has not
+        pushed) leaves the checks to this task, which runs them again before it submits.
+        """
+        env = self.get_template_env()
+        templates = {name: getattr(self, name) for name in self.trigger_checked_fields}
+        try:
+            rendered = {
+                name: self.render_template(getattr(self, name), context, env) if name in self.template_fields
+                else getattr(self, name)
+                for name in (*JOB_SETTINGS, "conn_id")
+            }  # fmt: skip
+        except Exception as exc:
+            self.log.info(
+                "Pre-flight of %s left to that task: its settings do not render yet (%s)", self.task_id, exc
+            )
+            return
+        self.check_trigger_params(context, templates, rendered, env)
+        conn_id = str(rendered.pop("conn_id"))
+        rendered["logical_date"] = rendered.get("logical_date") or scored_date(context)
+        preflight(self.job_config(rendered), backend_for(conn_id))
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.logical_date = self.logical_date or scored_date(context)
         # Every setting is checked (and a rendered number coerced) before anything starts.
         self.job_config()
         self._warn_if_day_not_over(context)
+        self._push_page_links(context)
         report = self.execute_resumable(context)
         return self._complete(context, report)
 
@@ -300,7 +358,9 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
 
     def submit_job(self, context: Context) -> str:
         job = self.job_config().replace(write_id=write_id(context))
-        self._run_id = self.backend.submit_job(
+        backend = self.backend
+        preflight(job, backend)  # the create task checked too; the table may have changed since
+        self._run_id = backend.submit_job(
             str(self.cluster_id), job, idempotency_token(context), time_limit_s=self.run_time_limit_s(job)
         )
         self.log.info(
@@ -320,6 +380,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     def poll_until_complete(self, external_id: Any, context: Context) -> RunReport:
         self._run_id = str(external_id)
         self._push_links(context, self._run_id)
+        until = self._deadline(context)
         if self.deferrable:
             self.defer(
                 trigger=RunStatusTrigger(self.conn_id, self._run_id, self.poll_interval_s),
@@ -328,17 +389,34 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
             )
         backend = self.backend
         try:
-            status = backend.get_run_status(self._run_id)
+            status = backend.poll_run_status(self._run_id, until)
             while not status.state.is_terminal:
                 time.sleep(self.poll_interval_s)
-                status = backend.get_run_status(self._run_id)
+                status = backend.poll_run_status(self._run_id, until)
                 self._log_progress(backend, self._run_id)
+        except Exception:
+            # The backend rode out what it could until the deadline: at the deadline the task's time
+            # is up (cancel, as execution_timeout would); before it, the run is healthy for all we know.
+            if until is not None and time.time() >= until:
+                self.log.warning("Run %s outlived this task's deadline; canceling it", self._run_id)
+                self._cancel_quietly()
+            else:
+                self._leave_running(self._run_id)
+            raise
         except BaseException:
-            # execution_timeout, SIGTERM or a polling error: never leave the run going on its own.
+            # execution_timeout (AirflowTaskTimeout), SIGTERM (AirflowTaskTerminated), an interrupt:
+            # the task ends before its run, so the run must not go on on its own.
             self.log.warning("Stopped waiting for run %s; canceling it", self._run_id)
             self._cancel_quietly()
             raise
         return self._finish(status)
+
+    def _leave_running(self, run_id: str | None) -> None:
+        self.log.warning(
+            "Could not follow run %s; it is left running: a retry of this task reconnects to it, the "
+            "cluster's delete task cancels it, and its time limit ends it",
+            run_id,
+        )
 
     def _time_left(self, context: Context) -> dt.timedelta | None:
         """What remains of ``execution_timeout``: Airflow applies no timeout to a deferral by itself
@@ -349,14 +427,26 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         elapsed = dt.datetime.now(dt.UTC) - started if started else dt.timedelta(0)
         return max(self.execution_timeout - elapsed, dt.timedelta(seconds=1))
 
+    def _deadline(self, context: Context) -> float | None:
+        """The task's deadline as epoch seconds (None without ``execution_timeout``): the sync wait
+        rides out API incidents until then."""
+        left = self._time_left(context)
+        return None if left is None else time.time() + left.total_seconds()
+
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
-        """A deferral that ends in failure (its timeout, a trigger error) comes back as ``__fail__``
-        without calling this operator: cancel the run first, which the trigger does not do then."""
+        """A deferral that ends in failure comes back as ``__fail__`` without calling this operator.
+        Its timeout (the task's ``execution_timeout``) cancels the run, which the trigger does not do
+        then; a trigger error (the API kept answering an error the trigger could not ride out)
+        leaves the run going, as a failed sync wait does."""
         if next_method == TRIGGER_FAIL_REPR:
             store = context.get("task_state_store")
             self._run_id = self._run_id or (store.get(self.external_id_key) if store is not None else None)
-            self.log.warning("Waiting for run %s failed (%s): canceling it", self._run_id, next_kwargs)
-            self._cancel_quietly()
+            error = (next_kwargs or {}).get("error")
+            if error == TriggerFailureReason.TRIGGER_TIMEOUT:
+                self.log.warning("Waiting for run %s timed out (%s): canceling it", self._run_id, error)
+                self._cancel_quietly()
+            else:
+                self._leave_running(self._run_id)
         return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
@@ -364,20 +454,32 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
 
     # -- links, progress, assets, lineage ------------------------------------------------------
 
-    def _push_links(self, context: Context, run_id: str) -> None:
-        """XComs behind the extra links: never let a link failure fail the run."""
+    def _push_page_links(self, context: Context) -> None:
+        """Both extra links, from the task's start: the run pages in the Airflow UI (the provider's
+        plugin), which say what there is to see yet. Never lets a link failure fail the run."""
         ti = context.get("ti")
         if ti is None:
             return
         try:
-            backend = self.backend
-            url = backend.get_run_status(run_id).url
-            if url:
+            base_url = conf.get("api", "base_url", fallback=None)
+            where = (ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+            ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=page_url(RUN_PAGE, *where, base_url=base_url))
+            ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=page_url(REPORT_PAGE, *where, base_url=base_url))
+        except Exception:
+            self.log.warning("Could not record the run page links", exc_info=True)
+
+    def _push_links(self, context: Context, run_id: str) -> None:
+        """The run the pages show; on a backend with run pages of its own (Databricks), the run link
+        becomes that page. Never lets a link failure fail the run."""
+        ti = context.get("ti")
+        if ti is None:
+            return
+        try:
+            ti.xcom_push(key=RUN_XCOM_KEY, value={"run_id": run_id, "conn_id": str(self.conn_id)})
+            url = self.backend.get_run_status(run_id).url
+            if url and url.startswith(("https://", "http://")):
                 ti.xcom_push(key=RUN_PAGE_XCOM_KEY, value=url)
                 self.log.info("Run page: %s", url)
-            summary = backend.run_summary_uri(run_id)
-            if summary:
-                ti.xcom_push(key=REPORT_SUMMARY_XCOM_KEY, value=summary)
         except Exception:
             self.log.warning("Could not record the links of run %s", run_id, exc_info=True)
 
@@ -395,7 +497,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         if key == self._last_progress:
             return
         self._last_progress = key
-        self.log.info("Run %s progress: %s", run_id, format_progress(progress))
+        self.log.info("Progress: %s", format_progress(progress))  # short: the run id is logged at submit
 
     def _annotate_outlets(self, context: Context, report: RunReport) -> None:
         """Attach what this run wrote to each Asset outlet's event, for consumers to read."""

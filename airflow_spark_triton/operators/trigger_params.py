@@ -78,6 +78,22 @@ class TriggerParamsGuard:
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         templates = {name: _snapshot(getattr(self, name)) for name in self.trigger_checked_fields}
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+        rendered = {name: getattr(self, name) for name in self.trigger_checked_fields}
+        self.check_trigger_params(context, templates, rendered, jinja_env)
+
+    def check_trigger_params(
+        self,
+        context: Context,
+        templates: Mapping[str, Any],
+        rendered: Mapping[str, Any],
+        jinja_env: jinja2.Environment | None = None,
+    ) -> None:
+        """Raise :class:`TriggerParamError` for each guarded field whose ``rendered`` value (this run's)
+        differs from its ``templates`` rendered as the DAG author wrote them and is not allowed.
+
+        Rendering calls it; so does whatever renders this task's fields in another task's context
+        first (the create task's pre-flight of its inference tasks), before it acts on them.
+        """
         conf = _run_conf(context)
         if not conf:
             return
@@ -86,7 +102,7 @@ class TriggerParamsGuard:
         policy = TriggerPolicy.from_airflow_config()
         for name, kind in self.trigger_checked_fields.items():
             authored = self._render_as(templates[name], context, {}, jinja_env)
-            for refusal in _refusals(policy, kind, name, getattr(self, name), authored):
+            for refusal in _refusals(policy, kind, name, rendered[name], authored):
                 # Which conf keys change this value on their own: what the message tells to drop.
                 keys = [
                     key

@@ -74,7 +74,8 @@ def start_detached(
     and a signal sent to the Airflow task's group never reaches it.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
+    # Owner-only (0600), like the records: a process's output may name paths, settings and errors.
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log_file:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

@@ -41,6 +41,19 @@ def state_home(configured: str | os.PathLike[str] | None = None) -> Path:
     return Path(configured or os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser().resolve()
 
 
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_home(home: Path) -> Path:
+    """``home``, created if missing and readable by its owner only (mode 0700): what lies under it
+    (records, logs, Spark's own logs and work directories, reports) is then nobody else's to read,
+    whatever mode its writer gave it. A home that exists is narrowed to 0700 if it is wider."""
+    home.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        home.chmod(PRIVATE_DIR_MODE)
+    return home
+
+
 class TransitionRefused(RuntimeError):
     """A change of ``state`` that the record's transition table does not allow."""
 

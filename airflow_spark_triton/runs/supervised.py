@@ -10,7 +10,10 @@ attachment; ``run_id`` is ``<owner_id>-run-<8 hex>``)::
 
     run.json        id, owner, idempotency token, host, supervisor pid + create time
     command.json    argv and environment of the launched command (read by the supervisor); the
-                    environment comes from runs.env (allow-listed, no secrets)
+                    environment comes from runs.env (allow-listed, no secrets); secret variables the
+                    command needs (a cluster spec's secret spark_env_vars) are named under
+                    ``secret_env`` and their values reach it only through the supervisor's own
+                    environment
     status.json     PENDING → RUNNING → SUCCESS | FAILED | CANCELED, with the job's error message
                     (a guarded record: a finished run never changes state again)
     driver.log      the command's output; supervisor.log
@@ -33,7 +36,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ from airflow_spark_triton.runs.supervisor import (
     COMMAND_FILE,
     DRIVER_LOG,
     KILL_AFTER_S,
+    SECRET_ENV_KEY,
     STATUS_FILE,
     run_state,
     status_record,
@@ -212,11 +216,14 @@ class SupervisedRuns:
         idempotency_token: str,
         build_command: CommandBuilder,
         check_usable: Callable[[], None] = lambda: None,
+        secret_names: Collection[str] = (),
     ) -> str:
         """Start one run for ``idempotency_token``; the same token returns the run it started before.
 
         ``check_usable`` runs under the owner's submit lock, before anything is written; whatever it
-        raises (the backend's ``ClusterError``) propagates.
+        raises (the backend's ``ClusterError``) propagates. The values of ``secret_names`` in the
+        built environment are never written: ``command.json`` names them, the supervisor is started
+        with them in its environment and hands them to the command.
         """
         owner_dir = self.owner_dir(owner_id)
         with file_lock(owner_dir / ".runs.lock"):
@@ -229,6 +236,7 @@ class SupervisedRuns:
             run_dir = self.run_dir(run_id)
             (run_dir / "local").mkdir(parents=True)
             argv, env, script = build_command(run_id, run_dir)
+            secret = {name: env.pop(name) for name in sorted(secret_names) if name in env}
             run = {
                 "run_id": run_id,
                 "owner_id": owner_id,
@@ -240,12 +248,15 @@ class SupervisedRuns:
             }
             write_json_atomic(run_dir / RUN_FILE, run)
             write_json_atomic(
-                run_dir / COMMAND_FILE, {"run_id": run_id, "argv": argv, "env": env, "script": script}
+                run_dir / COMMAND_FILE,
+                {"run_id": run_id, "argv": argv, "env": env, "script": script, SECRET_ENV_KEY: list(secret)},
             )
             status_record(run_dir).update(run_id=run_id, state=RunLifecycle.PENDING.value)
             supervisor = procs.start_detached(
                 [sys.executable, "-m", SUPERVISOR_MODULE, "--run-dir", str(run_dir)],
-                env=run_environment(),  # never the task's own environment: it holds its secrets
+                # Never the task's own environment (it holds the worker's secrets); the run's own
+                # secret variables only, for the supervisor to hand to the command.
+                env=run_environment(secret),
                 log_path=run_dir / "supervisor.log",
                 cwd=run_dir,
             )
@@ -296,8 +307,17 @@ class SupervisedRuns:
                     RunLifecycle.FAILED, allowed_from=UNFINISHED_STATES, message=lost, finished_at=now_iso()
                 )
                 status = failed or record.read() or status
+        return self._outcome(run_id, status)
+
+    def recorded(self, run_id: str) -> tuple[dict[str, Any], RunOutcome]:
+        """The run's record (``run.json``) and its state as recorded, settling nothing: for readers
+        on other machines (the Airflow UI), which cannot tell whether a supervisor is alive."""
+        _, run, status = self._load(run_id)
+        return run, self._outcome(run_id, status)
+
+    def _outcome(self, run_id: str, status: dict[str, Any]) -> RunOutcome:
         return RunOutcome(
-            run_id, run_state(status), status.get("message", ""), (run_dir / DRIVER_LOG).as_uri()
+            run_id, run_state(status), status.get("message", ""), self.driver_log(run_id).as_uri()
         )
 
     # -- cancel -------------------------------------------------------------------------------
@@ -386,6 +406,10 @@ class SupervisedRuns:
         """Where the job writes the Markdown summary of its report (exists once the run ends)."""
         return summary_path(self.report_path(run_id)).as_uri()
 
+    def driver_log(self, run_id: str) -> Path:
+        """The driver's output (spark-submit's stdout and stderr)."""
+        return self.run_dir(run_id) / DRIVER_LOG
+
     def driver_log_tail(self, run_id: str, lines: int = 50) -> str:
         """The end of the driver's output, for operators to show in the task log on failure."""
-        return procs.log_tail(self.run_dir(run_id) / DRIVER_LOG, lines)
+        return procs.log_tail(self.driver_log(run_id), lines)

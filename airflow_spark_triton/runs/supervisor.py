@@ -6,7 +6,9 @@ turn it into SUCCESS / FAILED / CANCELED. That is this process, started detached
 :class:`~airflow_spark_triton.runs.supervised.SupervisedRuns` for the local and spark-submit backends.
 
 Usage: ``python -m airflow_spark_triton.runs.supervisor --run-dir DIR`` where
-``DIR/command.json`` holds ``argv``, ``env`` and ``script``. Imports neither Airflow nor Spark.
+``DIR/command.json`` holds ``argv``, ``env``, ``script`` and ``secret_env``: the names of variables
+whose values the command gets from this process's own environment (secrets are never written to
+``command.json``). Imports neither Airflow nor Spark.
 
 ``status.json`` is a guarded record (:data:`RUN_TRANSITIONS`): PENDING -> RUNNING -> SUCCESS | FAILED |
 CANCELED, and a finished run never changes state again, whoever writes last.
@@ -47,6 +49,7 @@ COMMAND_FILE = "command.json"
 STATUS_FILE = "status.json"
 STATUS_LOCK = ".status.lock"
 DRIVER_LOG = "driver.log"
+SECRET_ENV_KEY = "secret_env"  # command.json: names of variables taken from the supervisor's environment
 
 
 def status_record(run_dir: Path) -> JsonRecord:
@@ -185,9 +188,10 @@ class Supervisor:
             if self.cancel_requested_at is not None:
                 self._settle(RunLifecycle.CANCELED, "canceled before spark-submit started")
                 return 0
+            secret = {n: os.environ[n] for n in self.command.get(SECRET_ENV_KEY, ()) if n in os.environ}
             self.driver = start_detached(
                 self.command["argv"],
-                env=self.command["env"],
+                env={**self.command["env"], **secret},
                 log_path=self.run_dir / DRIVER_LOG,
                 cwd=self.run_dir,
             )

@@ -20,8 +20,14 @@ class RunStatusTrigger(BaseTrigger):
     cancellation lives here too.
 
     Nothing blocks the triggerer's event loop: the connection is fetched with the SDK's async API
-    (:func:`~airflow_spark_triton.backends.registry.aget_backend`), and the backend's calls (HTTP for
-    Databricks, state files for the local and spark-submit backends) run in worker threads.
+    (:func:`~airflow_spark_triton.backends.registry.aget_backend`), the run's status with the
+    backend's async poll (Databricks: the provider's aiohttp calls, whose connection it looks up
+    asynchronously), and the rest (progress, a cancel) runs in worker threads.
+
+    An API incident while polling (429, 5xx, connection errors, timeouts) is ridden out with
+    back-off, honouring ``Retry-After``, with no deadline of its own: the deferral's timeout (the
+    task's ``execution_timeout``, which Airflow enforces by canceling this trigger), the task's
+    kill or the run's own terminal state end the wait.
     """
 
     def __init__(self, conn_id: str, run_id: str, poll_interval_s: float = 10.0) -> None:
@@ -45,19 +51,21 @@ class RunStatusTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         backend = await self._get_backend()
         while True:
-            status: RunStatus = await asyncio.to_thread(backend.get_run_status, self.run_id)
+            status: RunStatus = await backend.apoll_run_status(self.run_id, None)
             if status.state.is_terminal:
                 yield TriggerEvent(status.to_dict())
                 return
-            self.log.info("Run %s is %s", self.run_id, status.state.value)
             try:
                 progress = await asyncio.to_thread(backend.get_run_progress, self.run_id)
             except Exception:
                 # Progress is a courtesy: an unreadable progress file must not fail the wait.
                 self.log.debug("Could not read the progress of run %s", self.run_id, exc_info=True)
                 progress = None
+            # One short line per poll (the task log shows the trigger's lines too).
             if progress:
-                self.log.info("Run %s progress: %s", self.run_id, format_progress(progress))
+                self.log.info("Progress: %s", format_progress(progress))
+            else:
+                self.log.info("Run %s is %s", self.run_id, status.state.value)
             await asyncio.sleep(self.poll_interval_s)
 
     async def on_kill(self) -> None:

@@ -20,7 +20,12 @@ from typing import Any
 #: Version of the job argument and the run report. Raise it with every change of either: a job that
 #: gets an argument of a newer version fails naming both versions (the cluster runs older code than
 #: the Airflow side), and a report's keys an older Airflow side does not know are kept as they are.
-CONTRACT_VERSION = 2
+#: History: 1: the first contract; 2: the report's reject_samples; 3: output_columns, input_columns
+#: as {model input: column}, output_column=None; 4: the output settings (write_mode, keep_columns,
+#: where, min_rows, max_reject_fraction, dry_run/limit, write_id, lease_wait_s/lease_ttl_s), reject
+#: reasons as kinds (the rejects table's ``detail``), the report's write_mode, dry_run and samples.
+#: Arguments of an older version parse unchanged (every new setting has a default).
+CONTRACT_VERSION = 4
 CONTRACT_VERSION_KEY = "contract_version"
 #: The job's one command-line option; its value is :meth:`InferenceJobConfig.to_json`.
 JOB_ARG = "--job"
@@ -68,9 +73,13 @@ class InferenceJobConfig:
     logical_date: str
     rejects_table: str | None = None
     key_column: str = "id"
-    input_columns: tuple[str, ...] = ("text",)
+    # The table columns fed to the model's inputs: in the inputs' order, or {model input: column}.
+    input_columns: tuple[str, ...] | dict[str, str] = ("text",)
     date_column: str = "date"
-    output_column: str = "embedding"
+    # Each output lands in a column named after it; output_columns renames ({output: column}), and
+    # output_column names the column of a single-output model (spark_jobs.columns.output_names).
+    output_column: str | None = None
+    output_columns: dict[str, str] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 64
     # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
@@ -100,7 +109,10 @@ class InferenceJobConfig:
     lease_ttl_s: float = 300.0  # a lease not renewed for this long is stale (its run died)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "input_columns", tuple(self.input_columns))
+        columns = self.input_columns
+        object.__setattr__(
+            self, "input_columns", dict(columns) if isinstance(columns, dict) else tuple(columns)
+        )
         object.__setattr__(self, "keep_columns", tuple(self.keep_columns))
         object.__setattr__(self, "server_preferred_batch_sizes", tuple(self.server_preferred_batch_sizes))
         for name in ("input_table", "output_table", "model", "logical_date", "key_column"):
@@ -114,7 +126,8 @@ class InferenceJobConfig:
             ) from exc
         if ":" not in self.model:
             raise JobConfigError(
-                f"job setting 'model' must be a 'module:attribute' reference, got {self.model!r}"
+                "job setting 'model' must be a 'module:attribute' or 'hf:<task>:<directory or hub id>' "
+                f"reference, got {self.model!r}"
             )
         if self.batch_size < 1:
             raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
@@ -141,6 +154,16 @@ class InferenceJobConfig:
                 raise JobConfigError(f"job setting {name!r} must be > 0 seconds, got {value}")
         if not self.input_columns:
             raise JobConfigError("job setting 'input_columns' must name at least one column")
+        inputs = self.input_columns
+        named = [*inputs, *(inputs.values() if isinstance(inputs, dict) else ())]
+        named += [*self.output_columns, *self.output_columns.values()]
+        if self.output_column is not None:
+            named.append(self.output_column)
+        if not all(isinstance(name, str) and name for name in named):
+            raise JobConfigError(
+                "job settings 'input_columns', 'output_column' and 'output_columns' must hold non-empty "
+                f"names, got {self.input_columns!r}, {self.output_column!r}, {self.output_columns!r}"
+            )
         if self.rejects_table is None:
             object.__setattr__(self, "rejects_table", default_rejects_table(self.output_table))
         tables = {self.input_table, self.output_table, self.rejects_table}
@@ -160,12 +183,16 @@ class InferenceJobConfig:
             raise JobConfigError(
                 f"job setting 'write_mode' must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}"
             )
-        taken = {self.key_column, self.date_column, self.output_column, *OUTPUT_META_COLUMNS}
-        clashes = [c for c in self.keep_columns if c in taken]
-        if clashes or len(set(self.keep_columns)) != len(self.keep_columns) or not all(self.keep_columns):
+        # The output columns known without the model; the model's own output names are checked with
+        # it (spark_jobs.columns.output_names, by the job and the Airflow side's pre-flight).
+        taken = {self.key_column, self.date_column, *OUTPUT_META_COLUMNS, *self.output_columns.values()}
+        if self.output_column is not None:
+            taken.add(self.output_column)
+        kept = self.keep_columns
+        if any(c in taken for c in kept) or len(set(kept)) != len(kept) or not all(kept):
             raise JobConfigError(
                 f"job setting 'keep_columns' must name distinct input columns other than the output's own "
-                f"({', '.join(sorted(taken))}), got {list(self.keep_columns)}"
+                f"({', '.join(sorted(taken))}), got {list(kept)}"
             )
         if self.where is not None and (not self.where.strip() or len(self.where) > MAX_WHERE_CHARS):
             raise JobConfigError(

@@ -60,6 +60,11 @@ def test_everything_the_provider_info_names_imports():
     for path in info["extra-links"]:
         module, _, name = path.rpartition(".")
         assert issubclass(getattr(importlib.import_module(module), name), BaseOperatorLink)
+    from airflow.plugins_manager import AirflowPlugin
+
+    for plugin in info["plugins"]:
+        module, _, name = plugin["plugin-class"].rpartition(".")
+        assert issubclass(getattr(importlib.import_module(module), name), AirflowPlugin)
 
 
 def test_local_hook_reads_form_fields_with_or_without_prefix(airflow_db, monkeypatch):
@@ -88,6 +93,9 @@ def test_airflow_providers_list_shows_the_provider():
     assert "airflow_spark_triton.links.InferenceRunLink" in links.stdout, links.stderr
     hooks = airflow_cli("providers", "hooks", "-o", "json")
     assert LOCAL_CONN_TYPE in hooks.stdout, hooks.stderr
+    # The run pages' plugin loads through the package's entry point, with no user setup.
+    plugins = {p["name"]: p for p in json_output(airflow_cli("plugins", "-o", "json").stdout)}
+    assert plugins["spark_triton_runs"]["fastapi_apps"][0]["url_prefix"] == "/spark-triton"
 
 
 @pytest.mark.usefixtures("airflow_db")

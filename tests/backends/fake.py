@@ -25,7 +25,7 @@ class FakeBackend(GpuSparkBackend):
     """Clusters and runs as dicts; every call is recorded in ``calls``.
 
     ``rows_read``: what each run's report says it read. ``run_states``: the states a run passes
-    through, one per status call, the last repeated. ``progress``: what ``get_run_progress`` returns
+    through, one per status call, the last repeated (an exception instance is raised instead). ``progress``: what ``get_run_progress`` returns
     (an exception instance is raised instead). ``cluster_error``: raised by ``wait_for_cluster``.
     ``has_job_compute``: behave like Databricks jobs compute (``prepare_job_compute`` ids whose runs
     ``delete_cluster`` cancels) instead of like the local backends. ``time_limits``: the limit each
@@ -109,6 +109,8 @@ class FakeBackend(GpuSparkBackend):
         run = self.runs[run_id]
         state = run["states"][min(run["polls"], len(run["states"]) - 1)]
         run["polls"] += 1
+        if isinstance(state, BaseException):  # a poll that fails (an API error, the task's timeout)
+            raise state
         return RunStatus(run_id, state, "" if state is not RunLifecycle.FAILED else "the job failed")
 
     def cancel_run(self, run_id: str) -> None:

@@ -23,7 +23,7 @@ spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 elapsed = time.perf_counter() - start
-heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {"pyspark", "torch", "pytriton", "deltalake", "sentence_transformers"})
+heavy = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {"pyspark", "torch", "pytriton", "deltalake", "sentence_transformers", "transformers", "PIL"})
 print(json.dumps({"seconds": elapsed, "heavy": heavy}))
 """
 
@@ -67,3 +67,20 @@ def test_the_nightly_run_scores_the_day_that_has_just_ended():
     assert (
         timetable.infer_manual_data_interval(run_after=fired.add(hours=9)).start == info.data_interval.start
     )
+
+
+def test_nightly_translations_is_the_seeds_t5_example_as_a_nightly_group(airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("SPARK_TRITON_TRANSLATION_MODEL", raising=False)
+    dag = DagBag(dag_folder=str(DAGS[0].parent)).get_dag("nightly_translations")
+    assert dag.schedule == nightly_schedule()
+    assert dag.get_task("translate.create_cluster").is_setup
+    assert dag.get_task("translate.delete_cluster").is_teardown
+    infer = dag.get_task("translate.infer")
+    assert (infer.input_columns, infer.output_columns) == (
+        {"text": "sentence"},
+        {"generated_text": "translation"},
+    )
+    assert dag.params["model"] == "hf:text2text-generation:google-t5/t5-small"
+    assert dag.params["model_options"]["prefix"] == "translate English to French: "

@@ -2,7 +2,12 @@
 
 Every request is authenticated (``Authorization: Bearer``), recorded with the credential redacted,
 validated against the databricks-sdk (see :mod:`validation`), and may be answered by an injected
-fault first: an HTTP error with ``Retry-After``, or a delay longer than the client's timeout.
+fault first: an HTTP error with ``Retry-After``, or a delay longer than the client's timeout, per
+request (:meth:`DatabricksEmulator.inject`), in bursts by count (:meth:`DatabricksEmulator.start_storm`)
+or for a stretch of wall time (:meth:`DatabricksEmulator.start_outage`: an API incident).
+
+A GET takes its parameters from the query string or, as the Databricks API also accepts and the
+provider's async calls send them, from a JSON body.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from databricks.sdk.service import compute, files, jobs
+from databricks.sdk.service import catalog, compute, files, jobs
 
 from tests.databricks_emulator import validation
 from tests.databricks_emulator.errors import ApiError
@@ -29,6 +34,7 @@ from tests.databricks_emulator.state import Settings, Workspace
 
 log = logging.getLogger(__name__)
 REDACTED = "Bearer <redacted>"
+UC_TABLES = "2.1/unity-catalog/tables/"
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ class DatabricksEmulator:
         self._faults: dict[tuple[str, str], deque[Fault]] = defaultdict(deque)
         self._storm: tuple[int, tuple[Fault, ...]] | None = None
         self._storm_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self._outage: tuple[float, tuple[Fault, ...]] | None = None  # (until, faults answered in turn)
+        self._outage_count = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -182,6 +190,24 @@ class DatabricksEmulator:
         with self._lock:
             self._storm = None
 
+    def start_outage(
+        self,
+        duration_s: float,
+        faults: tuple[Fault, ...] = (Fault.rate_limited("3"), Fault(503, retry_after="2")),
+    ) -> float:
+        """An API incident: for ``duration_s`` of wall time every request (any method and path) is
+        answered with ``faults`` in turn, after any :meth:`inject` ed ones. Returns when it ends
+        (``time.monotonic()``)."""
+        until = time.monotonic() + duration_s
+        with self._lock:
+            self._outage = (until, tuple(faults))
+            self._outage_count = 0
+        return until
+
+    def in_outage(self) -> bool:
+        with self._lock:
+            return self._outage is not None and time.monotonic() < self._outage[0]
+
     def create_volume(self, full_name: str) -> None:
         """``CREATE VOLUME catalog.schema.volume``: the Files API serves paths under it from now on."""
         with self.workspace.lock:  # type: ignore[union-attr]
@@ -194,6 +220,10 @@ class DatabricksEmulator:
     def add_instance_pool(self, pool_id: str, node_type_id: str, name: str | None = None) -> None:
         """Seed an instance pool whose nodes are ``node_type_id``."""
         self.workspace.add_instance_pool(pool_id, node_type_id, name)  # type: ignore[union-attr]
+
+    def add_table(self, full_name: str, columns: list[tuple[str, str]]) -> None:
+        """Seed a Unity Catalog table: ``columns`` are ``(name, Spark type JSON)``, e.g. ``("id", '"long"')``."""
+        self.workspace.add_table(full_name, columns)  # type: ignore[union-attr]
 
     def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
         with self.workspace.lock:  # type: ignore[union-attr]
@@ -217,6 +247,10 @@ class DatabricksEmulator:
             for (m, prefix), queue in self._faults.items():
                 if m == method and queue and (endpoint == prefix or endpoint.startswith(prefix + "/")):
                     return queue.popleft()
+            if self._outage is not None and time.monotonic() < self._outage[0]:
+                faults = self._outage[1]
+                self._outage_count += 1
+                return faults[(self._outage_count - 1) % len(faults)]
             if self._storm is not None:
                 period, burst = self._storm
                 n = self._storm_counts[(method, endpoint)] % period
@@ -353,16 +387,21 @@ class DatabricksEmulator:
     ) -> tuple[int, Any]:
         if endpoint.startswith("2.0/fs/"):
             return self._files(method, endpoint, query, raw)
+        if endpoint.startswith(UC_TABLES) and method == "GET":
+            full_name = unquote(endpoint.removeprefix(UC_TABLES))
+            body = {"full_name": full_name, **validation.query_to_body(catalog.TablesAPI.get, query)}
+            validation.check_call(catalog.TablesAPI.get, body)
+            return 200, self.workspace.table(full_name)  # type: ignore[union-attr]
         route = self.routes().get((method, endpoint))
         if route is None:
             raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{method} /api/{endpoint}'")
-        if method == "GET":
+        if method == "GET" and not raw:
             body = validation.query_to_body(route.sdk_method, query) if route.sdk_method else {}
-            if raw:
-                raise ApiError(
-                    400, "INVALID_PARAMETER_VALUE", "GET requests take query parameters, not a body"
-                )
         else:
+            if method == "GET" and query:
+                raise ApiError(
+                    400, "INVALID_PARAMETER_VALUE", "A GET takes query parameters or a JSON body, not both"
+                )
             try:
                 body = json.loads(raw or b"{}")
             except ValueError:

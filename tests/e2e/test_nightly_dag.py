@@ -116,7 +116,9 @@ def test_the_run_emits_the_asset_event_and_queues_the_consumer(nightly):
 
     from airflow_spark_triton.backends.local.backend import LocalSparkBackend
     from airflow_spark_triton.dag_runner import load_dag, run_dag
-    from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY
+    from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY, RUN_XCOM_KEY
+    from airflow_spark_triton.ui.urls import ti_query
+    from spark_jobs.contract import summary_path
 
     tables, result = nightly.tables, nightly.result
     documents, output = tables["input"], tables["output"]
@@ -147,16 +149,20 @@ def test_the_run_emits_the_asset_event_and_queues_the_consumer(nightly):
                 )
             )
         }
-    assert links[RUN_PAGE_XCOM_KEY].startswith("file://") and links[RUN_PAGE_XCOM_KEY].endswith("driver.log")
-    summary = links[REPORT_SUMMARY_XCOM_KEY]
-    assert summary.endswith("report.md")
-    text = Path(summary.removeprefix("file://")).read_text()
+    # The links are the run pages in the Airflow UI (same-origin paths: the UI drops file:// links).
+    query = ti_query("nightly_embeddings", result.run_id, "embed_documents")
+    assert links[RUN_PAGE_XCOM_KEY] == f"/spark-triton/run?{query}"
+    assert links[REPORT_SUMMARY_XCOM_KEY] == f"/spark-triton/run/report?{query}"
+    assert links[RUN_XCOM_KEY] == {"run_id": report["run_id"], "conn_id": "spark_triton_default"}
+    backend = LocalSparkBackend(spark_triton_conn_id=None)
+    text = summary_path(backend.report_path(report["run_id"])).read_text()
     assert f"{report['rows_read']} / {report['rows_scored']} / {report['rows_rejected']}" in text
 
     # The job's progress file ends in its final state, with every row to score counted.
-    progress = LocalSparkBackend(spark_triton_conn_id=None).get_run_progress(report["run_id"])
+    progress = backend.get_run_progress(report["run_id"])
     assert progress["phase"] == "success"
     assert progress["rows_done"] == progress["rows_total"] == report["rows_scored"]
+    assert progress["history"][-1][1] == report["rows_scored"]
 
     # The consumer's task reads the new date's output from the event's extra.
     consumed = run_dag(REPO / "dags", "embeddings_consumer", DAY)

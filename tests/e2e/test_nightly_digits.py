@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 
 from airflow_spark_triton.demo.sample_digits import BROKEN_PER_DAY, write_digits_table
 from spark_jobs.models.digits_classifier import predict_proba
-from tests.conftest import REPO, session_processes
+from tests.e2e.group_runs import run_group_dag
 
 pytestmark = pytest.mark.slow
 
@@ -19,24 +19,14 @@ PER_DAY = 120
 
 
 def test_nightly_digits_classifies_the_date_like_the_model_in_process(airflow_db, tmp_path):
-    from airflow_spark_triton.dag_runner import run_dag
-
     digits, predictions = tmp_path / "digits", tmp_path / "predictions"
     write_digits_table(str(digits), [DAY - dt.timedelta(days=1), DAY], PER_DAY)
     conf = {"input_table": str(digits), "output_table": str(predictions), "batch_size": 32}
 
-    result = run_dag(REPO / "dags", "nightly_digits", DAY, conf, retries=0)
+    report = run_group_dag("nightly_digits", "classify_digits", DAY, conf)
 
-    assert result.state == "success", result.task_states
-    assert set(result.task_states) == {
-        "classify_digits.create_cluster",
-        "classify_digits.infer",
-        "classify_digits.delete_cluster",
-    }
-    report = result.xcoms["classify_digits.infer"]
     assert (report["rows_read"], report["rows_scored"]) == (PER_DAY + BROKEN_PER_DAY, PER_DAY)
     assert report["rows_rejected"] == BROKEN_PER_DAY
-    assert session_processes() == []
 
     day = [("date", "=", DAY.isoformat())]
     images = DeltaTable(str(digits)).to_pandas(partitions=day)

@@ -41,6 +41,7 @@ ARTIFACT_ROOT = "/Volumes/main/default/spark_triton"
 def use_emulator(emulator: DatabricksEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
     connection = {**emulator.connection(), "extra": {"artifact_root": ARTIFACT_ROOT, "poll_interval_s": 1}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_CONN_IDS", CONN_ID)  # a run's conf picks it
 
 
 def run_nightly_on_databricks(tables, **params):

@@ -24,8 +24,8 @@ import pytest
 from spark_jobs import node_state
 from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.json_files import read_json, write_json_atomic
-from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from spark_jobs.models.references import resolve_model
 from spark_jobs.processes import group_members
 from tests.faults import ledger
 from tests.spark_jobs.conftest import TINY_MODEL, fleet_job

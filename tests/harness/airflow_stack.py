@@ -322,6 +322,22 @@ class AirflowStack:
                 self._token = json.loads(response.read())["access_token"]
         return self._token
 
+    def token_for(self, username: str, role: str | None) -> str:
+        """A JWT of another user of this deployment's auth manager (SimpleAuthManager), signed with the
+        deployment's own secret, as its login would issue one; ``role`` None: a user with no role."""
+        code = (
+            "import sys\n"
+            "from airflow.api_fastapi.app import create_auth_manager\n"
+            "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser as User\n"
+            "user = User(username=sys.argv[1], role=sys.argv[2] or None)\n"
+            "print(create_auth_manager().generate_jwt(user))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, username, role or ""],
+            env=self.env, capture_output=True, text=True, timeout=180, cwd=self.home, check=True,
+        )  # fmt: skip
+        return result.stdout.strip().splitlines()[-1]
+
     def api(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)

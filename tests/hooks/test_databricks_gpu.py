@@ -5,6 +5,7 @@ Clusters and runs are the backend's: tests/backends/databricks/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -99,6 +100,55 @@ def test_retries_give_up_after_the_configured_attempts(make_hook, emulator):
     assert endpoints(emulator, "GET", "2.1/clusters/list") == 2
 
 
+def test_riding_out_retries_an_incident_until_it_ends_honouring_retry_after(make_hook, emulator):
+    hook = make_hook(attempts=2)  # the policy of a one-off call: two attempts, 0.05 s apart
+    emulator.inject(
+        "GET", "2.1/clusters/list", *[Fault.rate_limited("0.3"), Fault(503, retry_after="0.2")] * 3
+    )
+    started = time.monotonic()
+    assert hook.riding_out(time.time() + 30)._do_api_call(LIST_CLUSTERS, {})["clusters"] == []
+    assert time.monotonic() - started >= 0.3 * 3 + 0.2 * 3 - 0.1  # each Retry-After was waited for
+    assert [r.status for r in emulator.calls("GET", "2.1/clusters/list")] == [429, 503] * 3 + [200]
+    assert hook.retry_args["stop"].__class__.__name__ == "stop_after_attempt", "the hook itself is unchanged"
+
+
+def test_riding_out_gives_up_at_its_deadline_and_not_before(make_hook, emulator):
+    hook = make_hook(attempts=2)
+    emulator.start_outage(30, (Fault(503),))
+    started = time.monotonic()
+    with pytest.raises(AirflowException, match="503"):
+        hook.riding_out(time.time() + 1.0)._do_api_call(LIST_CLUSTERS, {})
+    assert 0.95 <= time.monotonic() - started < 5
+    assert endpoints(emulator, "GET", "2.1/clusters/list") > 2
+
+
+def test_riding_out_does_not_retry_a_client_error(make_hook, emulator):
+    emulator.inject("GET", "2.1/clusters/get", Fault(403, "PERMISSION_DENIED", "no access"))
+    with pytest.raises(DatabricksApiError, match="no access"):
+        make_hook().riding_out(None).get_cluster("0101-000000-abcdefgh")
+    assert endpoints(emulator, "GET", "2.1/clusters/get") == 1
+
+
+def test_the_async_calls_ride_out_an_incident_honouring_retry_after(make_hook, emulator):
+    """The provider's aiohttp calls (what the trigger uses): same back-off, same ``Retry-After``;
+    a GET's parameters travel as a JSON body, which the emulator accepts as Databricks does."""
+    cluster_id = make_hook().create_cluster(BODY, lambda: None)
+    emulator.inject(
+        "GET", "2.1/clusters/get", Fault.rate_limited("0.5"), Fault(502), Fault(503, retry_after="0.5")
+    )
+
+    async def state():
+        hook = make_hook(attempts=1).riding_out(None)
+        async with hook:
+            return await hook.a_get_cluster_state(cluster_id)
+
+    started = time.monotonic()
+    assert asyncio.run(asyncio.wait_for(state(), 30)).state in ("PENDING", "RUNNING")
+    assert time.monotonic() - started >= 0.95
+    assert [r.status for r in emulator.calls("GET", "2.1/clusters/get")] == [429, 502, 503, 200]
+    assert emulator.calls("GET", "2.1/clusters/get")[-1].body == {"cluster_id": cluster_id}
+
+
 def test_the_emulator_answers_an_invalid_body_with_a_400_naming_the_field(make_hook, emulator):
     hook = make_hook(attempts=5)
     paths = {"wheel_path": f"{ARTIFACT_ROOT}/a/x.whl", "init_script_path": f"{ARTIFACT_ROOT}/a/init.sh"}
@@ -168,7 +218,23 @@ def test_a_create_that_failed_on_every_attempt_is_a_cluster_error_with_the_last_
     asked: list[bool] = []
     with pytest.raises(ClusterError, match=r"clusters/create failed on every attempt; last: .*503"):
         make_hook(attempts=2).create_cluster(BODY, lambda: asked.append(True))
-    assert asked == [True], "asked once, before the re-send"
+    assert asked == [True, True], "asked before the re-send, and after the last attempt"
+
+
+def test_a_create_whose_last_attempt_went_through_without_an_answer_returns_its_cluster(make_hook, emulator):
+    """A 5xx or a timeout may still have created the cluster: the lookup after the last attempt
+    finds it, so the caller gets its id instead of an error (and nothing to delete blindly)."""
+    hook = make_hook(attempts=2, timeout_seconds=1)
+    emulator.inject("POST", "2.1/clusters/create", Fault(503), Fault.slow(2.0))  # the 2nd is applied
+    found = []
+
+    def went_through():
+        found.append(list(emulator.workspace.clusters))
+        return next(iter(emulator.workspace.clusters), None)
+
+    cluster_id = hook.create_cluster(BODY, went_through)
+    assert found == [[], [cluster_id]]
+    assert list(emulator.workspace.clusters) == [cluster_id]
 
 
 # -- the Files API -----------------------------------------------------------------------------

@@ -70,3 +70,19 @@ def test_delete_is_safe_after_a_create_that_made_nothing(backend: FakeBackend) -
     DeleteClusterOperator(task_id="delete", cluster_id=cluster_id).execute(context())
     DeleteClusterOperator(task_id="delete", cluster_id=cluster_id).execute(context())  # a retried teardown
     assert backend.clusters[cluster_id]["state"] == "DELETED"
+
+
+def test_a_create_that_did_not_answer_deletes_the_cluster_its_tags_find(backend: FakeBackend) -> None:
+    """The request went through but the answer was lost (the backend gave up): the cluster carrying
+    this try's tags is the try's own, and the failed setup's teardown would never delete it."""
+    made = backend.create_cluster
+
+    def create_without_answer(spec, tags):
+        made(spec, tags)
+        raise ClusterError("clusters/create failed on every attempt; last: 503")
+
+    backend.create_cluster = create_without_answer  # type: ignore[method-assign]
+    with pytest.raises(ClusterError, match="failed on every attempt"):
+        create().execute(context())
+    (cluster_id,) = backend.clusters
+    assert backend.clusters[cluster_id]["state"] == "DELETED"

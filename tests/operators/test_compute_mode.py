@@ -74,7 +74,7 @@ def test_the_teardown_cancels_a_run_its_killed_infer_task_left_on_jobs_compute(m
         cluster_id=compute_id,
         input_table="/in",
         output_table="/out",
-        model="m:M",
+        model="spark_jobs.models.hashing_embedder:MODEL",
         logical_date="2026-11-26",
     )
     run_id = infer.submit_job(infer_context(Store()))  # then the worker died: no on_kill, no cancel

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.exceptions import AirflowException
 
 from airflow_spark_triton.backends.base import RunError, RunLifecycle
 from airflow_spark_triton.operators import backend_cache, inference
 from airflow_spark_triton.operators.inference import TritonInferenceOperator
 from tests.backends.fake import FakeBackend
+
+TINY = "spark_jobs.models.hashing_embedder:MODEL"
 
 
 class Store(dict):
@@ -34,7 +38,7 @@ def backend(monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
 def operator(**kwargs: Any) -> TritonInferenceOperator:
     settings = {"logical_date": "2026-11-26", "poll_interval_s": 0.01, **kwargs}
     return TritonInferenceOperator(
-        task_id="infer", cluster_id="c1", input_table="/t/in", output_table="/t/out", model="m:M", **settings
+        task_id="infer", cluster_id="c1", input_table="/t/in", output_table="/t/out", model=TINY, **settings
     )
 
 
@@ -111,6 +115,54 @@ def test_a_deferral_that_times_out_cancels_the_run(backend: FakeBackend) -> None
     assert backend.get_run_status("run-7").state is RunLifecycle.CANCELED
 
 
+def test_a_trigger_that_failed_leaves_the_run_going(backend: FakeBackend, caplog, capsys) -> None:
+    """Cancel only what must be: a trigger error (not its timeout) says nothing about the run."""
+    from airflow.sdk.exceptions import TaskDeferralError
+
+    backend.add_run("run-7", RunLifecycle.RUNNING)
+    store = Store({"inference_run_id": "run-7"})
+    with pytest.raises(TaskDeferralError):
+        operator().resume_execution("__fail__", {"error": "Trigger failure"}, context(store))
+    assert ("cancel_run", "run-7") not in backend.calls
+    assert store == {"inference_run_id": "run-7"}, "a retry of the task reconnects to the run"
+    assert "Could not follow run run-7; it is left running" in logged(caplog, capsys)
+
+
+def test_a_polling_error_leaves_a_healthy_run_for_the_retry_to_reconnect(backend: FakeBackend) -> None:
+    backend.run_states = (
+        RunLifecycle.RUNNING,
+        AirflowException("HTTP 403: token revoked"),
+        RunLifecycle.SUCCESS,
+    )
+    store = Store()
+    with pytest.raises(AirflowException, match="token revoked"):
+        operator().execute(context(store))
+    assert not [call for call in backend.calls if call[0] == "cancel_run"]
+    assert store == {"inference_run_id": "run-1"}
+    assert operator().execute(context(store, try_number=2))["run_id"] == "run-1"  # reconnected
+    assert backend.submitted == ["run-1"]
+
+
+def test_the_tasks_own_end_cancels_the_run(backend: FakeBackend) -> None:
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    backend.run_states = (RunLifecycle.RUNNING, AirflowTaskTimeout("execution_timeout"))
+    with pytest.raises(AirflowTaskTimeout):
+        operator().execute(context(Store()))
+    assert ("cancel_run", "run-1") in backend.calls
+
+
+def test_a_polling_error_past_the_tasks_deadline_cancels_the_run(backend: FakeBackend) -> None:
+    """The backend rides out an incident until the task's deadline; failing then, the task's time
+    is up, so the run is canceled as execution_timeout would."""
+    backend.run_states = (*[RunLifecycle.RUNNING] * 3, AirflowException("503 until the end"))
+    ctx = context(Store())
+    ctx["ti"].start_date = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)  # 1 s left, at least
+    with pytest.raises(AirflowException, match="503 until the end"):
+        operator(poll_interval_s=0.6, execution_timeout=dt.timedelta(seconds=5)).execute(ctx)
+    assert ("cancel_run", "run-1") in backend.calls
+
+
 def test_the_deferral_gets_what_is_left_of_execution_timeout() -> None:
     ti = SimpleNamespace(start_date=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30))
     left = operator(execution_timeout=dt.timedelta(seconds=100))._time_left({"ti": ti})
@@ -130,7 +182,7 @@ def test_progress_is_logged_and_a_progress_error_does_not_fail_the_wait(
     backend.run_states = (RunLifecycle.RUNNING, RunLifecycle.RUNNING, RunLifecycle.SUCCESS)
     backend.progress = {"phase": "scoring", "rows_done": 3, "rows_total": 5}
     operator().execute(context(Store()))
-    assert "Run run-1 progress:" in logged(caplog, capsys)
+    assert "Progress: 3/5 rows (60%) [scoring]" in logged(caplog, capsys)
     backend.progress = OSError("progress file unreadable")
     assert operator().execute(context(Store()))["rows_read"] == 5
 
@@ -240,3 +292,34 @@ def test_the_xcom_is_bounded_whatever_the_report_holds(backend: FakeBackend, mon
     assert len(json.dumps(result).encode()) <= MAX_REPORT_BYTES
     assert sum(result["reject_reasons"].values()) == 100_000  # counts survive, summed past the top ones
     assert result["warnings"][-1].startswith(f"report bounded to {MAX_REPORT_BYTES} bytes: left out")
+
+
+@pytest.mark.parametrize(
+    ("run_url", "run_link"),
+    [
+        ("file:///state/driver.log", "/spark-triton/run?dag_id=d&run_id=r&task_id=infer&map_index=-1"),
+        ("https://x.cloud.databricks.com/#job/1/run/2", "https://x.cloud.databricks.com/#job/1/run/2"),
+    ],
+)
+def test_extra_links_go_to_the_run_pages_from_the_start(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch, run_url: str, run_link: str
+) -> None:
+    """Issue #27: the links are there before the run is (a page that says so), never ``file://``;
+    a platform's own run page (Databricks) replaces the run link once the run is submitted."""
+    from airflow_spark_triton.links import REPORT_SUMMARY_XCOM_KEY, RUN_PAGE_XCOM_KEY, RUN_XCOM_KEY
+
+    pushed: list[tuple[str, Any]] = []
+    ctx = context(Store())
+    ctx["ti"].xcom_push = lambda key, value: pushed.append((key, value))
+    real_status = backend.get_run_status
+    monkeypatch.setattr(
+        backend, "get_run_status", lambda run_id: dataclasses.replace(real_status(run_id), url=run_url)
+    )
+    operator().execute(ctx)
+    first = dict(pushed[:2])
+    assert first == {
+        RUN_PAGE_XCOM_KEY: "/spark-triton/run?dag_id=d&run_id=r&task_id=infer&map_index=-1",
+        REPORT_SUMMARY_XCOM_KEY: "/spark-triton/run/report?dag_id=d&run_id=r&task_id=infer&map_index=-1",
+    }
+    assert dict(pushed)[RUN_XCOM_KEY] == {"run_id": "run-1", "conn_id": "spark_triton_default"}
+    assert dict(pushed)[RUN_PAGE_XCOM_KEY] == run_link

@@ -240,3 +240,70 @@ def test_a_refused_run_fails_before_any_import_or_cluster(
     assert not canary_module.exists(), "the refused model module was imported"
     after = set(clusters.glob("*")) if clusters.exists() else set()
     assert after == before, f"a cluster was created: {after - before}"
+
+
+HF_DIR_REFERENCE = "hf:text2text-generation:/models/t5-small"
+
+
+@pytest.mark.parametrize("reference", [HF_DIR_REFERENCE, "hf:text-classification:someone/any-weights"])
+def test_an_hf_reference_from_the_conf_is_refused_by_default(reference: str) -> None:
+    """A hub id loads weights the trigger chose on every node; a directory reads worker files."""
+    for task_id, setting in (("infer", "'model'"), ("create", "'cluster_spec'['model']")):
+        with pytest.raises(TriggerParamError, match="allowed_models") as refused:
+            render(nightly_like_dag(), task_id, {"model": reference})
+        assert f"{setting} = {reference!r}" in str(refused.value)
+
+
+def test_the_deployment_can_allow_hf_references_but_a_glob_never_admits_a_path_escape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_MODELS", "spark_jobs.models.*, hf:*:/models/*")
+    dag = nightly_like_dag()
+    assert render(dag, "infer", {"model": HF_DIR_REFERENCE}).model == HF_DIR_REFERENCE
+    with pytest.raises(TriggerParamError, match="carries code"):
+        render(dag, "infer", {"model": "hf:text2text-generation:/models/../home/someone/weights"})
+    with pytest.raises(TriggerParamError, match="allowed_models"):
+        render(dag, "infer", {"model": "hf:text2text-generation:google-t5/t5-small"})
+
+
+def test_the_create_tasks_preflight_holds_its_inference_tasks_conf_to_the_allow_lists(
+    canary_module: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create task renders its inference tasks' settings for their pre-flight checks: what the
+    conf set there is refused before the model is resolved (imported) or its directory read."""
+    from airflow_spark_triton.operators import backend_cache
+    from tests.backends.fake import FakeBackend
+
+    backend = FakeBackend()
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: backend)
+    with DAG(
+        dag_id="hand_wired",
+        schedule=None,
+        start_date=dt.datetime(2026, 1, 1),
+        params={"model": Param(PACKAGED, type="string"), "model_options": Param({}, type="object")},
+    ) as dag:
+        create = CreateGpuClusterOperator(task_id="create", cluster_spec={"num_workers": 1})
+        infer = TritonInferenceOperator(
+            task_id="infer",
+            cluster_id=create.output,
+            input_table="/t/in",
+            output_table="/t/out",
+            model="{{ params.model }}",
+            model_options="{{ params.model_options }}",
+        )
+        create >> infer
+    for conf, named in (
+        ({"model": "tp_canary_model:MODEL"}, "'model' = 'tp_canary_model:MODEL'"),
+        ({"model_options": {"model_path": "/etc"}}, "'model_options'['model_path']"),
+    ):
+        task = render(dag, "create", conf)  # its own settings are the DAG's
+        context = {
+            "dag_run": SimpleNamespace(conf=conf, run_id="r1"),
+            "params": process_params(dag, task, conf, suppress_exception=False),
+            "logical_date": dt.datetime(2026, 11, 24, tzinfo=dt.UTC),
+        }
+        with pytest.raises(TriggerParamError, match="Task 'infer'") as refused:
+            task.execute(context)
+        assert named in str(refused.value)
+    assert not canary_module.exists(), "the refused model module was imported"
+    assert backend.calls == [], "the backend was asked before the refusal"

@@ -3,13 +3,15 @@ become rejects with their reason, and ``scored + rejected == read`` always holds
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from spark_jobs.batch_inference import JobTimeout, job_deadline, run
-from spark_jobs.contract import InferenceJobConfig
+from spark_jobs.contract import REPORT_FILE, InferenceJobConfig, RunReport, progress_path
 from spark_jobs.delta_io import DeltaSchemaError, DeltaTableNotFound, write_pandas_table
 from spark_jobs.validation import InputSchemaError
 
@@ -37,7 +39,7 @@ def job(tmp_path, **overrides) -> InferenceJobConfig:
         "model": TINY,
         "logical_date": DAY,
         "run_id": "bad-input",
-        "report_path": str(tmp_path / "report.json"),
+        "report_path": str(tmp_path / REPORT_FILE),
         **overrides,
     }
     return InferenceJobConfig(**values)
@@ -71,6 +73,11 @@ def test_each_bad_row_kind_is_rejected_with_its_reason_and_counts_add_up(spark, 
     scored = DeltaTable(str(tmp_path / "out")).to_pandas()
     assert sorted(scored["id"]) == [6, 7, 8]
     assert report.servers_stopped and not any(s["running"] for s in report.servers_stopped)
+    # The run page's sample keys: the rejected rows' own keys, per reason (a null key has none to show).
+    assert report.reject_samples == {r[2]: [str(r[0])] for r in BAD_ROWS if r[2] and r[0] is not None}
+    progress = json.loads(progress_path(tmp_path / REPORT_FILE).read_text())
+    assert (progress["phase"], progress["rows_done"], progress["history"][-1][1]) == ("success", 3, 3)
+    assert RunReport.from_dict(progress["report"]).reject_samples == report.reject_samples
 
 
 def test_an_empty_date_scores_nothing_and_starts_no_server(spark, tmp_path):

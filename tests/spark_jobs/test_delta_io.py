@@ -211,6 +211,45 @@ def test_date_typed_partition_column_and_file_uri(spark, io, tmp_path):
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("partitioned", [False, True], ids=["stats", "partition"])
+def test_a_timestamp_date_column_selects_that_utc_day_in_any_session_time_zone(
+    spark, io, tmp_path, partitioned
+):
+    utc = dt.UTC
+    stamps = [
+        dt.datetime(2026, 11, 23, 23, 59, 59, tzinfo=utc),  # the day before, in UTC
+        dt.datetime(2026, 11, 24, 0, 0, tzinfo=utc),
+        dt.datetime(2026, 11, 24, 23, 59, 59, 999999, tzinfo=utc),
+        dt.datetime(2026, 11, 25, 0, 0, tzinfo=utc),  # the day after
+    ]
+    table = pa.table({"id": [1, 2, 3, 4], "event_time": pa.array(stamps, pa.timestamp("us", tz="UTC"))})
+    write_deltalake(str(tmp_path / "events"), table, partition_by=["event_time"] if partitioned else None)
+    spark.conf.set("spark.sql.session.timeZone", "America/Los_Angeles")
+    try:
+        result = io.read_date(str(tmp_path / "events"), "event_time", DAY2, ["id"])
+        assert sorted(r.id for r in result.df.collect()) == [2, 3]
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
+
+
+def test_a_timestamp_ntz_date_column_selects_that_days_wall_clock_times(spark, io, tmp_path):
+    stamps = [
+        dt.datetime(2026, 11, 23, 23, 59),
+        dt.datetime(2026, 11, 24, 0, 0),
+        dt.datetime(2026, 11, 24, 23, 0),
+    ]
+    table = pa.table({"id": [1, 2, 3], "local_time": pa.array(stamps, pa.timestamp("us"))})
+    write_deltalake(str(tmp_path / "local"), table)
+    result = io.read_date(str(tmp_path / "local"), "local_time", DAY2, ["id"])
+    assert sorted(r.id for r in result.df.collect()) == [2, 3]
+
+
+def test_a_date_column_of_another_type_is_refused_naming_it(spark, io, tmp_path):
+    write_deltalake(str(tmp_path / "numbered"), pa.table({"id": [1], "day": [20261124]}))
+    with pytest.raises(DeltaSchemaError, match=r"column 'day' \(date_column\) is bigint"):
+        io.read_date(str(tmp_path / "numbered"), "day", DAY2, ["id"])
+
+
 def test_output_written_by_replace_date_reads_back_through_read_date(spark, io, tmp_path):
     out = tmp_path / "out"
     io.replace_date(scored(spark, [1, 2]), str(out), "date", DAY1, "run-1")

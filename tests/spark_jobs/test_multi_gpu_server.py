@@ -24,8 +24,9 @@ import pytest
 from spark_jobs import node_state
 from spark_jobs import triton_fleet as fleet
 from spark_jobs import triton_node as node
-from spark_jobs.models.base import ServedModel, TensorSpec, resolve_model
+from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.models.hashing_embedder import embed
+from spark_jobs.models.references import resolve_model
 from spark_jobs.processes import group_members
 from spark_jobs.triton_node import ServerRequest
 from spark_jobs.triton_server import instance_devices, patient_handshake

@@ -10,8 +10,8 @@ import psutil
 import pytest
 
 from spark_jobs import node_state
-from spark_jobs.models.base import resolve_model
 from spark_jobs.models.hashing_embedder import embed
+from spark_jobs.models.references import resolve_model
 from tests.spark_jobs.conftest import TINY_MODEL, fleet_job
 
 pytestmark = pytest.mark.slow

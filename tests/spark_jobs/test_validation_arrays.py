@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import types as T
 
+from spark_jobs.contract import InferenceJobConfig
 from spark_jobs.models.base import ServedModel, TensorSpec
 from spark_jobs.validation import REJECT_REASON, InputSchemaError, check_schema, with_reject_reason
 
@@ -57,6 +58,7 @@ def test_integer_arrays_are_checked_too(spark):
 
 
 def test_a_scalar_column_cannot_feed_a_vector_input(spark):
-    df = spark.createDataFrame([("a", 1.0)], "id string, x double")
+    df = spark.createDataFrame([("a", 1.0, "2026-11-24")], "id string, x double, date string")
+    job = InferenceJobConfig("t", "t_out", "m:MODEL", "2026-11-24", input_columns=("x",))
     with pytest.raises(InputSchemaError, match="needs an array of 4"):
-        check_schema(df, "t", "id", ("x",), MODEL)
+        check_schema(df, "t", job, MODEL)

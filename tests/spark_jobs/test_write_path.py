@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from spark_jobs.batch_inference import run
-from spark_jobs.contract import MAX_REPORT_BYTES, InferenceJobConfig, progress_path
+from spark_jobs.contract import MAX_REPORT_BYTES, InferenceJobConfig, RunReport, progress_path
 from spark_jobs.delta_io import DeltaRsIO, write_pandas_table
 from spark_jobs.write_modes import WriteRefused
 
@@ -145,5 +145,8 @@ def test_many_distinct_bad_rows_make_a_small_report_and_a_full_rejects_table(spa
     rejects = date_rows(tmp_path / "out_rejects")
     assert len(rejects) == 2 * keys and rejects["detail"].nunique() == keys  # every row's detail kept
     assert (tmp_path / "run-bad.json").stat().st_size <= MAX_REPORT_BYTES
-    assert progress_path(str(tmp_path / "run-bad.json")).stat().st_size <= 16 * 1024  # counters, no lists
+    progress = progress_path(str(tmp_path / "run-bad.json"))
+    assert progress.stat().st_size <= MAX_REPORT_BYTES + 16 * 1024  # the report so far, bounded, and counters
+    so_far = RunReport.from_dict(json.loads(progress.read_text())["report"])
+    assert (so_far.reject_reasons, so_far.reject_samples) == (report.reject_reasons, report.reject_samples)
     assert len(report.to_json()) < 2048

@@ -9,6 +9,11 @@ cluster or a run.
 Idempotency: a retried ``clusters/create`` first looks for the cluster by its tag (the create
 endpoint has no idempotency token), and ``runs/submit`` carries the operator's idempotency token.
 
+API incidents: every wait (a cluster becoming ready, a run's status, a cancel) and every call that
+must not be given up (delete, the tag lookups around a create, a submit with its token) goes through
+the hook's :meth:`~DatabricksGpuHook.riding_out`: 429, 5xx, connection errors and timeouts are
+retried with back-off, honouring ``Retry-After``, until the wait's own deadline (the task's).
+
 Two compute modes (``GpuClusterSpec.compute``). All-purpose: ``clusters/create``, then runs with
 ``existing_cluster_id``, then ``clusters/permanent-delete``. Jobs compute: the create task stores the
 checked cluster definition next to the artifacts and returns a compute id (``jobcompute-<tag key>``);
@@ -19,6 +24,7 @@ found by the tag key its cluster carries.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -27,14 +33,16 @@ import math
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.common.compat.sdk import AirflowException
 from airflow.providers.databricks.exceptions import DatabricksApiError
 from airflow.providers.databricks.hooks.databricks import RunState
 from databricks.sdk.service import compute, jobs
 
-from airflow_spark_triton import assets
+from airflow_spark_triton import assets, secret_env
 from airflow_spark_triton.backends.base import GpuSparkBackend, RunLifecycle, RunStatus
 from airflow_spark_triton.backends.databricks import retention
 from airflow_spark_triton.backends.databricks.artifacts import artifact_set
@@ -51,9 +59,10 @@ from airflow_spark_triton.backends.databricks.libraries import (
     library_failures,
     model_libraries,
 )
+from airflow_spark_triton.backends.table_schema import TableNotFound, unity_catalog_columns
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
 from airflow_spark_triton.errors import BackendConfigError, ClusterError, RunError
-from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook, is_missing
+from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook, is_missing, volume_of
 from spark_jobs.contract import (
     DEFAULT_RUN_ID,
     ERROR_PREFIX,
@@ -63,6 +72,7 @@ from spark_jobs.contract import (
     RunReport,
     progress_path,
 )
+from spark_jobs.table_names import table_name_parts
 
 JOB_COMPUTE_PREFIX = "jobcompute-"  # Databricks cluster ids are MMDD-HHMMSS-xxxxxxxx: never this
 
@@ -87,6 +97,21 @@ def _safe_name(token: str) -> str:
     )
 
 
+def _lifecycle_of(run: dict[str, Any]) -> tuple[RunLifecycle, str]:
+    """A ``runs/get`` answer's state as the contract's, with Databricks' state message."""
+    state = RunState(**run["state"])
+    if not state.is_terminal:
+        queued = state.life_cycle_state in ("PENDING", "QUEUED", "BLOCKED", "WAITING_FOR_RETRY")
+        lifecycle = RunLifecycle.PENDING if queued else RunLifecycle.RUNNING
+    elif state.life_cycle_state == "TERMINATED" and state.result_state == "SUCCESS":
+        lifecycle = RunLifecycle.SUCCESS
+    elif state.result_state in ("CANCELED", "UPSTREAM_CANCELED"):
+        lifecycle = RunLifecycle.CANCELED
+    else:
+        lifecycle = RunLifecycle.FAILED
+    return lifecycle, state.state_message or ""
+
+
 class DatabricksBackend(GpuSparkBackend):
     """:class:`GpuSparkBackend` on Databricks: all-purpose GPU clusters and one-time ``runs/submit`` runs.
 
@@ -98,7 +123,8 @@ class DatabricksBackend(GpuSparkBackend):
     :param poll_interval_s: seconds between state checks while waiting for a cluster or a cancel.
     :param cancel_timeout_s: how long :meth:`cancel_run` waits for the run to end.
     :param hook_kwargs: passed to :class:`DatabricksGpuHook` (``artifact_root``, ``wheel``,
-        ``single_user_name``, ``timeout_seconds``, ``retry_limit``, ``retry_delay``, ``retry_args``).
+        ``single_user_name``, ``incident_timeout_s``, ``timeout_seconds``, ``retry_limit``,
+        ``retry_delay``, ``retry_args``).
     """
 
     conn_name_attr = "databricks_conn_id"  # where the connection id is, as on Airflow hooks
@@ -147,8 +173,11 @@ class DatabricksBackend(GpuSparkBackend):
         self, spec: GpuClusterSpec, tags: dict[str, str], *, job_compute: bool = False
     ) -> dict[str, Any]:
         """The checked cluster definition: every setting is checked before the artifacts it points
-        at are uploaded, and the policy and pools before anything else is asked of the workspace."""
+        at are uploaded, and the policy and pools before anything else is asked of the workspace.
+        A secret ``spark_env_vars`` value must be a secret reference (:mod:`~airflow_spark_triton.secret_env`):
+        the definition is stored on the volume (jobs compute) and shown in the cluster's configuration."""
         check_databricks_spec(spec)
+        secret_env.refuse_plain_secrets(spec.spark_env_vars)
         self._check_governance_ids(spec)
         paths = self.ensure_artifacts()
         return build_cluster_spec(
@@ -219,11 +248,11 @@ class DatabricksBackend(GpuSparkBackend):
             )
         return json.loads(content)
 
-    def _active_job_compute_runs(self, compute_id: str) -> list[str]:
+    def _active_job_compute_runs(self, compute_id: str, hook: DatabricksGpuHook) -> list[str]:
         """Active one-time runs whose new cluster carries this compute id's tag key."""
         key = compute_id.removeprefix(JOB_COMPUTE_PREFIX)
         found: list[str] = []
-        for run in self.hook.list_runs(active_only=True, run_type="SUBMIT_RUN"):
+        for run in hook.list_runs(active_only=True, run_type="SUBMIT_RUN"):
             tags = [((t.get("new_cluster") or {}).get("custom_tags") or {}) for t in run.get("tasks", [])]
             if any(t.get(KEY_TAG) == key for t in tags):
                 found.append(str(run["run_id"]))
@@ -242,9 +271,12 @@ class DatabricksBackend(GpuSparkBackend):
         """
         body = self.cluster_body(spec, tags)
         libraries = model_libraries(self.hook, spec.model) if spec.model else []
+        # One incident deadline for every lookup of this create: each rides out an outage, together
+        # no longer than one incident_timeout_s.
+        lookups = self.hook.riding_out(self.hook.incident_deadline())
 
         def went_through() -> str | None:
-            existing = self.find_cluster(tags)
+            existing = self._find_cluster(tags, lookups)
             if existing:
                 log.info("An earlier clusters/create went through; using cluster %s", existing)
             return existing
@@ -273,10 +305,14 @@ class DatabricksBackend(GpuSparkBackend):
         log.info("Installing model %s's libraries on cluster %s: %s", model, cluster_id, names)
 
     def find_cluster(self, tags: dict[str, str]) -> str | None:
+        """The live cluster carrying ``tags``' key; the lookup rides out an API incident."""
+        return self._find_cluster(tags, self.hook.riding_out(self.hook.incident_deadline()))
+
+    def _find_cluster(self, tags: dict[str, str], hook: DatabricksGpuHook) -> str | None:
         key = tag_key(tags)
         matches = [
             c
-            for c in self.hook.list_clusters(LIVE_STATES)
+            for c in hook.list_clusters(LIVE_STATES)
             if (c.get("custom_tags") or {}).get(KEY_TAG) == key
             and c.get("state") in LIVE_STATES
             and c.get("cluster_source") != "JOB"  # a jobs compute run's cluster is the run's own
@@ -293,12 +329,16 @@ class DatabricksBackend(GpuSparkBackend):
         """Until the cluster is RUNNING and its libraries (the model's, from :meth:`create_cluster`)
         are installed, within one ``timeout_s``. A retried create that reuses the cluster an earlier
         try made waits for what that try installed; a try killed between ``clusters/create`` and
-        ``libraries/install`` leaves the model's libraries to the run's task libraries."""
+        ``libraries/install`` leaves the model's libraries to the run's task libraries.
+
+        An API incident (429, 5xx, connection errors, timeouts) is ridden out until ``timeout_s``:
+        only the cluster's own state, or the time running out, ends the wait."""
         deadline = time.monotonic() + timeout_s
+        hook = self.hook.riding_out(time.time() + timeout_s)
         last = None
         while True:
             try:
-                info = self.hook.get_cluster(cluster_id)
+                info = hook.get_cluster(cluster_id)
             except DatabricksApiError as exc:
                 if is_missing(exc):
                     raise ClusterError(f"cluster {cluster_id} does not exist (deleted?)") from exc
@@ -306,13 +346,13 @@ class DatabricksBackend(GpuSparkBackend):
             state, message = info.get("state", "UNKNOWN"), info.get("state_message", "")
             waiting_for = "RUNNING"
             if state in READY_STATES:
-                unsettled = self._unsettled_libraries(cluster_id)
+                unsettled = self._unsettled_libraries(cluster_id, hook)
                 if not unsettled:
                     return
                 waiting_for = "done installing its libraries"
                 state, message = f"{state}, libraries installing", ", ".join(unsettled)
             if state in DEAD_STATES:
-                raise ClusterError(self._describe_failure(cluster_id, info))
+                raise ClusterError(self._describe_failure(cluster_id, info, hook))
             if time.monotonic() >= deadline:
                 raise ClusterError(
                     f"cluster {cluster_id} is not {waiting_for} after {timeout_s:.0f}s; "
@@ -323,17 +363,19 @@ class DatabricksBackend(GpuSparkBackend):
                 last = (state, message)
             time.sleep(max(0.0, min(self.poll_interval_s, deadline - time.monotonic())))
 
-    def _unsettled_libraries(self, cluster_id: str) -> list[str]:
+    def _unsettled_libraries(self, cluster_id: str, hook: DatabricksGpuHook) -> list[str]:
         """Libraries of the cluster still installing; a FAILED one raises :class:`ClusterError`
         naming it with Databricks' message (the model's requirement that cannot be installed)."""
-        unsettled, failed = library_failures(self.hook.get_library_statuses(cluster_id))
+        unsettled, failed = library_failures(hook.get_library_statuses(cluster_id))
         if failed:
             raise ClusterError(
                 f"cluster {cluster_id}: a model requirement could not be installed: " + "; ".join(failed)
             )
         return unsettled
 
-    def _describe_failure(self, cluster_id: str, info: dict[str, Any]) -> str:
+    def _describe_failure(self, cluster_id: str, info: dict[str, Any], hook: DatabricksGpuHook) -> str:
+        """Why the cluster died: its termination reason, state message and latest events, whose
+        init-script entries carry the script's last stderr lines."""
         parts = [f"cluster {cluster_id} is {info.get('state')}"]
         reason = info.get("termination_reason") or {}
         if reason:
@@ -344,13 +386,13 @@ class DatabricksBackend(GpuSparkBackend):
             )
         if info.get("state_message"):
             parts.append(f"state message: {info['state_message']}")
-        parts.append(f"recent events:\n{self._events_excerpt(cluster_id)}")
+        parts.append(f"recent events:\n{self._events_excerpt(cluster_id, hook)}")
         return "; ".join(parts)
 
-    def _events_excerpt(self, cluster_id: str, limit: int = 10) -> str:
+    def _events_excerpt(self, cluster_id: str, hook: DatabricksGpuHook, limit: int = 10) -> str:
         """The cluster's own account of what went wrong; never masks the error it explains."""
         try:
-            events = self.hook.get_cluster_events(cluster_id, limit)
+            events = hook.get_cluster_events(cluster_id, limit)
         except Exception as exc:
             return f"  (cluster events unavailable: {exc})"
         lines = []
@@ -366,8 +408,9 @@ class DatabricksBackend(GpuSparkBackend):
                     )
                     status = s.status.value if s.status else "?"
                     line += f"\n    {where}: {status} {s.error_message or ''}".rstrip()
-                    if s.stderr:
-                        line += f"\n      stderr: {s.stderr[-800:]}"
+                    if s.stderr:  # its last lines, which name what failed
+                        tail = s.stderr[-800:].rstrip().replace("\n", "\n        ")
+                        line += f"\n      stderr: {tail}"
             elif details and details.reason and details.reason.code:
                 line += f": {details.reason.code.value} {details.reason.parameters or ''}".rstrip()
             lines.append(line)
@@ -375,9 +418,11 @@ class DatabricksBackend(GpuSparkBackend):
 
     def delete_cluster(self, cluster_id: str) -> None:
         """All-purpose: permanently delete. Jobs compute: cancel the runs still active on it (and wait);
-        Databricks then terminates their clusters, so there is nothing to delete."""
+        Databricks then terminates their clusters, so there is nothing to delete. Every call rides
+        out an API incident for ``incident_timeout_s``: a teardown must not leak a cluster for one."""
+        hook = self.hook.riding_out(self.hook.incident_deadline())
         if is_job_compute(cluster_id):
-            runs = self._active_job_compute_runs(cluster_id)
+            runs = self._active_job_compute_runs(cluster_id, hook)
             for run_id in runs:
                 log.info("Canceling run %s, still active on jobs compute %s", run_id, cluster_id)
                 self.cancel_run(run_id)
@@ -385,7 +430,7 @@ class DatabricksBackend(GpuSparkBackend):
                 log.info("No run is active on jobs compute %s; Databricks has ended its clusters", cluster_id)
             return
         try:
-            self.hook.permanent_delete_cluster(cluster_id)
+            hook.permanent_delete_cluster(cluster_id)
         except DatabricksApiError as exc:
             if not is_missing(exc):
                 raise
@@ -454,32 +499,48 @@ class DatabricksBackend(GpuSparkBackend):
         }
         if time_limit_s is not None:
             body["timeout_seconds"] = max(1, math.ceil(time_limit_s))
-        run_id = str(self.hook.submit_run(body))
+        # The idempotency token makes a re-send safe: an incident is ridden out, and a submit whose
+        # answer was lost returns the run it started instead of starting a second one.
+        run_id = str(self.hook.riding_out(self.hook.incident_deadline()).submit_run(body))
         log.info("Submitted run %s on cluster %s (report: %s)", run_id, cluster_id, job.report_path)
         return run_id
 
     def get_run_status(self, run_id: str) -> RunStatus:
-        run = self.hook.get_run(int(run_id))
-        state = RunState(**run["state"])
-        message = state.state_message or ""
-        if not state.is_terminal:
-            queued = state.life_cycle_state in ("PENDING", "QUEUED", "BLOCKED", "WAITING_FOR_RETRY")
-            lifecycle = RunLifecycle.PENDING if queued else RunLifecycle.RUNNING
-        elif state.life_cycle_state == "TERMINATED" and state.result_state == "SUCCESS":
-            lifecycle = RunLifecycle.SUCCESS
-        elif state.result_state in ("CANCELED", "UPSTREAM_CANCELED"):
-            lifecycle = RunLifecycle.CANCELED
-        else:
-            lifecycle = RunLifecycle.FAILED
-            message = self._failure_message(run, state)
+        return self._run_status(run_id, self.hook)
+
+    def poll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`get_run_status` riding out an API incident until ``until`` (the task's deadline)."""
+        return self._run_status(run_id, self.hook.riding_out(until))
+
+    async def apoll_run_status(self, run_id: str, until: float | None) -> RunStatus:
+        """:meth:`poll_run_status` on the triggerer's event loop: the provider's async ``runs/get``
+        (aiohttp, with the same retry policy and ``Retry-After``); the connection is looked up
+        asynchronously by the provider's hook. Only a failed run's explanation (its output and, when
+        its cluster died, the cluster's events) is read once, in a worker thread."""
+        hook = self.hook.riding_out(until)
+        async with hook:
+            run = await hook.a_get_run(int(run_id))
+        lifecycle, message = _lifecycle_of(run)
+        if lifecycle is RunLifecycle.FAILED:
+            message = await asyncio.to_thread(self._failure_message, run, hook)
         return RunStatus(run_id=str(run_id), state=lifecycle, message=message, url=run.get("run_page_url"))
 
-    def _failure_message(self, run: dict[str, Any], state: RunState) -> str:
-        """The job's own ``SPARK_TRITON_ERROR:`` line beats Databricks' generic state message."""
+    def _run_status(self, run_id: str, hook: DatabricksGpuHook) -> RunStatus:
+        run = hook.get_run(int(run_id))
+        lifecycle, message = _lifecycle_of(run)
+        if lifecycle is RunLifecycle.FAILED:
+            message = self._failure_message(run, hook)
+        return RunStatus(run_id=str(run_id), state=lifecycle, message=message, url=run.get("run_page_url"))
+
+    def _failure_message(self, run: dict[str, Any], hook: DatabricksGpuHook) -> str:
+        """The job's own ``SPARK_TRITON_ERROR:`` line beats Databricks' generic state message; a run
+        whose cluster died before the job could say anything (a jobs compute cluster whose init
+        script failed) gets the cluster's account, with the script's last stderr lines."""
+        state = RunState(**run["state"])
         summary = f"{state.life_cycle_state}/{state.result_state or '-'}: {state.state_message}".rstrip(": ")
         for task in run.get("tasks", []):
             try:
-                output = self.hook.get_run_output(int(task["run_id"]))
+                output = hook.get_run_output(int(task["run_id"]))
             except Exception as exc:
                 return f"{summary} (run output unavailable: {exc})"
             errors = [
@@ -488,23 +549,44 @@ class DatabricksBackend(GpuSparkBackend):
             detail = errors[-1] if errors else output.get("error")
             if detail:
                 return f"{detail} ({summary})"
+            cluster = self._dead_cluster_of(task, hook)
+            if cluster:
+                return f"{summary}; {cluster}"
         return summary
 
+    def _dead_cluster_of(self, task: dict[str, Any], hook: DatabricksGpuHook) -> str | None:
+        """How the task's cluster failed (:meth:`_describe_failure`), or None if it did not: it still
+        runs, or ended as clusters end (a job's cluster after its run, a user's terminate)."""
+        cluster_id = (task.get("cluster_instance") or {}).get("cluster_id")
+        if not cluster_id:
+            return None
+        try:
+            info = hook.get_cluster(cluster_id)
+        except Exception as exc:
+            log.debug("Cluster %s of a failed run is not readable: %s", cluster_id, exc)
+            return None
+        reason = info.get("termination_reason") or {}
+        if info.get("state") not in DEAD_STATES or reason.get("type", "SUCCESS") == "SUCCESS":
+            return None
+        return self._describe_failure(cluster_id, info, hook)
+
     def cancel_run(self, run_id: str) -> None:
-        """``runs/cancel`` is asynchronous: wait until the run (and its driver) has ended."""
-        status = self.get_run_status(run_id)
+        """``runs/cancel`` is asynchronous: wait until the run (and its driver) has ended. Every call
+        rides out an API incident within ``cancel_timeout_s``."""
+        deadline = time.monotonic() + self.cancel_timeout_s
+        hook = self.hook.riding_out(time.time() + self.cancel_timeout_s)
+        status = self._run_status(run_id, hook)
         if status.state.is_terminal:
             return
-        self.hook.cancel_run(int(run_id))
+        hook.cancel_run(int(run_id))
         log.info("Canceling run %s", run_id)
-        deadline = time.monotonic() + self.cancel_timeout_s
         while not status.state.is_terminal:
             if time.monotonic() >= deadline:
                 raise RunError(
                     f"run {run_id} is still {status.state.value} {self.cancel_timeout_s:.0f}s after cancel"
                 )
             time.sleep(self.poll_interval_s)
-            status = self.get_run_status(run_id)
+            status = self._run_status(run_id, hook)
         log.info("Run %s ended: %s", run_id, status.state.value)
 
     @staticmethod
@@ -581,3 +663,35 @@ class DatabricksBackend(GpuSparkBackend):
         """The run's page in the workspace: its output, Spark UI and driver logs, where the job's own
         summary and error lines are (the Markdown summary on the volume needs workspace login too)."""
         return self.hook.get_run(int(run_id)).get("run_page_url")
+
+    # -- pre-flight --------------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """A ``catalog.schema.table`` from Unity Catalog's table info; a path (a volume, cloud storage)
+        is left to the job, which reads it with Spark. An API failure the hook's retries did not get
+        past is logged and left to the job too: a pre-flight check must not fail a healthy run."""
+        parts = table_name_parts(table)
+        if parts is None:
+            return None
+        full_name = ".".join(part.strip("`") for part in parts)
+        try:
+            info = self.hook.get_table(full_name)
+        except AirflowException as exc:
+            log.warning(
+                "Could not read Unity Catalog table %s before the run (%s); the job checks it", table, exc
+            )
+            return None
+        if info is None:
+            raise TableNotFound(
+                f"input table {table} does not exist in Unity Catalog, or this connection's identity "
+                "cannot see it (it needs SELECT on the table and USE on its catalog and schema)"
+            )
+        return unity_catalog_columns(info)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """Files of a ``/Volumes/...`` directory through the Files API; other paths (DBFS, the
+        workspace, a node's disk) are checked by the nodes when they load the model."""
+        if volume_of(directory) is None:
+            return None
+        root = directory.rstrip("/")
+        return lambda name: self.hook.read_file(f"{root}/{name}")

@@ -49,6 +49,7 @@ from typing import Any
 
 import psutil
 
+from airflow_spark_triton import secret_env
 from airflow_spark_triton.backends.base import RunStatus
 from airflow_spark_triton.backends.local import commands, daemons, jvm_archive
 from airflow_spark_triton.backends.local.cluster_state import (
@@ -62,6 +63,7 @@ from airflow_spark_triton.backends.local.cluster_state import (
 )
 from airflow_spark_triton.backends.local.commands import memory_mb
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
+from airflow_spark_triton.backends.table_schema import delta_rs_columns
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.errors import ClusterError
 from airflow_spark_triton.hooks.local_spark import LocalSparkHook
@@ -72,6 +74,7 @@ from airflow_spark_triton.runs.records import JsonRecord, now_iso
 from airflow_spark_triton.runs.supervised import STOP_GRACE_S, process_record
 from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
 from spark_jobs.json_files import read_json
+from spark_jobs.models.huggingface import local_reader
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +160,8 @@ class LocalSparkBackend(SupervisedRunsBackend):
         if self.hook.worker_memory:
             spec = GpuClusterSpec.from_dict({**spec.to_dict(), "worker_memory": self.hook.worker_memory})
         memory_mb(spec.worker_memory)  # fail before starting anything
+        # Secret values are sealed in the record; the processes get them opened, in their environment.
+        recorded_spec = {**spec.to_dict(), "spark_env_vars": secret_env.seal(spec.spark_env_vars, "local")}
         # The served model's requirements, checked on each node by the init script before its worker.
         requirements = commands.model_requirements(spec.model) if spec.model else []
         cluster_id = f"local-{secrets.token_hex(6)}"
@@ -169,7 +174,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
             cluster_id=cluster_id,
             state=ClusterState.PENDING.value,
             tags={str(k): str(v) for k, v in tags.items()},
-            spec=spec.to_dict(),
+            spec=recorded_spec,
             model_requirements=requirements,
             created_at=now_iso(),
             home=str(self.home),
@@ -511,4 +516,21 @@ class LocalSparkBackend(SupervisedRunsBackend):
             )
             return argv, env, str(script)
 
-        return self.runs.start(cluster_id, idempotency_token, build, lambda: self._require_usable(cluster_id))
+        cluster = self._require_cluster(cluster_id)
+        _, secret = secret_env.plain_and_secret(secret_env.unseal(cluster["spec"].get("spark_env_vars")))
+        return self.runs.start(
+            cluster_id,
+            idempotency_token,
+            build,
+            lambda: self._require_usable(cluster_id),
+            secret_names=secret,
+        )
+
+    # -- pre-flight ---------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """delta-rs reads the schema: the nodes are this machine, so a missing path is a missing table."""
+        return delta_rs_columns(table)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        return local_reader(directory)

@@ -23,6 +23,7 @@ from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
 from airflow_spark_triton.errors import BackendConfigError, ClusterError
 from airflow_spark_triton.runs.env import run_environment
+from airflow_spark_triton.secret_env import unseal
 from spark_jobs.class_archive import EXECUTOR_ARCHIVE_ENV
 from spark_jobs.node_state import STATE_DIR_ENV
 
@@ -113,7 +114,10 @@ def servers_dir(cluster_dir: Path) -> Path:
 def base_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
     """Environment shared by every Spark process of the cluster (daemons, drivers, executors).
 
-    The spec's ``spark_env_vars`` are added as given: they are how a job gets a credential on purpose.
+    The spec's ``spark_env_vars`` are added, opened (:func:`~airflow_spark_triton.secret_env.unseal`):
+    they are how a job gets a credential on purpose, and an environment is the only place they go;
+    executors inherit them from their worker, so no ``spark.executorEnv`` setting (a command line)
+    carries them.
     """
     env = run_environment()
     env.update(dict.fromkeys(_DAEMON_JVM_ENVS, LOCAL_JVM_OPTIONS))
@@ -129,7 +133,7 @@ def base_env(cluster: dict[str, Any], cluster_dir: Path) -> dict[str, str]:
             "LD_LIBRARY_PATH": _prepend_path(cluster.get("python_libdir", ""), env.get("LD_LIBRARY_PATH")),
         }
     )
-    env.update({str(k): str(v) for k, v in (cluster["spec"].get("spark_env_vars") or {}).items()})
+    env.update(unseal(cluster["spec"].get("spark_env_vars")))
     return env
 
 
@@ -270,8 +274,6 @@ def spark_submit_command(
             conf[f"spark.executorEnv.{EXECUTOR_ARCHIVE_ENV}"] = str(run_dir)  # the job asks one to dump
     conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
     conf.setdefault("spark.scheduler.maxRegisteredResourcesWaitingTime", "120s")
-    for key, value in (spec.spark_env_vars or {}).items():
-        conf.setdefault(f"spark.executorEnv.{key}", str(value))
     conf.update(extra_conf or {})
     argv = [spark_bin(cluster, "spark-submit"), "--master", cluster["master"]["url"]]
     argv += ["--deploy-mode", "client", "--name", run_id]

@@ -15,6 +15,12 @@ own ``finally`` stops the Triton servers, and each server's watchdog stops it if
 
 Attachment directory ``<home>/attachments/<attachment_id>/``: ``attachment.json`` (ATTACHED →
 DETACHED, a guarded record) and ``runs/``.
+
+The spec's ``spark_env_vars`` never go on spark-submit's command line (``ps``, SparkSubmitHook's
+log). In client mode they reach the driver in the runner's environment (secret ones sealed in the
+records: :mod:`airflow_spark_triton.secret_env`) and the job hands them to its executors
+(:mod:`spark_jobs.executor_env`); in cluster mode, where only the command line reaches the driver,
+non-secret ones go as ``spark.executorEnv`` settings and secret ones are refused.
 """
 
 from __future__ import annotations
@@ -31,21 +37,25 @@ import socket
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_spark_triton import secret_env
 from airflow_spark_triton.backends.spark_submit.runner import CONNECTION_FILE, SUBMIT_FILE
 from airflow_spark_triton.backends.supervised import SupervisedRunsBackend
+from airflow_spark_triton.backends.table_schema import delta_rs_columns
 from airflow_spark_triton.cluster_spec import GpuClusterSpec
-from airflow_spark_triton.errors import ClusterError, RunError
+from airflow_spark_triton.errors import BackendConfigError, ClusterError, RunError
 from airflow_spark_triton.hooks.spark_submit import SparkSubmitGpuHook
 from airflow_spark_triton.runs.env import run_environment
 from airflow_spark_triton.runs.records import JsonRecord, now_iso
-from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig
+from spark_jobs.contract import JOB_SCRIPT, REPORT_FILE, InferenceJobConfig, RunReport
+from spark_jobs.executor_env import EXECUTOR_ENV
 from spark_jobs.json_files import read_json, write_json_atomic
+from spark_jobs.models.huggingface import local_reader
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +64,7 @@ ATTACHMENT_ID_PATTERN = r"submit-[0-9a-f]{12}"
 _ATTACHMENT_ID = re.compile(rf"^{ATTACHMENT_ID_PATTERN}$")
 ATTACHMENT_FILE = "attachment.json"
 RUNNER_MODULE = "airflow_spark_triton.backends.spark_submit.runner"
+SPARK_DEFAULT_REDACTION = "(?i)secret|password|token|access[.]key"  # Spark's own spark.redaction.regex
 
 
 class AttachmentState(StrEnum):
@@ -139,6 +150,17 @@ class SparkSubmitBackend(SupervisedRunsBackend):
         provisions its nodes' environments), and nothing here runs on them before a job;
         a missing requirement fails the inference run, on the executor that imports it.
         """
+        if self.hook.deploy_mode() == "cluster" and secret_env.secret_names(spec.spark_env_vars):
+            raise BackendConfigError(
+                f"cluster setting 'spark_env_vars': {', '.join(secret_env.secret_names(spec.spark_env_vars))} "
+                f"look(s) secret, and connection {self.spark_conn_id!r} submits in deploy-mode cluster, "
+                "where only spark-submit's command line (shown by ps and logged) reaches the driver: use "
+                "deploy-mode client, or the cluster's own secrets (e.g. spark.kubernetes.*.secretKeyRef)"
+            )
+        recorded_spec = {
+            **spec.to_dict(),
+            "spark_env_vars": secret_env.seal(spec.spark_env_vars, "spark-submit"),
+        }
         attachment_id = f"submit-{secrets.token_hex(6)}"
         master = self.master_url()
         (self.attachment_dir(attachment_id) / "runs").mkdir(parents=True)
@@ -148,7 +170,8 @@ class SparkSubmitBackend(SupervisedRunsBackend):
             conn_id=self.spark_conn_id,
             master=master,
             tags={str(k): str(v) for k, v in tags.items()},
-            spec=spec.to_dict(),
+            spec=recorded_spec,
+            deploy_mode=self.hook.deploy_mode(),
             report_dir=self.hook.report_dir,
             created_at=now_iso(),
         )
@@ -210,6 +233,9 @@ class SparkSubmitBackend(SupervisedRunsBackend):
     ) -> str:
         attachment = self._require_attachment(cluster_id)
         spec = GpuClusterSpec.from_dict(attachment["spec"])
+        spark_env = secret_env.unseal(spec.spark_env_vars)
+        in_environment = attachment.get("deploy_mode", "client") != "cluster"
+        plain, secret = secret_env.plain_and_secret(spark_env)
 
         def check_usable() -> None:
             if self._require_attachment(cluster_id).get("state") != AttachmentState.ATTACHED:
@@ -225,7 +251,7 @@ class SparkSubmitBackend(SupervisedRunsBackend):
                 "hook": {
                     "conn_id": self.spark_conn_id,
                     "name": run_id,
-                    "conf": self._spark_conf(spec),
+                    "conf": self._spark_conf(spec, {} if in_environment else plain),
                     "py_files": str(self._spark_jobs_archive()),
                     "application_args": config.to_args(),
                     "status_poll_interval": 2,
@@ -236,13 +262,26 @@ class SparkSubmitBackend(SupervisedRunsBackend):
             argv = [sys.executable, "-m", RUNNER_MODULE, "--run-dir", str(run_dir)]
             # The runner imports Airflow (non-secret AIRFLOW__ options pass); the connection reaches
             # it only through the 0600 file above, never through this environment or command.json.
-            return argv, run_environment(airflow_config=True), application
+            # spark-submit and a client-mode driver inherit the runner's environment: the spec's
+            # spark_env_vars (the secret ones leave command.json out: runs.start) and their names,
+            # for the job to hand on to its executors.
+            additions = (
+                {**spark_env, EXECUTOR_ENV: ",".join(sorted(spark_env))}
+                if in_environment and spark_env
+                else {}
+            )
+            return argv, run_environment(additions, airflow_config=True), application
 
-        return self.runs.start(cluster_id, idempotency_token, build, check_usable)
+        return self.runs.start(
+            cluster_id, idempotency_token, build, check_usable, secret_names=secret if in_environment else ()
+        )
 
-    def _spark_conf(self, spec: GpuClusterSpec) -> dict[str, str]:
+    def _spark_conf(self, spec: GpuClusterSpec, executor_env: dict[str, str] | None = None) -> dict[str, str]:
         """Executor memory is the cluster's business (its default, or the spec's ``spark_conf``):
-        ``worker_memory`` sizes nodes this backend does not create."""
+        ``worker_memory`` sizes nodes this backend does not create. ``executor_env``: the
+        non-secret ``spark_env_vars`` of a cluster-mode submit (the only way they reach executors
+        there); ``spark.redaction.regex`` is extended to every ``spark_env_vars`` setting the job
+        may make, unless the spec sets its own."""
         conf = {
             **spec.stage_level_scheduling_conf(with_gpus=self.hook.gpus),
             # One executor per node, all registered before the first task: one Triton server per node.
@@ -253,8 +292,11 @@ class SparkSubmitBackend(SupervisedRunsBackend):
         }
         if self.hook.python:
             conf["spark.pyspark.python"] = conf["spark.pyspark.driver.python"] = self.hook.python
-        for key, value in (spec.spark_env_vars or {}).items():
-            conf[f"spark.executorEnv.{key}"] = str(value)
+        for key, value in (executor_env or {}).items():
+            conf[f"spark.executorEnv.{key}"] = value
+        if spec.spark_env_vars and "spark.redaction.regex" not in spec.spark_conf:
+            names = "|".join(re.escape(name) for name in sorted(spec.spark_env_vars))
+            conf["spark.redaction.regex"] = rf"{SPARK_DEFAULT_REDACTION}|spark\.executorEnv\.(?:{names})"
         return conf
 
     def _spark_jobs_archive(self) -> Path:
@@ -284,10 +326,21 @@ class SparkSubmitBackend(SupervisedRunsBackend):
         with os.fdopen(fd, "w") as handle:
             json.dump(self.hook.connection_fields(), handle)
 
-    def get_run_report(self, run_id: str) -> dict[str, Any]:
+    def get_run_report(self, run_id: str) -> RunReport:
         try:
             return super().get_run_report(run_id)
         except RunError as exc:
             if self._attachment_report_dir(self.runs.owner_of(run_id)):
                 raise RunError(f"{exc} (is the connection's report_dir shared with the driver?)") from exc
             raise
+
+    # -- pre-flight ---------------------------------------------------------------------------
+
+    def describe_table(self, table: str) -> dict[str, Any] | None:
+        """delta-rs reads the schema of a table this machine reaches (a shared path or a URI); a path
+        that is not here may still be the cluster's, so that is left to the job."""
+        return delta_rs_columns(table, must_exist=False)
+
+    def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
+        """A model directory this machine sees too (a shared file system); else the nodes check it."""
+        return local_reader(directory) if Path(directory).expanduser().is_dir() else None

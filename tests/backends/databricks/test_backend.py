@@ -169,7 +169,7 @@ def test_create_failing_on_every_attempt_raises_cluster_error(make_backend, emul
     with pytest.raises(ClusterError, match=r"clusters/create failed on every attempt.*503"):
         backend.create_cluster(GpuClusterSpec(), TAGS)
     assert endpoints(emulator, "POST", "2.1/clusters/create") == 3
-    assert endpoints(emulator, "GET", "2.1/clusters/list") == 2
+    assert endpoints(emulator, "GET", "2.1/clusters/list") == 3  # before each re-send, and after the last
     assert emulator.workspace.clusters == {}
 
 
@@ -370,6 +370,11 @@ def test_the_operators_output_settings_reach_the_job_argument(make_backend, emul
     monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: backend)
     cluster_id = backend.create_cluster(GpuClusterSpec(num_workers=2), TAGS)
     backend.wait_for_cluster(cluster_id, timeout_s=10)
+    emulator.add_table(  # the inference task's pre-flight reads the input's columns from Unity Catalog
+        "main.docs.raw",
+        [(name, '"string"') for name in ("text", "title", "customer_id", "lang")]
+        + [("id", '"long"'), ("date", '"date"')],
+    )
     settings = {
         "write_mode": "merge",
         "keep_columns": ["title", "customer_id"],

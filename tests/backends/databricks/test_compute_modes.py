@@ -199,6 +199,33 @@ def test_a_jobs_compute_id_without_its_definition_fails_naming_the_create_task(m
     assert not emulator.calls("POST", "2.2/jobs/runs/submit")
 
 
+def test_a_jobs_compute_cluster_whose_init_script_fails_fails_the_run_with_the_scripts_stderr(
+    make_backend, emulator
+):
+    """The run's own state message only names INIT_SCRIPT_FAILURE; the task's error carries the
+    script's last stderr lines from the run's cluster's events, as on all-purpose clusters."""
+    backend = make_backend()
+    compute_id = backend.prepare_job_compute(GpuClusterSpec(num_workers=1), TAGS)
+    stderr = (
+        "Collecting nvidia-pytriton==0.7.0\nSPARK_TRITON_INIT_ERROR: pip could not install nvidia-pytriton"
+    )
+    emulator.fail_next_init_script(stderr)
+    run_id = backend.submit_job(compute_id, job(), "t1")
+    status = wait_terminal(backend, run_id)
+
+    assert status.state is RunLifecycle.FAILED
+    cluster = cluster_of_run(emulator, run_id)
+    message = status.message
+    assert message.startswith("INTERNAL_ERROR/FAILED: Unexpected failure while waiting for the cluster")
+    assert f"cluster {cluster.cluster_id} is TERMINATED" in message
+    assert "termination reason INIT_SCRIPT_FAILURE (CLIENT_ERROR)" in message
+    assert "/databricks_init.sh: FAILED_EXECUTION Script exit status is non-zero" in message
+    assert "SPARK_TRITON_INIT_ERROR: pip could not install nvidia-pytriton" in message
+    assert stderr not in emulator.workspace.runs[int(run_id)].state_message, "the API alone never says it"
+    ok_run = backend.submit_job(compute_id, job(), "t2")  # a run whose cluster ends as jobs do
+    assert wait_terminal(backend, ok_run).message == ""
+
+
 # -- time limits, both modes ---------------------------------------------------------------------
 
 
@@ -340,6 +367,9 @@ def test_the_nightly_dag_runs_in_both_modes_with_a_policy_a_pool_and_spot(
             "extra": {"artifact_root": ARTIFACT_ROOT, "poll_interval_s": 1},
         }
         monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(connection))
+        # The deployment lets a run's conf pick this connection and the governance settings.
+        monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_CONN_IDS", CONN_ID)
+        monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_CLUSTER_SETTINGS", "*")
         conf = nightly_conf(tables, conn_id=CONN_ID, compute=compute, cluster_settings=GOVERNED)
         overrides = {"embed_documents": {"poll_interval_s": 1.0}}
         started = time.monotonic()

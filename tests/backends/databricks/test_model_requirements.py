@@ -31,7 +31,10 @@ MODELS = (
     "spark_jobs.models.minilm:MODEL",
     "spark_jobs.models.digits_classifier:MODEL",
     "spark_jobs.models.hashing_embedder:MODEL",
+    "hf:text2text-generation:google-t5/t5-small",
+    "hf:image-classification:/Volumes/main/default/models/vit",
 )
+HF_MODEL = "hf:image-classification:/Volumes/main/default/models/vit"  # transformers, tokenizers, Pillow
 
 
 def nightly_model() -> str:
@@ -231,6 +234,38 @@ def test_all_purpose_create_installs_the_nightly_models_requirements_and_waits_u
     assert wait_terminal(backend, run_id).state is RunLifecycle.SUCCESS
     statuses = backend.hook.get_library_statuses(cluster_id)
     assert len(statuses) == len(declared)
+
+
+@pytest.mark.parametrize("mode", ["jobs", "all_purpose"])
+def test_an_hf_references_requirements_are_installed_on_its_cluster(
+    make_backend, emulator, monkeypatch, mode
+):
+    """All-purpose: the create task installs them (libraries/install); jobs compute: the run's task
+    libraries. Either way the run's cluster reports each one INSTALLED."""
+    from tests.operators.test_cluster import context
+
+    backend = make_backend()
+    declared = model_dependencies(HF_MODEL).requirements
+    assert declared == ("transformers>=4.41,<6", "tokenizers>=0.19", "Pillow>=10")
+    libraries = [{"pypi": {"package": r}} for r in declared]
+    if mode == "all_purpose":
+        compute_id = create_task(monkeypatch, backend, compute="all_purpose", model=HF_MODEL).execute(
+            context()
+        )
+        (install,) = emulator.calls("POST", "2.0/libraries/install")
+        assert install.body == {"cluster_id": compute_id, "libraries": libraries}
+    else:
+        compute_id = backend.prepare_job_compute(GpuClusterSpec(num_workers=1), TAGS)
+        assert not emulator.calls("POST", "2.0/libraries/install")
+    run_id = backend.submit_job(compute_id, job(HF_MODEL), f"t-hf-{mode}")
+    assert wait_terminal(backend, run_id).state is RunLifecycle.SUCCESS
+    (task,) = emulator.calls("POST", "2.2/jobs/runs/submit")[-1].body["tasks"]
+    assert task["libraries"] == libraries
+    cluster_id = backend.hook.get_run(int(run_id))["cluster_instance"]["cluster_id"]
+    statuses = backend.hook._do_api_call(("GET", "2.0/libraries/cluster-status"), {"cluster_id": cluster_id})
+    assert [(s["library"]["pypi"]["package"], s["status"]) for s in statuses["library_statuses"]] == [
+        (r, "INSTALLED") for r in declared
+    ]
 
 
 def test_libraries_stay_pending_until_the_cluster_runs(make_backend, emulator):

@@ -80,3 +80,30 @@ def test_progress_of_a_run_that_is_not_an_inference_run_is_none(make_backend, em
     backend._progress_paths.clear()
     emulator.workspace.runs[int(run_id)].body["tasks"][0]["spark_python_task"]["parameters"] = []
     assert backend.get_run_progress(run_id) is None
+
+
+@pytest.mark.parametrize(
+    "emulator_settings", [Settings(cluster_start_s=0.3, run_duration_s=0.5, cancel_s=0.1, progress_rows=100)]
+)
+def test_the_run_pages_show_a_databricks_run_and_link_its_workspace_page(make_backend, emulator, conn_id):
+    """Issue #27: the provider's pages read a Databricks run through its connection (report and
+    progress from the volume) and link the workspace run page, where its driver logs are."""
+    from airflow_spark_triton.ui import pages
+    from airflow_spark_triton.ui.run_data import RunView, TaskInstanceRef, read_run
+
+    backend = make_backend()
+    run_id = backend.submit_job(
+        backend.prepare_job_compute(GpuClusterSpec(num_workers=1), TAGS), JOB, "t-page"
+    )
+    deadline = time.monotonic() + 30
+    while not backend.get_run_status(run_id).state.is_terminal and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ti = TaskInstanceRef("d", "r1", "infer")
+    view = read_run(RunView(ti, "success", 1), {"run_id": run_id, "conn_id": conn_id}, set())
+    assert (view.backend, view.state, view.finished) == ("databricks", "SUCCESS", True)
+    assert view.platform_url == backend.get_run_status(run_id).url and view.driver_log is None
+    assert view.report.status == "SUCCESS" and view.progress["phase"] == "success"
+    assert view.counts()["rows_scored"] == 100
+    page = pages.run_page(view, "")
+    assert f'href="{view.platform_url}"' in page and "Driver logs (workspace)" in page
+    assert f"Run report <code>{view.report.run_id}</code>" in pages.report_page(view, "")

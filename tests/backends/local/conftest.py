@@ -33,6 +33,22 @@ def canary(monkeypatch: pytest.MonkeyPatch) -> str:
     return CANARY
 
 
+#: A cluster spec's own secret (``spark_env_vars``), unlike the worker's secrets of ``canary``: it must
+#: reach the job's processes, but only through their environments.
+SPEC_CANARY = "spec-canary-0d5e1b9a"
+SPEC_SECRET = {"SPARK_TRITON_CANARY_TOKEN": SPEC_CANARY}
+
+
+@pytest.fixture
+def secrets_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The deployment's key for sealed spark_env_vars (``[spark_triton] secrets_key``)."""
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__SECRETS_KEY", key)
+    return key
+
+
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
     """The environment of every process a backend would start (none is started)."""

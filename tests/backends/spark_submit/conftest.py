@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-from tests.backends.local.conftest import canary, no_process_left_behind, started  # noqa: F401 (fixtures)
+from tests.backends.local.conftest import (  # noqa: F401 (fixtures)
+    canary,
+    no_process_left_behind,
+    secrets_key,
+    started,
+)

@@ -145,6 +145,7 @@ def test_nightly_digits_runs_on_an_existing_standalone_cluster(airflow_db, stand
     master = local.get_cluster(cluster_id)["master"]["url"]
     home = tmp_path / "submit-home"
     set_spark_connection(monkeypatch, master, python=sys.executable, gpus="false", home=str(home))
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_CONN_IDS", CONN_ID)  # a run's conf picks it
     digits, predictions = tmp_path / "digits", tmp_path / "predictions"
     write_digits_table(str(digits), [DAY], 60)
     conf = {

@@ -47,6 +47,14 @@ def test_unknown_setting_is_named():
         ({"keep_columns": ["id"]}, "'keep_columns' must name distinct input columns"),
         ({"keep_columns": ["title", "title"]}, "'keep_columns' must name distinct"),
         ({"keep_columns": ["scored_at"]}, "'keep_columns'"),
+        (
+            {"keep_columns": ["label"], "output_column": "label"},
+            r"other than the output's own \(date, id, label,",
+        ),
+        (
+            {"keep_columns": ["title"], "output_columns": {"generated_text": "title"}},
+            "'keep_columns' must name",
+        ),
         ({"where": "  "}, "'where' must be a SQL predicate"),
         ({"where": "x" * 5000}, "'where' must be a SQL predicate of 1 to 4000 characters"),
         ({"min_rows": -1}, "'min_rows' must be >= 0"),
@@ -70,3 +78,17 @@ def test_write_settings_round_trip_and_their_defaults():
     assert make(dry_run=True).dry_run_rows == 100
     assert make(dry_run=True, limit=7, write_id="d/t/r/-1").dry_run_rows == 7
     assert make(write_id="d/t/r/-1").writer == "d/t/r/-1"
+
+
+def test_inputs_mapped_by_name_and_renamed_outputs_round_trip_through_json():
+    job = make(input_columns={"text": "sentence"}, output_columns={"generated_text": "translation"})
+    again = InferenceJobConfig.from_json(job.to_json())
+    assert again == job and again.input_columns == {"text": "sentence"} and again.output_column is None
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"input_columns": {"text": ""}}, {"output_columns": {"x": ""}}, {"output_column": ""}]
+)
+def test_empty_column_names_are_refused(overrides):
+    with pytest.raises(JobConfigError, match="must hold non-empty names"):
+        make(**overrides)
