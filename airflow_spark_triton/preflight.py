@@ -7,11 +7,13 @@ setting or column and the fix:
 - the ``model`` reference resolves (an ``hf:`` directory has a ``config.json``, the task's tokenizer
   or image processor, and no code of its own), and ``model_options`` are options the model takes;
 - ``input_columns`` map every model input to a column, and ``output_column`` / ``output_columns``
-  give every output its own column, colliding with neither the key, the date nor the job's columns;
+  give every output its own column, colliding with neither the key, the date, the job's columns nor
+  a ``keep_columns`` entry;
 - ``batch_size`` fits the model's ``max_batch_size``;
 - where the backend can read the input table's schema without a cluster (delta-rs for a local
   path, Unity Catalog for ``catalog.schema.table`` on Databricks): the table exists, and has the
-  key column, a DATE, TIMESTAMP or string date column, and input columns of types the model takes.
+  key column, a DATE, TIMESTAMP or string date column, input columns of types the model takes, and
+  the ``keep_columns``.
 
 Nothing here imports torch, transformers or pyspark: an ``hf:`` reference resolves from its task
 alone, and its directory is read as files (:func:`spark_jobs.models.huggingface.check_source`).

@@ -37,6 +37,12 @@ exact key admits one. Every check is on the value as text, before anything is im
 created or sent, and a refusal names the setting, the conf keys that set it and the config option
 that would allow it. This module has no Airflow import at the top: its defaults also feed the
 provider's config registration (:mod:`airflow_spark_triton.provider_info`).
+
+Not guarded here: the inference operator's output settings, which choose among fixed behaviours of
+the job. Its ``where`` is the one that is an expression; the job checks it where it is used, on Spark's
+own parse tree, to be a predicate over the input's columns with built-in data functions only (no
+subqueries, reflection, file functions or UDFs: :mod:`spark_jobs.row_filter`), so a trigger can only
+narrow the rows of an input the DAG already reads.
 """
 
 from __future__ import annotations

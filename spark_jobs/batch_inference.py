@@ -20,7 +20,16 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.contract import ERROR_PREFIX, EXCEPTION_LINE, JOB_ARG, InferenceJobConfig, RunReport
+from spark_jobs.contract import (
+    APPEND,
+    ERROR_PREFIX,
+    EXCEPTION_LINE,
+    JOB_ARG,
+    MERGE,
+    InferenceJobConfig,
+    RunReport,
+    bound_report,
+)
 from spark_jobs.executor_env import executor_env_conf
 from spark_jobs.json_files import READABLE_MODE, driver_path, write_json_atomic
 
@@ -82,6 +91,10 @@ class RunCanceled(SystemExit):
 CANCEL_REQUESTED = threading.Event()
 # Set (under the lock) once the run's cleanup starts: its stop stage must not be canceled too.
 _CLEANING_UP = threading.Event()
+# Set once the run may have started a server: only then does its cleanup run the stop stage, which
+# needs executors (a run refused before, e.g. by another run's date lease, may have none: the other
+# run's application holds the cluster's cores, and the stop stage would wait for it to end).
+SERVERS_LAUNCHED = threading.Event()
 _CANCEL_LOCK = threading.Lock()
 
 
@@ -127,56 +140,111 @@ def _raise_on_sigterm(signum: int, _frame: Any) -> None:
 
 
 def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None) -> None:
-    """Read the date, split rows into scored and rejected, write both tables; fills ``report``."""
-    from pyspark.sql import functions as F
-
-    from spark_jobs.columns import check_settings, input_mapping, output_names
+    """Score one date and write its output and rejects, holding the date's lease while it does (a
+    dry run writes nothing and takes none); fills ``report``."""
+    from spark_jobs.columns import check_settings
+    from spark_jobs.date_lease import DateLease
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.inference import prediction_columns, triton_predict_udf
     from spark_jobs.models.references import resolve_model
-    from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
-    from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
 
     model = resolve_model(job.model)
     check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
+    io = delta_io_for(spark)
+    report.delta_engine = io.name
+    if job.dry_run:
+        _score_date(spark, job, report, progress, model, io, lease=None)
+        return
+    lease = DateLease.for_job(io, job).acquire(on_wait=raise_if_canceled)
+    try:
+        if lease.took_over is not None:
+            report.warnings.append(f"took over the stale lease of the date from {lease.took_over.describe()}")
+        if job.write_mode == APPEND and io.appended(job.output_table, job.writer, job.logical_date):
+            note = (
+                f"the append of {job.writer} for {job.logical_date} to {job.output_table} was already "
+                "committed (an earlier try of this run): nothing was scored or written again"
+            )
+            log.warning(note)
+            report.warnings.append(note)
+            return
+        _note_interrupted_run(io, job, report)
+        _score_date(spark, job, report, progress, model, io, lease)
+    finally:
+        lease.release()
+
+
+def _note_interrupted_run(io, job: InferenceJobConfig, report: RunReport) -> None:
+    """Say so when the date's last run committed its rejects but not its output (it stopped between
+    the two commits, ``spark_jobs.write_modes``): this run writes both again."""
+    if job.write_mode == APPEND:
+        return  # each run's own rows; its idempotent rejects append already repairs
+    output_run = io.date_written_by(job.output_table, job.logical_date)
+    rejects_run = io.date_written_by(job.rejects_table, job.logical_date)
+    if rejects_run is not None and rejects_run != output_run:
+        note = (
+            f"run {rejects_run} of {job.logical_date} committed its rejects but not its output (it stopped "
+            f"between the two commits; the output still holds run {output_run}'s rows): this run writes both"
+        )
+        log.warning(note)
+        report.warnings.append(note)
+
+
+def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, model, io, lease) -> None:
+    """Read the date, split rows into scored and rejected, check, then write both tables (or, in a
+    dry run, score a sample and write nothing)."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.columns import input_mapping, output_names
+    from spark_jobs.inference import prediction_columns, triton_predict_udf
+    from spark_jobs.reject_summary import summarize_rejects
+    from spark_jobs.row_filter import filter_rows
+    from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
+    from spark_jobs.validation import REJECT_DETAIL, REJECT_REASON, check_schema, with_reject_reason
+    from spark_jobs.write_modes import check_before_commit, write_results
+
     mapping = input_mapping(job, model)
     columns = tuple(column for _, column in mapping)
     names = output_names(job, model)
-    io = delta_io_for(spark)
-    report.delta_engine = io.name
-    read = io.read_date(job.input_table, job.date_column, job.logical_date, [job.key_column, *columns])
+    required = [job.key_column, *columns, *job.keep_columns]
+    read = io.read_date(job.input_table, job.date_column, job.logical_date, required)
     report.input_version = read.version
-    check_schema(read.df, job.input_table, job, model)
+    selected = filter_rows(spark, read.df, job.where, job.input_table)
+    check_schema(selected, job.input_table, job, model)
 
     # Launch the servers now, without waiting: they load the model while Spark reads and validates
     # the date (start_servers below waits for them). Not for a date without rows: nothing to score.
     started = time.monotonic()
-    if not read.df.isEmpty():
+    if not selected.isEmpty():
         raise_if_canceled()
+        SERVERS_LAUNCHED.set()
         launch_servers(spark, job)
     report.timings_s["servers_launch"] = round(time.monotonic() - started, 3)
 
-    validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
+    validated = with_reject_reason(selected, job.key_column, columns, model).cache()
     try:
         started = time.monotonic()
         report.rows_read = validated.count()
         if not report.rows_read:  # an empty date is news: say it where people look
-            warning = f"no input rows for {job.logical_date} in {job.input_table}"
+            where = f" matching where={job.where!r}" if job.where else ""
+            warning = f"no input rows{where} for {job.logical_date} in {job.input_table}"
             log.warning(warning)
             report.warnings.append(warning)
-        reasons = validated.where(F.col(REJECT_REASON).isNotNull()).groupBy(REJECT_REASON).count().collect()
-        report.reject_reasons = {r[REJECT_REASON]: r["count"] for r in reasons}
-        if reasons:
-            report.reject_samples = reject_samples(validated, job.key_column)
-        to_score = report.rows_read - sum(report.reject_reasons.values())
+        report.reject_reasons, report.reject_samples = summarize_rejects(validated, job.key_column)
+        rejected = sum(report.reject_reasons.values())
+        to_score = report.rows_read - rejected
         report.rows_to_score = to_score
         report.timings_s["read_and_validate"] = round(time.monotonic() - started, 3)
+        check_before_commit(job, report.rows_read, rejected)
+        valid = validated.where(F.col(REJECT_REASON).isNull())
+        if job.dry_run:
+            valid = valid.orderBy(job.key_column).limit(job.dry_run_rows or 0)
+            to_score = min(to_score, job.dry_run_rows or 0)
         if progress is not None:
             progress.inference_started(to_score)
 
         if to_score:
             raise_if_canceled()
             started = time.monotonic()
+            SERVERS_LAUNCHED.set()
             report.servers = start_servers(spark, job)
             report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
@@ -187,51 +255,60 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
             model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
         )
         # The prediction is computed once, in its own projection, and then split into its columns.
-        predicted = validated.where(F.col(REJECT_REASON).isNull()).select(
-            F.col(job.key_column), predict(*[F.col(c) for c in columns]).alias(PREDICTION)
+        kept = [F.col(c) for c in job.keep_columns]
+        predicted = valid.select(
+            F.col(job.key_column), *kept, predict(*[F.col(c) for c in columns]).alias(PREDICTION)
         )
         scored = predicted.select(
             F.col(job.key_column),
+            *kept,
             *prediction_columns(model, F.col(PREDICTION), names),
             F.lit(model.name).alias("model"),
             F.lit(job.run_id).alias("run_id"),
             F.current_timestamp().alias("scored_at"),
         )
+        if job.dry_run:
+            started = time.monotonic()
+            report.samples = [row.asDict(recursive=True) for row in scored.drop("run_id").collect()]
+            report.rows_scored = len(report.samples)
+            report.rows_rejected = rejected
+            report.timings_s["inference"] = round(time.monotonic() - started, 3)
+            return
         rejects = validated.where(F.col(REJECT_REASON).isNotNull()).select(
             F.col(job.key_column).cast("string").alias(job.key_column),
             F.col(REJECT_REASON).alias("reason"),
+            F.col(REJECT_DETAIL).alias("detail"),
             F.to_json(F.struct(*[_preview(F.col(c), spec).alias(c) for spec, c in mapping]))
             .substr(1, REJECT_PREVIEW_CHARS)
             .alias("input_preview"),
             F.lit(job.run_id).alias("run_id"),
             F.current_timestamp().alias("rejected_at"),
         )
-        # Two tables, two commits, each tagged with the run id: the order is the record. Output first:
-        # Spark scores lazily inside that write, so a run that fails while scoring commits nothing to
-        # either table. Rejects last: its commit is the run's final step, so the date's rejects coming
-        # from a run (``io.date_written_by``) means that run's output was committed too. A crash between
-        # the two leaves this run's output with an older run's rejects, and the tables disagree on the
-        # run id until the next run of the date (an Airflow retry, a rerun) replaces both.
-        started = time.monotonic()
         raise_if_canceled()
-        report.output_version = io.replace_date(
-            scored, job.output_table, job.date_column, job.logical_date, job.run_id
-        )
+        started = time.monotonic()
+        write_results(io, job, scored, rejects, lease, report)
         report.timings_s["inference_and_write"] = round(time.monotonic() - started, 3)
-        report.rejects_version = io.replace_date(
-            rejects, job.rejects_table, job.date_column, job.logical_date, job.run_id
-        )
     finally:
         validated.unpersist()
 
+    if report.output_version is None:  # an append an earlier try had committed: not this run's rows
+        return
+
     def written(table: str) -> int:
-        return io.read_date(table, job.date_column, job.logical_date, [job.key_column]).df.count()
+        rows = io.read_date(table, job.date_column, job.logical_date, [job.key_column, "run_id"]).df
+        return rows.where(F.col("run_id") == job.run_id).count()
 
     report.rows_scored, report.rows_rejected = written(job.output_table), written(job.rejects_table)
+    if job.write_mode == MERGE and report.rows_scored > to_score:
+        raise RuntimeError(
+            f"merge into {job.output_table} updated {report.rows_scored} rows for {to_score} scored keys: "
+            f"the table holds some keys ({job.key_column}) on several rows, and MERGE updated each of them; "
+            "write_mode='merge' needs one row per key"
+        )
     if report.rows_scored + report.rows_rejected != report.rows_read:
         raise RuntimeError(
             f"row counts do not add up for {job.logical_date}: read {report.rows_read}, "
-            f"scored {report.rows_scored}, rejected {report.rows_rejected}"
+            f"scored {report.rows_scored}, rejected {report.rows_rejected} (by run {job.run_id})"
         )
     seconds = report.timings_s.get("inference_and_write") or 0
     report.rows_per_s = round(report.rows_scored / seconds, 1) if seconds else None
@@ -248,31 +325,6 @@ def _preview(column, spec):
     if spec.is_binary:
         return F.concat(F.lit("<"), F.octet_length(column).cast("string"), F.lit(" bytes>"))
     return column.cast("string")
-
-
-REJECT_SAMPLE_KEYS = 5
-
-
-def reject_samples(validated, key_column: str) -> dict[str, list[str | None]]:
-    """Up to :data:`REJECT_SAMPLE_KEYS` keys per reject reason (the smallest), for the run page: a
-    window over the rejected rows only, so a date of many rejects never collects them all."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    from spark_jobs.validation import REJECT_REASON
-
-    key = F.col(key_column).cast("string")
-    rank = F.row_number().over(Window.partitionBy(REJECT_REASON).orderBy(key))
-    rows = (
-        validated.where(F.col(REJECT_REASON).isNotNull())
-        .select(F.col(REJECT_REASON), key.alias("key"), rank.alias("rank"))
-        .where(F.col("rank") <= REJECT_SAMPLE_KEYS)
-        .collect()
-    )
-    samples: dict[str, list[str | None]] = {}
-    for row in sorted(rows, key=lambda r: (r[REJECT_REASON], r["rank"])):
-        samples.setdefault(row[REJECT_REASON], []).append(row["key"])
-    return samples
 
 
 class JobTimeout(TimeoutError):
@@ -315,6 +367,7 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
 
     started = time.monotonic()
     report = RunReport.for_job(job)
+    SERVERS_LAUNCHED.clear()
     progress = ProgressReporter(spark, job.report_path, report=report).start()
     try:
         with job_deadline(spark, job.job_timeout_s):
@@ -334,15 +387,18 @@ def run(spark, job: InferenceJobConfig) -> RunReport:
         progress.phase = "stopping servers"
         stop_started = time.monotonic()
         try:
-            report.servers_stopped = stop_servers(spark, job)
+            if SERVERS_LAUNCHED.is_set():
+                report.servers_stopped = stop_servers(spark, job)
         finally:
             report.timings_s["servers_stop"] = round(time.monotonic() - stop_started, 3)
-            if not CANCEL_REQUESTED.is_set():  # a local cluster's first run only; a cancel must be quick
+            # A local cluster's first run only (a cancel must be quick, a run without executors can't).
+            if SERVERS_LAUNCHED.is_set() and not CANCEL_REQUESTED.is_set():
                 dump_started = time.monotonic()
                 if dump_executor_archive(spark):
                     report.timings_s["executor_archive"] = round(time.monotonic() - dump_started, 3)
             report.timings_s["total"] = round(time.monotonic() - started, 3)
             progress.stop(report.status.lower())
+            bound_report(report)
             if job.report_path:
                 write_report(job.report_path, report)
     return report

@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.contract import JobConfigError
+from spark_jobs.contract import OUTPUT_META_COLUMNS, JobConfigError
 
 if TYPE_CHECKING:
     from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.models.base import ServedModel, TensorSpec
 
-# Written by the job next to the model's outputs in every output row.
-RESERVED_OUTPUT_COLUMNS = ("model", "run_id", "scored_at")
 # Date column types a run can select one day of: a DATE, a TIMESTAMP (the day in the Spark session's
 # time zone) or a 'YYYY-MM-DD' string.
 DATE_COLUMN_TYPES = ("date", "timestamp", "timestamp_ntz", "string")
@@ -95,7 +93,7 @@ def output_names(job: InferenceJobConfig, model: ServedModel) -> dict[str, str]:
         if job.output_columns and job.output_columns.get(outputs[0], job.output_column) != job.output_column:
             raise JobConfigError("job settings 'output_column' and 'output_columns' name different columns")
         names[outputs[0]] = job.output_column
-    taken = {name: f"the column {name!r} the job writes" for name in RESERVED_OUTPUT_COLUMNS}
+    taken = {name: f"the column {name!r} the job writes" for name in OUTPUT_META_COLUMNS}
     taken.update(
         {
             job.key_column: f"key_column {job.key_column!r}",
@@ -104,6 +102,12 @@ def output_names(job: InferenceJobConfig, model: ServedModel) -> dict[str, str]:
     )
     seen: dict[str, str] = {}
     for output, column in names.items():
+        if column in job.keep_columns:
+            raise JobConfigError(
+                f"job setting 'keep_columns' copies input column {column!r} to the output table, where "
+                f"output {output!r} of model {model.name} lands in that column: drop it from keep_columns, "
+                f"or rename the output with output_columns={{{output!r}: '{column}_out'}}"
+            )
         if column in taken:
             raise JobConfigError(
                 f"output column {column!r} (output {output!r} of model {model.name}) collides with "
@@ -166,6 +170,9 @@ def check_table(fields: Mapping[str, Any], table: str, job: InferenceJobConfig, 
     for column, setting in ((job.key_column, "key_column"), (job.date_column, "date_column")):
         if column not in fields:
             raise missing(column, setting)
+    for column in job.keep_columns:
+        if column not in fields:
+            raise missing(column, "keep_columns")
     date_type = fields[job.date_column]
     if date_type not in DATE_COLUMN_TYPES:
         raise InputSchemaError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import reduce
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -27,6 +29,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
+from spark_jobs.contract.job_config import APPEND, MERGE, REPLACE_DATE
 from spark_jobs.table_names import table_name_parts
 
 if TYPE_CHECKING:
@@ -66,6 +69,31 @@ class ReadResult:
     version: int | None  # the snapshot read, so a run can report exactly which input it scored
 
 
+@dataclass
+class StagedOutput:
+    """Rows computed for a date but not committed: :meth:`DeltaIO.stage` makes it, :meth:`DeltaIO.commit`
+    commits it, :meth:`DeltaIO.discard` drops it. The job stages its output (the scoring happens
+    there) before it commits anything, so a model that fails on row 7 commits nothing anywhere."""
+
+    table: str
+    date_column: str
+    logical_date: str
+    run_id: str
+    schema: StructType  # of the rows, without the date column
+    rows: int = 0
+    location: str | None = None  # delta-rs: the staging directory under the table's root
+    # delta-rs: each staged file's name, size, mtime (ns) and rows
+    files: list[tuple[str, int, int, int]] = dataclass_field(default_factory=list)
+    df: DataFrame | None = None  # delta-spark: the rows, persisted
+
+
+def txn_app_id(write_id: str, logical_date: str) -> str:
+    """The Delta transaction id (``txn.appId``) of one idempotent append: the same writer and date
+    make the same id, and a table that has it refuses the write again (``append`` mode)."""
+    digest = hashlib.sha256(f"{write_id}\n{_valid_date(logical_date)}".encode()).hexdigest()[:32]
+    return f"spark-triton-{digest}"
+
+
 class DeltaIO(Protocol):
     name: str
 
@@ -77,15 +105,34 @@ class DeltaIO(Protocol):
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
     ) -> int: ...
 
+    def stage(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> StagedOutput: ...
+
+    def commit(
+        self,
+        staged: StagedOutput,
+        mode: str = REPLACE_DATE,
+        key_column: str | None = None,
+        write_id: str | None = None,
+    ) -> int | None: ...
+
+    def discard(self, staged: StagedOutput) -> None: ...
+
+    def appended(self, table: str, write_id: str, logical_date: str) -> bool:
+        """Whether ``write_id`` already committed its append of the date to ``table`` (:func:`txn_app_id`)."""
+        ...
+
     def table_version(self, table: str) -> int | None: ...
 
     def date_written_by(self, table: str, logical_date: str) -> str | None:
-        """The run id of the replace that the date's rows come from, None if no tagged commit wrote it.
+        """The run id of the newest commit that wrote the date, None if no tagged commit wrote it.
 
-        A run commits its output table, then its rejects table (``batch_inference.score_date``), so
-        both naming one run id means the date holds that run's whole result. Different run ids mean a
-        run stopped between its two commits (or two runs of the date overlapped); the next run of the
-        date replaces both.
+        A run commits its rejects table, then its output table (``spark_jobs.write_modes``), under
+        the date's lease (one run at a time), so the output naming a run means that run's rejects were
+        committed too; both naming one run id means the date holds that run's whole result. The
+        rejects naming a newer run than the output means a run stopped between its two commits; the
+        date's next run (the task's retry, a rerun) writes both again.
         """
         ...
 
@@ -243,7 +290,20 @@ def _pruning_predicate(date_type: str, date_column: str, logical_date: str) -> l
     return [(date_column, ">=", start), (date_column, "<", end)]
 
 
-class DeltaSparkIO:
+class _StagedWrites:
+    """What both engines build from their :meth:`stage` and :meth:`commit`."""
+
+    def replace_date(
+        self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
+    ) -> int:
+        """Replace the date's rows with ``df``'s in one commit: :meth:`stage`, then :meth:`commit`."""
+        staged = self.stage(df, table, date_column, logical_date, run_id)  # type: ignore[attr-defined]
+        version = self.commit(staged)  # type: ignore[attr-defined]
+        assert version is not None  # only an append is ever skipped
+        return version
+
+
+class DeltaSparkIO(_StagedWrites):
     name = "delta-spark"
 
     def __init__(self, spark: SparkSession) -> None:
@@ -290,21 +350,81 @@ class DeltaSparkIO:
         date_type = _date_type(df.schema, table, date_column)
         return ReadResult(df.where(date_condition(date_type, date_column, logical_date)), version)
 
-    def replace_date(
+    def stage(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
-    ) -> int:
-        tag = _write_tag(run_id, _valid_date(logical_date))
+    ) -> StagedOutput:
+        """Compute ``df`` (for the job: score it) and keep its rows in Spark's storage (memory, spilling
+        to disk), committing nothing; a lost block is computed again when the commit reads it."""
+        from pyspark import StorageLevel
+
         out = df.drop(date_column).withColumn(date_column, F.lit(_valid_date(logical_date)))
-        writer = (
-            out.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", f"`{date_column}` = '{logical_date}'")
-            .option("userMetadata", tag)
-            .partitionBy(date_column)
-        )
-        writer.save(table) if self._is_path(table) else writer.saveAsTable(table)
-        history = self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)} LIMIT 50")
+        out = out.persist(StorageLevel.MEMORY_AND_DISK)
+        staged = StagedOutput(table, date_column, logical_date, run_id, df.drop(date_column).schema, df=out)
+        try:
+            staged.rows = out.count()
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    def discard(self, staged: StagedOutput) -> None:
+        if staged.df is not None:
+            staged.df.unpersist()
+
+    def appended(self, table: str, write_id: str, logical_date: str) -> bool:
+        """Not known ahead here (Spark SQL shows no transaction ids): Delta itself skips the append
+        at commit time when the table has its transaction id, and :meth:`commit` returns None."""
+        return False
+
+    def commit(
+        self,
+        staged: StagedOutput,
+        mode: str = REPLACE_DATE,
+        key_column: str | None = None,
+        write_id: str | None = None,
+    ) -> int | None:
+        """Native Delta: ``replaceWhere`` overwrite of the date, an append with ``txnAppId`` /
+        ``txnVersion`` (Delta's idempotent writes: the table skips a transaction id it has), or
+        ``MERGE INTO`` on the key. The commit's ``userMetadata`` tag finds the version it made; an
+        append Delta skipped has none (None)."""
+        table, date_column = staged.table, staged.date_column
+        logical_date = _valid_date(staged.logical_date)
+        tag = _write_tag(staged.run_id, logical_date)
+        out = staged.df
+        assert out is not None, "staged by another engine"
+        try:
+            exists = self.table_version(table) is not None
+            if mode == MERGE and exists:
+                view = f"spark_triton_merge_{uuid.uuid4().hex}"
+                out.createOrReplaceTempView(view)
+                key = f"`{key_column}`"
+                try:
+                    with _session_conf(self.spark, "spark.databricks.delta.commitInfo.userMetadata", tag):
+                        self.spark.sql(
+                            f"MERGE INTO {self._ref(table)} t USING {view} s ON t.{key} = s.{key} "
+                            "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+                        )
+                finally:
+                    self.spark.catalog.dropTempView(view)
+            else:
+                writer = out.write.format("delta").option("userMetadata", tag).partitionBy(date_column)
+                if mode == APPEND:
+                    app_id = txn_app_id(write_id or staged.run_id, logical_date)
+                    writer = writer.mode("append").option("txnAppId", app_id).option("txnVersion", 1)
+                else:
+                    writer = writer.mode("overwrite").option(
+                        "replaceWhere", f"`{date_column}` = '{logical_date}'"
+                    )
+                writer.save(table) if self._is_path(table) else writer.saveAsTable(table)
+        finally:
+            self.discard(staged)
+        history = self.spark.sql(f"DESCRIBE HISTORY {self._ref(table)} LIMIT {COMMIT_LOOKBACK}")
         row = history.where(F.col("userMetadata") == tag).first()
+        if row is None and mode == APPEND:
+            log.warning(
+                "Delta table %s: %s already committed this append of %s", table, write_id, logical_date
+            )
+            return None
         return int(row["version"]) if row else int(self.table_version(table) or 0)
 
 
@@ -357,7 +477,18 @@ def _session_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
                 spark.conf.unset(key) if old is None else spark.conf.set(key, old)
 
 
-class DeltaRsIO:
+def _merge_schema(target: DeltaTable, data: StructType, date_column: str):
+    """The schema of rows merged into ``target``: its columns and types (the source is cast to them),
+    then the columns of ``data`` it does not have yet (a new ``keep_columns`` entry), as Spark has them."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    schema = pa.schema(target.schema().to_arrow())
+    new = [f for f in data.fields if f.name not in schema.names and f.name != date_column]
+    return pa.schema([*schema, *(pa.field(f.name, to_arrow_type(f.dataType)) for f in new)])
+
+
+class DeltaRsIO(_StagedWrites):
     name = "delta-rs"
 
     def __init__(self, spark: SparkSession) -> None:
@@ -377,6 +508,12 @@ class DeltaRsIO:
             return self._open(table).version()
         except DeltaTableNotFound:
             return None
+
+    def appended(self, table: str, write_id: str, logical_date: str) -> bool:
+        try:
+            return self._open(table).transaction_version(txn_app_id(write_id, logical_date)) is not None
+        except DeltaTableNotFound:
+            return False
 
     def date_written_by(self, table: str, logical_date: str) -> str | None:
         """The run id whose commit the date's rows come from (see ``_run_id_of_date``); None if unknown."""
@@ -460,56 +597,111 @@ class DeltaRsIO:
                 )
         return delta, StructType([*data.fields, date_field])
 
-    def replace_date(
+    def stage(
         self, df: DataFrame, table: str, date_column: str, logical_date: str, run_id: str
-    ) -> int:
-        """Stage Spark's files in a directory no one else uses, then swap the date's files in one commit.
+    ) -> StagedOutput:
+        """Compute ``df`` (for the job: score it) into Parquet files in a directory no one else uses,
+        committing nothing. The unique directory means a retry or a concurrent run never overwrites
+        files that a committed version still references, and uncommitted files are invisible."""
+        from pyarrow import parquet as pq
 
-        The unique directory means a retry or a concurrent run never overwrites files that a committed
-        version still references, and uncommitted files are invisible; the single overwrite transaction
-        removes the date's old files and adds the new ones atomically, so no reader sees the date empty
-        or doubled, and a failure at any point leaves the table as it was.
+        data = df.drop(date_column)
+        self._target(table, data.schema, date_column)  # fail before Spark spends the run computing the data
+        spark_uri, filesystem, root = self._filesystem(table)
+        run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)  # Hadoop paths choke on ':' in Airflow run ids
+        staging = f"{date_column}={_valid_date(logical_date)}/run-{run}-{uuid.uuid4().hex[:8]}"
+        staged = StagedOutput(table, date_column, logical_date, run_id, data.schema, location=staging)
+        try:
+            # Spark's default INT96 timestamps are legacy; Delta readers expect INT64 microseconds.
+            with _session_conf(self.spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
+                data.write.mode("errorifexists").parquet(f"{spark_uri}/{staging}")
+            for info in self._staged_files(filesystem, root, staging):
+                rows = pq.read_metadata(info.path, filesystem=filesystem).num_rows
+                if rows:  # Spark writes a file for empty tasks too: only noise in the log
+                    staged.files.append((info.base_name, info.size, info.mtime_ns, rows))
+                    staged.rows += rows
+        except BaseException:
+            self.discard(staged)
+            raise
+        return staged
+
+    @staticmethod
+    def _staged_files(filesystem, root: str, staging: str) -> list[Any]:
+        from pyarrow import fs as pafs
+
+        infos = filesystem.get_file_info(pafs.FileSelector(f"{root}/{staging}"))
+        return [i for i in infos if i.base_name.startswith("part-") and i.extension == "parquet"]
+
+    @staticmethod
+    def _filesystem(table: str) -> tuple[str, Any, str]:
+        from pyarrow import fs as pafs
+
+        uri = _rs_uri(table)
+        spark_uri = uri if "://" in uri else f"file://{uri}"
+        filesystem, root = pafs.FileSystem.from_uri(spark_uri)
+        return spark_uri, filesystem, root
+
+    def discard(self, staged: StagedOutput) -> None:
+        """Remove staged files no commit references (a commit whose post-commit hook failed still counts)."""
+        if staged.location and not self._references(staged.table, staged.location):
+            _, filesystem, root = self._filesystem(staged.table)
+            with contextlib.suppress(FileNotFoundError):
+                filesystem.delete_dir(f"{root}/{staged.location}")
+
+    def commit(
+        self,
+        staged: StagedOutput,
+        mode: str = REPLACE_DATE,
+        key_column: str | None = None,
+        write_id: str | None = None,
+    ) -> int | None:
+        """Commit staged rows to their table as ``mode`` says, in one transaction; the version made,
+        or None for an append that ``write_id`` had already committed (nothing new is written).
+
+        * ``replace_date``: the date's old files out, the staged ones in;
+        * ``append``: the staged files in, with a Delta transaction id made of ``write_id`` and the
+          date (``txn`` in the log), so the same write landing twice is refused by the table itself;
+        * ``merge``: a delta-rs MERGE on ``key_column`` with the staged rows as source: matched rows
+          are updated in place (their date becomes this one), new keys inserted, no row deleted.
 
         Runs of other dates (or the same date) may commit to the table meanwhile: delta-rs then refuses
         ours (``CommitFailedError``), since it was built on an older snapshot. The staged files are still
         valid, so the commit is rebuilt on a fresh snapshot and retried, up to ``COMMIT_ATTEMPTS`` times
         with a short jittered backoff, after which ``DeltaCommitConflict`` names the table and the date.
-        Losing the race to create the table is the same case: the retry overwrites the date in it.
-        Whichever run of a date commits last wins; the date never holds two runs' rows.
+        Losing the race to create the table is the same case. Whichever run of a date commits last wins;
+        a replaced date never holds two runs' rows. Staged files no commit uses are removed.
         """
         from deltalake import Schema
         from deltalake.exceptions import CommitFailedError, DeltaError
-        from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
-        from pyarrow import fs as pafs
-        from pyarrow import parquet as pq
+        from deltalake.transaction import (
+            AddAction,
+            CommitProperties,
+            Transaction,
+            create_table_with_add_actions,
+        )
 
-        data = df.drop(date_column)
-        self._target(table, data.schema, date_column)  # fail before Spark spends the run computing the data
-        uri = _rs_uri(table)
-        spark_uri = uri if "://" in uri else f"file://{uri}"
-        filesystem, root = pafs.FileSystem.from_uri(spark_uri)
-        run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)  # Hadoop paths choke on ':' in Airflow run ids
-        staging = f"{date_column}={_valid_date(logical_date)}/run-{run}-{uuid.uuid4().hex[:8]}"
-        tag = _write_tag(run_id, logical_date)
+        table, date_column, logical_date = staged.table, staged.date_column, _valid_date(staged.logical_date)
+        tag = _write_tag(staged.run_id, logical_date)
+        app_id = txn_app_id(write_id or staged.run_id, logical_date) if mode == APPEND else None
+        adds = [
+            AddAction(f"{staged.location}/{name}", size, {date_column: logical_date},
+                      mtime_ns // 1_000_000 if mtime_ns else int(time.time() * 1000), True,
+                      json.dumps({"numRecords": rows}))
+            for name, size, mtime_ns, rows in staged.files
+        ]  # fmt: skip
+        kept = False  # whether the commit made the staged files the table's own
         try:
-            # Spark's default INT96 timestamps are legacy; Delta readers expect INT64 microseconds.
-            with _session_conf(self.spark, "spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"):
-                data.write.mode("errorifexists").parquet(f"{spark_uri}/{staging}")
-            adds = []
-            for info in filesystem.get_file_info(pafs.FileSelector(f"{root}/{staging}")):
-                if not (info.base_name.startswith("part-") and info.extension == "parquet"):
-                    continue  # _SUCCESS, .crc checksums
-                rows = pq.read_metadata(info.path, filesystem=filesystem).num_rows
-                if rows:  # Spark writes a file for empty tasks too: only noise in the log
-                    modified = info.mtime_ns // 1_000_000 if info.mtime_ns else int(time.time() * 1000)
-                    stats = json.dumps({"numRecords": rows})
-                    path = f"{staging}/{info.base_name}"
-                    adds.append(
-                        AddAction(path, info.size, {date_column: logical_date}, modified, True, stats)
-                    )
             attempts = COMMIT_ATTEMPTS
             for attempt in range(1, attempts + 1):
-                target, schema = self._target(table, data.schema, date_column)  # a fresh snapshot each time
+                target, schema = self._target(table, staged.schema, date_column)  # a fresh snapshot each time
+                if app_id and target is not None and target.transaction_version(app_id) is not None:
+                    log.warning(
+                        "Delta table %s: %s already committed this append of %s",
+                        table,
+                        write_id,
+                        logical_date,
+                    )
+                    return None
                 common = {
                     "schema": Schema.from_json(json.dumps(_nullable(schema.jsonValue()))),
                     "partition_by": [date_column],
@@ -517,17 +709,27 @@ class DeltaRsIO:
                     # added files to the same date when ours removes none, and the date holds both runs'
                     # rows. Every retry is ours, rebuilt on a snapshot that sees the other run's files.
                     "commit_properties": CommitProperties(
-                        custom_metadata={"userMetadata": tag}, max_commit_retries=0
+                        custom_metadata={"userMetadata": tag},
+                        max_commit_retries=0,
+                        app_transactions=[Transaction(app_id, 1)] if app_id else None,
                     ),
                 }
                 try:
                     if target is None:
-                        create_table_with_add_actions(uri, add_actions=adds, mode="error", **common)
-                    else:
-                        filters = [(date_column, "=", logical_date)]
-                        target.create_write_transaction(
-                            adds, mode="overwrite", partition_filters=filters, **common
+                        create_table_with_add_actions(
+                            _rs_uri(table), add_actions=adds, mode="error", **common
                         )
+                    elif mode == MERGE:
+                        self._merge(target, staged, key_column or "", common["commit_properties"])
+                    else:
+                        filters = [(date_column, "=", logical_date)] if mode == REPLACE_DATE else None
+                        target.create_write_transaction(
+                            adds,
+                            mode="overwrite" if mode == REPLACE_DATE else "append",
+                            partition_filters=filters,
+                            **common,
+                        )
+                    kept = target is None or mode != MERGE
                     break
                 except DeltaError as exc:
                     # CommitFailedError: another commit landed after our snapshot. "already exists":
@@ -546,12 +748,48 @@ class DeltaRsIO:
                         table, logical_date, attempt, attempts, str(exc).splitlines()[0], pause,
                     )  # fmt: skip
                     time.sleep(pause)
-        except BaseException:
-            if not self._references(table, staging):  # a commit whose post-commit hook failed still counts
-                with contextlib.suppress(FileNotFoundError):
-                    filesystem.delete_dir(f"{root}/{staging}")
-            raise
+        finally:
+            if not kept:  # a merge's source, an append already committed, a failed commit
+                self.discard(staged)
+        _, filesystem, root = self._filesystem(table)
         return _tagged_commit_version(filesystem, root, tag)
+
+    def _merge(self, target: DeltaTable, staged: StagedOutput, key_column: str, properties: Any) -> None:
+        """MERGE the staged rows into ``target`` on ``key_column``, streamed from their files: matched
+        rows take every column of the source (their date becomes this one), new keys are inserted."""
+        import pyarrow as pa
+        from pyarrow import dataset as pads
+
+        _, filesystem, root = self._filesystem(staged.table)
+        files = [f"{root}/{staged.location}/{name}" for name, *_ in staged.files]
+        schema = _merge_schema(target, staged.schema, staged.date_column)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            if not files:
+                return
+            for batch in pads.dataset(files, filesystem=filesystem, format="parquet").to_batches():
+                columns = {name: batch.column(name) for name in batch.schema.names}
+                columns[staged.date_column] = pa.array([staged.logical_date] * batch.num_rows)
+                yield pa.record_batch(
+                    [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(batch.num_rows, f.type)
+                     for f in schema],
+                    schema=schema,
+                )  # fmt: skip
+
+        key = f"`{key_column}`"
+        (
+            target.merge(
+                pa.RecordBatchReader.from_batches(schema, batches()),
+                predicate=f"t.{key} = s.{key}",
+                source_alias="s",
+                target_alias="t",
+                merge_schema=len(schema) > len(target.schema().fields),
+                commit_properties=properties,
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
 
     def _references(self, table: str, staging: str) -> bool:
         try:

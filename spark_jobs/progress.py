@@ -8,7 +8,9 @@ progress falls back to where the channel cannot connect). A daemon thread on the
 counts, the history of rows done (the run page's rows/s chart) and the report so far (the job's
 :class:`~spark_jobs.contract.RunReport` as far as it is filled in: tables, counts read and rejected,
 reject reasons and sample keys, servers). If the session has no SparkContext (Spark Connect), there
-is no accumulator and no task counts.
+is no accumulator and no task counts. The file is bounded whatever the run: counters, at most
+:data:`HISTORY_POINTS` history points, and the report so far capped by
+:func:`~spark_jobs.contract.bound_report` like the final one (under ``MAX_REPORT_BYTES``).
 
 Summary: ``<report>.md``, a Markdown table of the report, written by the job with the report; the
 run page in the Airflow UI renders the same :func:`summary_sections`.
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spark_jobs.contract import RunReport, progress_path, summary_path
+from spark_jobs.contract import RunReport, bound_report, progress_path, summary_path
 from spark_jobs.json_files import READABLE_MODE, write_json_atomic
 from spark_jobs.progress_channel import ProgressListener, ProgressSender
 
@@ -111,8 +114,9 @@ class ProgressReporter:
         elapsed = round(time.monotonic() - self._started, 1)
         if self._inference_started is not None and rows_done is not None:
             self._record(elapsed, rows_done)
-        # The job's thread keeps filling the report in: a shallow copy first, in one step.
-        report = copy.copy(self.report).to_dict() if self.report is not None else None
+        # The job's thread keeps filling the report in: a shallow copy first, in one step, bounded like
+        # the final report (bound_report replaces the copy's fields, never the job's own).
+        report = bound_report(copy.copy(self.report)).to_dict() if self.report is not None else None
         return {
             "phase": self.phase,
             "rows_done": rows_done,
@@ -178,16 +182,21 @@ def summary_sections(report: RunReport) -> list[Section]:
         ("rows read / scored / rejected", f"{report.rows_read} / {report.rows_scored} / {report.rows_rejected}"),
         ("rows/s", str(report.rows_per_s)),
         ("Triton servers", str(len(report.servers))),
+        ("write mode", "dry run: nothing written" if report.dry_run else str(report.write_mode)),
     )  # fmt: skip
     sections = [Section(None, ("", ""), overview)]
     if report.error:
         sections.append(Section("Error", text=str(report.error)))
+    if report.warnings:
+        sections.append(Section("Warnings", text="\n".join(str(w) for w in report.warnings)))
     if report.reject_reasons:
         rows = tuple(
             (reason, str(count), ", ".join(str(key) for key in report.reject_samples.get(reason, ())))
             for reason, count in sorted(report.reject_reasons.items())
         )
         sections.append(Section("Reject reasons", ("reason", "rows", "sample keys"), rows))
+    if report.samples:
+        sections.append(_samples_section(report.samples))
     timings = report.timings_s
     if timings:
         rows = tuple((step, str(seconds)) for step, seconds in timings.items())
@@ -195,9 +204,24 @@ def summary_sections(report: RunReport) -> list[Section]:
     return sections
 
 
+def _samples_section(samples: list[dict[str, Any]]) -> Section:
+    """A dry run's scored rows (as the report holds them: a few, each value shortened), one column
+    per output column in the rows' order."""
+    header = tuple(dict.fromkeys(name for row in samples for name in row))
+    rows = tuple(
+        tuple(
+            value if isinstance(value, str) else json.dumps(value, default=str)
+            for value in (row.get(name) for name in header)
+        )
+        for row in samples
+    )
+    return Section(f"Samples (dry run, {len(samples)} rows)", header, rows)
+
+
 def _markdown_cell(cell: Cell) -> str:
     parts = cell if isinstance(cell, tuple) else (cell,)
-    return "".join(f"`{part}`" if isinstance(part, Code) else part for part in parts)
+    text = "".join(f"`{part}`" if isinstance(part, Code) else part for part in parts)
+    return text.replace("|", "\\|").replace("\n", " ")  # one table cell, whatever the value holds
 
 
 def summary_markdown(report: RunReport) -> str:

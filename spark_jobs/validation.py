@@ -21,9 +21,12 @@ if TYPE_CHECKING:
 
     from spark_jobs.contract import InferenceJobConfig
 
-__all__ = ["REJECT_REASON", "InputSchemaError", "check_schema", "with_reject_reason"]
+__all__ = ["REJECT_DETAIL", "REJECT_REASON", "InputSchemaError", "check_schema", "with_reject_reason"]
 
 REJECT_REASON = "reject_reason"
+# What the reason leaves out for one row (which key a duplicate repeats), kept in the rejects table.
+# Reasons are kinds, the same text for every row with the problem, so that a report can count them.
+REJECT_DETAIL = "reject_detail"
 
 
 def check_schema(df: DataFrame, table: str, job: InferenceJobConfig, model: ServedModel) -> None:
@@ -98,7 +101,9 @@ def _first_reason(checks: list[tuple[Column, str]]) -> Column:
 def with_reject_reason(
     df: DataFrame, key_column: str, columns: tuple[str, ...], model: ServedModel
 ) -> DataFrame:
-    """Adds ``reject_reason`` (null for rows to score): the first problem found in key or inputs."""
+    """Adds ``reject_reason`` (null for rows to score): the first problem found in key or inputs, as a
+    kind (``duplicate id``, ``text is null``); and ``reject_detail``, what the kind leaves out of a
+    row's problem (``duplicate id 6``), else null."""
     fields = {f.name: f.dataType for f in df.schema.fields}
     key = F.col(key_column)
     reasons: list[Column] = []
@@ -113,9 +118,11 @@ def with_reject_reason(
     key_seen = F.row_number().over(
         Window.partitionBy(key).orderBy(*[F.col(c).asc_nulls_last() for c in columns])
     )
+    duplicate = key.isNotNull() & (key_seen > 1)
     reason = F.coalesce(
         F.when(key.isNull(), F.lit(f"{key_column} is null")),
-        F.when(key_seen > 1, F.concat(F.lit(f"duplicate {key_column} "), key.cast("string"))),
+        F.when(duplicate, F.lit(f"duplicate {key_column}")),
         *reasons,
     )
-    return df.withColumn(REJECT_REASON, reason)
+    detail = F.when(duplicate, F.concat(F.lit(f"duplicate {key_column} "), key.cast("string")))
+    return df.withColumn(REJECT_REASON, reason).withColumn(REJECT_DETAIL, detail)

@@ -138,6 +138,7 @@ LONGEST_FIRST = (
     "tests/deployed/test_nightly_deployed.py",
     "tests/deployed/test_celery_deployed.py",
     "tests/faults/test_local_dag_faults.py",
+    "tests/e2e/test_write_modes.py",  # eight local-backend runs on one cluster: ~8 min on a busy 2-core box
 )
 
 

@@ -27,11 +27,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowException
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow.sdk.bases.resumablejobmixin import ResumableJobMixin
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.configuration import conf
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_spark_triton.assets import table_uri, unity_catalog_name
 from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
@@ -48,10 +49,16 @@ from airflow_spark_triton.operators.backend_cache import CachedBackend
 from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
 from airflow_spark_triton.preflight import preflight
 from airflow_spark_triton.progress_format import format_progress
-from airflow_spark_triton.settings import coerce_fields, coerce_mapping, coerce_setting
+from airflow_spark_triton.settings import coerce_fields, coerce_mapping
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
 from airflow_spark_triton.ui.urls import REPORT_PAGE, RUN_PAGE, page_url
-from spark_jobs.contract import InferenceJobConfig, JobConfigError, RunReport, default_rejects_table
+from spark_jobs.contract import (
+    InferenceJobConfig,
+    JobConfigError,
+    RunReport,
+    bound_report,
+    default_rejects_table,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -74,7 +81,8 @@ def scored_date(context: Context) -> str:
 JOB_SETTINGS = (
     "input_table", "output_table", "rejects_table", "model", "logical_date", "key_column", "input_columns",
     "date_column", "output_column", "output_columns", "model_options", "batch_size", "server_ready_timeout_s",
-    "inference_timeout_s", "job_timeout_s",
+    "inference_timeout_s", "job_timeout_s", "min_rows", "write_mode", "keep_columns", "where",
+    "max_reject_fraction", "dry_run", "limit", "lease_wait_s", "lease_ttl_s",
 )  # fmt: skip
 
 
@@ -83,6 +91,13 @@ JOB_SETTINGS = (
 # is alive; the job's job_timeout_s gets time for a jobs compute cluster to start and for cleanup.
 EXECUTION_TIMEOUT_MARGIN_S = 60.0
 JOB_TIMEOUT_MARGIN_S = 900.0
+
+
+def write_id(context: Context) -> str:
+    """Who writes, as the job's ``write_id``: the task instance, the same for each of its tries (an
+    ``append`` a retry finds committed is not repeated; a date lease names the DAG run holding it)."""
+    ti = context["ti"]
+    return f"{ti.dag_id}/{ti.task_id}/{ti.run_id}/{getattr(ti, 'map_index', -1)}"
 
 
 def idempotency_token(context: Context) -> str:
@@ -112,8 +127,8 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         date (``{{ ds }}``: the day before the fire time under the nightly DAGs'
         ``CronDataIntervalTimetable``, the named dates in a backfill), or for a run without one, the
         day before it was triggered.
-    :param min_rows: fail the task when the date has fewer input rows than this (default 0: an empty
-        date succeeds, with a warning in the log and the report).
+    :param min_rows: fail the run, before anything is written, when the date has fewer input rows
+        than this (default 0: an empty date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
     :param key_column: unique row key, carried into output and rejects.
     :param input_columns: columns fed to the model's inputs, in order, or ``{model input: column}``.
@@ -128,6 +143,23 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     :param inference_timeout_s: Triton client timeout per request (and for the client to connect).
     :param job_timeout_s: the job cancels its own Spark jobs and cleans up after this many seconds;
         set it below ``execution_timeout`` so the job's report says what timed out.
+    :param write_mode: ``replace_date`` (the date's partition holds this run's rows), ``append`` (one
+        commit, idempotent per task instance: a retry does not duplicate rows) or ``merge`` (Delta MERGE
+        on ``key_column``: update scored keys, insert new ones) (templated).
+    :param keep_columns: input columns copied to the output next to the key (templated).
+    :param where: a Spark SQL predicate over the input's columns selecting the rows to score, e.g.
+        ``"lang = 'en'"`` (templated); checked by the job to be data: built-in functions only, no
+        subqueries (:mod:`spark_jobs.row_filter`).
+    :param max_reject_fraction: fail the run, before anything is written, when more than this share
+        of the date's rows is rejected (templated; None: no limit).
+    :param dry_run: score ``limit`` rows (default 100), write nothing, and return the report with up
+        to 10 sample rows in ``samples``; the task then ends skipped, so no asset event announces a
+        write that did not happen (templated).
+    :param limit: rows a dry run scores (only with ``dry_run``; templated).
+    :param lease_wait_s: another run holding the date's lease (same output table and date) fails this
+        one at once (0, default), or after waiting this many seconds for it.
+    :param lease_ttl_s: a lease its run stopped renewing (a dead driver on another host) is taken
+        over after this many seconds.
     :param conn_id: the backend's connection (type ``databricks`` or ``spark_triton_local``; templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param poll_interval_s: seconds between status checks; progress is logged at each one.
@@ -151,6 +183,12 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         "min_rows",
         "model_options",
         "batch_size",
+        "write_mode",
+        "keep_columns",
+        "where",
+        "max_reject_fraction",
+        "dry_run",
+        "limit",
         "conn_id",
     )
     template_fields_renderers = {"model_options": "json"}
@@ -179,6 +217,14 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         server_ready_timeout_s: float = 180.0,
         inference_timeout_s: float = 300.0,
         job_timeout_s: float | None = None,
+        write_mode: str = "replace_date",
+        keep_columns: Sequence[str] = (),
+        where: str | None = None,
+        max_reject_fraction: float | None = None,
+        dry_run: bool = False,
+        limit: int | None = None,
+        lease_wait_s: float = 0.0,
+        lease_ttl_s: float = 300.0,
         conn_id: str = DEFAULT_CONN_ID,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval_s: float = 5.0,
@@ -198,6 +244,9 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         self.output_column, self.output_columns = output_column, dict(output_columns or {})
         self.server_ready_timeout_s, self.inference_timeout_s = server_ready_timeout_s, inference_timeout_s
         self.job_timeout_s = job_timeout_s
+        self.write_mode, self.keep_columns, self.where = write_mode, keep_columns, where
+        self.max_reject_fraction, self.dry_run, self.limit = max_reject_fraction, dry_run, limit
+        self.lease_wait_s, self.lease_ttl_s = lease_wait_s, lease_ttl_s
         self._run_id: str | None = None
 
     def job_config(self, settings: Mapping[str, Any] | None = None) -> InferenceJobConfig:
@@ -245,7 +294,6 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     def execute(self, context: Context) -> dict[str, Any]:
         self.logical_date = self.logical_date or scored_date(context)
         # Every setting is checked (and a rendered number coerced) before anything starts.
-        self.min_rows = coerce_setting("min_rows", self.min_rows, int, label="operator setting")
         self.job_config()
         self._warn_if_day_not_over(context)
         self._push_page_links(context)
@@ -260,8 +308,19 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
             # A later try of this task instance is a clear or a reprocess: it must score again.
             store.delete(self.external_id_key)
         self._check_rows(report)
+        result = bound_report(report).to_dict()
+        if report.dry_run:
+            # A dry run wrote nothing: a success would send the outlets' asset events (consumers would
+            # read a date that did not change), so the task ends skipped, its report in XCom.
+            ti = context.get("ti")
+            if ti is not None:
+                ti.xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=result)
+            raise AirflowSkipException(
+                f"dry run of {report.logical_date}: scored {report.rows_scored} row(s), wrote nothing; "
+                f"{len(report.samples)} sample(s) in the task's XCom"
+            )
         self._annotate_outlets(context, report)
-        return report.to_dict()
+        return result
 
     def _warn_if_day_not_over(self, context: Context) -> None:
         """A zero-width data interval (``CronTriggerTimetable``) makes ``logical_date`` the day that
@@ -279,15 +338,13 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
             )  # fmt: skip
 
     def _check_rows(self, report: RunReport) -> None:
-        """An empty input date is news: a warning always, a failure below ``min_rows``."""
-        rows_read = int(report.rows_read or 0)
+        """An empty input date is news: a warning in the task log (the job failed the run below
+        ``min_rows``, before it wrote anything), as in the report's ``warnings``."""
         date, table = report.logical_date or self.logical_date, self.input_table
-        if rows_read == 0:
+        if report.rows_read == 0:
             self.log.warning("No input rows for %s in %s: nothing was scored", date, table)
-        if rows_read < int(self.min_rows):
-            raise AirflowException(
-                f"input table {table} has {rows_read} row(s) for {date}, below min_rows={self.min_rows}"
-            )
+        for warning in report.warnings:
+            self.log.warning("Run %s: %s", report.run_id, warning)
 
     def run_time_limit_s(self, job: InferenceJobConfig) -> float | None:
         """The run's limit on the platform's side, from ``execution_timeout`` and ``job_timeout_s``
@@ -300,7 +357,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         return min(limits) if limits else None
 
     def submit_job(self, context: Context) -> str:
-        job = self.job_config()
+        job = self.job_config().replace(write_id=write_id(context))
         backend = self.backend
         preflight(job, backend)  # the create task checked too; the table may have changed since
         self._run_id = backend.submit_job(

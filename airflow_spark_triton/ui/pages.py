@@ -194,6 +194,11 @@ def _notes(view: RunView) -> str:
         )
     if view.note:
         out.append(view.note)
+    if view.report is not None and view.report.dry_run:
+        out.append(
+            "A dry run: nothing written to the output or rejects table (the task ends skipped); "
+            "the samples below are rows it scored."
+        )
     if view.message and view.state in ("FAILED", "CANCELED"):
         out.append(f"{view.state}: {view.message}")
     return "".join(

@@ -20,9 +20,12 @@ from typing import Any
 #: Version of the job argument and the run report. Raise it with every change of either: a job that
 #: gets an argument of a newer version fails naming both versions (the cluster runs older code than
 #: the Airflow side), and a report's keys an older Airflow side does not know are kept as they are.
-#: 2: the report's reject_samples; 3: output_columns, input_columns as {model input: column},
-#: output_column=None.
-CONTRACT_VERSION = 3
+#: History: 1: the first contract; 2: the report's reject_samples; 3: output_columns, input_columns
+#: as {model input: column}, output_column=None; 4: the output settings (write_mode, keep_columns,
+#: where, min_rows, max_reject_fraction, dry_run/limit, write_id, lease_wait_s/lease_ttl_s), reject
+#: reasons as kinds (the rejects table's ``detail``), the report's write_mode, dry_run and samples.
+#: Arguments of an older version parse unchanged (every new setting has a default).
+CONTRACT_VERSION = 4
 CONTRACT_VERSION_KEY = "contract_version"
 #: The job's one command-line option; its value is :meth:`InferenceJobConfig.to_json`.
 JOB_ARG = "--job"
@@ -31,11 +34,29 @@ JOB_SCRIPT = Path(__file__).resolve().parents[1] / "batch_inference.py"
 #: The run id of a job argument no backend has filled in yet (:meth:`InferenceJobConfig.for_run`).
 DEFAULT_RUN_ID = "manual"
 REJECTS_SUFFIX = "_rejects"
+LEASES_SUFFIX = "_leases"
+
+#: How a run writes its output (docs/operators.md, "Output tables"; :mod:`spark_jobs.write_modes`):
+#: replace the date's partition, append one idempotent commit, or MERGE on the key.
+REPLACE_DATE, APPEND, MERGE = "replace_date", "append", "merge"
+WRITE_MODES = (REPLACE_DATE, APPEND, MERGE)
+#: Rows a dry run scores when it sets no ``limit``.
+DRY_RUN_DEFAULT_LIMIT = 100
+#: The longest ``where`` predicate accepted: a filter, not a program.
+MAX_WHERE_CHARS = 4000
+#: Columns every output row has besides the key, the kept columns and the prediction.
+OUTPUT_META_COLUMNS = ("model", "run_id", "scored_at")
 
 
 def default_rejects_table(output_table: str) -> str:
     """Where rows that cannot be scored go when ``rejects_table`` is not set: ``<output_table>_rejects``."""
     return output_table.rstrip("/") + REJECTS_SUFFIX
+
+
+def default_lease_table(output_table: str) -> str:
+    """The Delta table holding the output table's date leases (:mod:`spark_jobs.date_lease`):
+    ``<output_table>_leases``, beside the table, where every run writing it can see it."""
+    return output_table.rstrip("/") + LEASES_SUFFIX
 
 
 class JobConfigError(ValueError):
@@ -73,12 +94,26 @@ class InferenceJobConfig:
     job_timeout_s: float | None = None
     report_path: str | None = None
     run_id: str = DEFAULT_RUN_ID
+    # How the output is written (spark_jobs.write_modes) and what is checked before any commit.
+    write_mode: str = REPLACE_DATE
+    keep_columns: tuple[str, ...] = ()  # input columns copied to the output
+    where: str | None = None  # a SQL predicate over the input's columns (spark_jobs.row_filter)
+    min_rows: int = 0  # fewer rows read than this fails the run before any commit
+    max_reject_fraction: float | None = None  # more rejected than this share fails it too
+    dry_run: bool = False  # score ``limit`` rows, write nothing, report samples
+    limit: int | None = None  # only with dry_run (default DRY_RUN_DEFAULT_LIMIT)
+    # Who writes: the append's idempotency key and the name a date lease shows (the operator sets the
+    # Airflow task instance, the same for every try); None: the run id.
+    write_id: str | None = None
+    lease_wait_s: float = 0.0  # wait this long for another run's lease on the date; 0: fail at once
+    lease_ttl_s: float = 300.0  # a lease not renewed for this long is stale (its run died)
 
     def __post_init__(self) -> None:
         columns = self.input_columns
         object.__setattr__(
             self, "input_columns", dict(columns) if isinstance(columns, dict) else tuple(columns)
         )
+        object.__setattr__(self, "keep_columns", tuple(self.keep_columns))
         object.__setattr__(self, "server_preferred_batch_sizes", tuple(self.server_preferred_batch_sizes))
         for name in ("input_table", "output_table", "model", "logical_date", "key_column"):
             if not getattr(self, name):
@@ -136,6 +171,65 @@ class InferenceJobConfig:
             raise JobConfigError(
                 "job settings 'input_table', 'output_table' and 'rejects_table' must be three different tables"
             )
+        if self.lease_table in tables:
+            raise JobConfigError(
+                f"the date leases of output table {self.output_table} live in {self.lease_table}: "
+                "'input_table' and 'rejects_table' must be other tables"
+            )
+        self._check_write_settings()
+
+    def _check_write_settings(self) -> None:
+        if self.write_mode not in WRITE_MODES:
+            raise JobConfigError(
+                f"job setting 'write_mode' must be one of {', '.join(WRITE_MODES)}, got {self.write_mode!r}"
+            )
+        # The output columns known without the model; the model's own output names are checked with
+        # it (spark_jobs.columns.output_names, by the job and the Airflow side's pre-flight).
+        taken = {self.key_column, self.date_column, *OUTPUT_META_COLUMNS, *self.output_columns.values()}
+        if self.output_column is not None:
+            taken.add(self.output_column)
+        kept = self.keep_columns
+        if any(c in taken for c in kept) or len(set(kept)) != len(kept) or not all(kept):
+            raise JobConfigError(
+                f"job setting 'keep_columns' must name distinct input columns other than the output's own "
+                f"({', '.join(sorted(taken))}), got {list(kept)}"
+            )
+        if self.where is not None and (not self.where.strip() or len(self.where) > MAX_WHERE_CHARS):
+            raise JobConfigError(
+                f"job setting 'where' must be a SQL predicate of 1 to {MAX_WHERE_CHARS} characters, "
+                f"got {len(self.where)} characters"
+            )
+        if self.min_rows < 0:
+            raise JobConfigError(f"job setting 'min_rows' must be >= 0, got {self.min_rows}")
+        if self.max_reject_fraction is not None and not 0 <= self.max_reject_fraction <= 1:
+            raise JobConfigError(
+                f"job setting 'max_reject_fraction' must be between 0 and 1, got {self.max_reject_fraction}"
+            )
+        if self.limit is not None and (self.limit < 1 or not self.dry_run):
+            raise JobConfigError(
+                f"job setting 'limit' must be >= 1 and needs dry_run=True (a limited run that wrote would "
+                f"replace the date's output with part of it), got limit={self.limit}, dry_run={self.dry_run}"
+            )
+        if self.lease_wait_s < 0 or self.lease_ttl_s < 1:
+            raise JobConfigError(
+                "job settings 'lease_wait_s' must be >= 0 and 'lease_ttl_s' >= 1 seconds, got "
+                f"{self.lease_wait_s} and {self.lease_ttl_s}"
+            )
+
+    @property
+    def lease_table(self) -> str:
+        """Where this run's date lease lives: :func:`default_lease_table` of the output table."""
+        return default_lease_table(self.output_table)
+
+    @property
+    def dry_run_rows(self) -> int | None:
+        """How many valid rows a dry run scores (None: a real run scores all of them)."""
+        return (self.limit or DRY_RUN_DEFAULT_LIMIT) if self.dry_run else None
+
+    @property
+    def writer(self) -> str:
+        """Who writes: ``write_id``, else the run id (append idempotency, the lease's holder)."""
+        return self.write_id or self.run_id
 
     def to_json(self) -> str:
         return json.dumps(

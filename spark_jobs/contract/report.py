@@ -66,7 +66,10 @@ class RunReport:
     """One run's outcome: status, row counts, Delta versions, servers and timings.
 
     Filled by the job as the run goes (a field is None until its step ran) and written whatever the
-    outcome. ``rows_scored + rows_rejected == rows_read`` holds for every successful run.
+    outcome. ``rows_scored + rows_rejected == rows_read`` holds for every successful run that wrote
+    (a dry run scores a sample: ``rows_scored`` is its size). Its size is bounded
+    (:func:`spark_jobs.contract.bounds.bound_report`): the job and the operator bound it before
+    writing it or pushing it to XCom.
     """
 
     run_id: str
@@ -86,8 +89,11 @@ class RunReport:
     rows_to_score: int | None = None
     rows_scored: int | None = None
     rows_rejected: int | None = None
-    reject_reasons: dict[str, int] = field(default_factory=dict)
-    reject_samples: dict[str, list[str | None]] = field(default_factory=dict)  # a few keys per reason
+    reject_reasons: dict[str, int] = field(default_factory=dict)  # rows per kind of problem
+    reject_samples: dict[str, list[str]] = field(default_factory=dict)  # a few keys per kind
+    write_mode: str | None = None
+    dry_run: bool = False
+    samples: list[dict[str, Any]] = field(default_factory=list)  # a dry run's scored rows, shortened
     rows_per_s: float | None = None
     servers: list[dict[str, Any]] = field(default_factory=list)  # one per node: host, pid, ports
     servers_stopped: list[dict[str, Any]] = field(default_factory=list)
@@ -104,6 +110,8 @@ class RunReport:
             input_table=job.input_table,
             output_table=job.output_table,
             rejects_table=job.rejects_table,
+            write_mode=job.write_mode,
+            dry_run=job.dry_run,
             **fields,
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -75,6 +76,8 @@ def test_a_job_that_fits_passes_for_every_date_type(backend, tables, hf_dir):
         ("docs", {"output_column": "id"}, "output column 'id' .* collides with key_column 'id'"),
         ("docs", {"output_columns": {"embedding": "scored_at"}}, "collides with the column 'scored_at' the job writes"),
         ("docs", {"batch_size": 512}, "'batch_size' is 512, above model hashing_embedder's max_batch_size 128"),
+        ("docs", {"keep_columns": ("embedding",)}, "'keep_columns' copies input column 'embedding' to the output table, where output 'embedding' of model hashing_embedder lands"),
+        ("docs", {"keep_columns": ("title",)}, r"has no column 'title' \(keep_columns;"),
         ("missing", {}, r"job setting 'input_table': input table .*missing does not exist"),
         ("docs", {"model": "no_such_module:MODEL"}, "job setting 'model': model reference 'no_such_module:MODEL': cannot import"),
         ("docs", {"model": "hf:summarization:/m"}, "unknown task 'summarization'"),
@@ -179,7 +182,9 @@ def test_the_inference_task_checks_again_before_it_submits(backend, tables, monk
     submitted = []
     monkeypatch.setattr(backend, "submit_job", lambda *a, **k: submitted.append(a) or "run")
     with pytest.raises(PreflightError, match=r"column 'date' \(date_column\) is bigint"):
-        infer.submit_job({"ti": None})
+        infer.submit_job(
+            {"ti": SimpleNamespace(dag_id="d", task_id="g.infer", run_id="r", map_index=-1, try_number=1)}
+        )
     assert submitted == [] and clusters_of(backend) == []
 
 

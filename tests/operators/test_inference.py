@@ -82,14 +82,14 @@ def test_a_retry_reconnects_to_a_run_still_going(backend: FakeBackend) -> None:
     assert backend.submitted == []
 
 
-def test_an_empty_date_warns_and_min_rows_fails_naming_table_and_date(
+def test_an_empty_date_warns_and_min_rows_is_the_jobs_to_check_before_it_writes(
     backend: FakeBackend, caplog, capsys
 ) -> None:
     backend.rows_read = 0
     assert operator().execute(context(Store()))["rows_read"] == 0
     assert "No input rows for 2026-11-26 in /t/in" in logged(caplog, capsys)
-    with pytest.raises(Exception, match=r"/t/in has 0 row\(s\) for 2026-11-26, below min_rows=1"):
-        operator(min_rows=1).execute(context(Store()))
+    report = operator(min_rows=1).execute(context(Store(), try_number=2))
+    assert backend.runs[report["run_id"]]["job"].min_rows == 1  # the job fails below it, before any commit
 
 
 def test_scoring_a_day_that_has_not_ended_warns(backend: FakeBackend, caplog, capsys) -> None:
@@ -205,20 +205,93 @@ def test_templated_numbers_and_dicts_reach_the_job_as_their_types(backend: FakeB
     assert op.batch_size == "16" and isinstance(op.model_options, str)  # as Airflow hands them over
     report = op.execute(context(Store()))
     job = backend.runs[report["run_id"]]["job"]
-    assert (job.batch_size, job.model_options, job.logical_date) == (
+    assert (job.batch_size, job.model_options, job.logical_date, job.min_rows) == (
         16,
         {"seconds_per_batch": 0.5},
         "2026-11-20",
+        2,
     )
-    assert op.min_rows == 2
 
 
 def test_a_setting_that_cannot_be_coerced_fails_before_submitting_naming_it(backend: FakeBackend) -> None:
     with pytest.raises(ValueError, match=r"job setting 'batch_size' must be int, got 'sixty'"):
         operator(batch_size="sixty").execute(context(Store()))
-    with pytest.raises(ValueError, match=r"operator setting 'min_rows' must be int, got '1.5'"):
+    with pytest.raises(ValueError, match=r"job setting 'min_rows' must be int, got '1.5'"):
         operator(min_rows="1.5").execute(context(Store()))
     assert backend.submitted == []
+
+
+def test_the_output_settings_reach_the_job_as_their_types_with_the_task_instance_as_writer(
+    backend: FakeBackend,
+) -> None:
+    op = operator(
+        write_mode="{{ params.mode }}",
+        keep_columns="{{ params.keep }}",
+        where="lang = '{{ params.lang }}'",
+        max_reject_fraction="{{ params.fraction }}",
+        lease_wait_s=30,
+    )
+    op.render_template_fields(
+        {"params": {"mode": "merge", "keep": ["title"], "lang": "en", "fraction": 0.25}}
+    )
+    job = backend.runs[op.execute(context(Store()))["run_id"]]["job"]
+    assert (job.write_mode, job.keep_columns, job.where, job.max_reject_fraction, job.lease_wait_s) == (
+        "merge",
+        ("title",),
+        "lang = 'en'",
+        0.25,
+        30.0,
+    )
+    assert job.write_id == "d/infer/r/-1"  # every try of the task instance: one append, one lease holder
+
+
+def test_an_unknown_write_mode_or_a_limit_without_dry_run_fails_before_submitting(
+    backend: FakeBackend,
+) -> None:
+    with pytest.raises(ValueError, match=r"'write_mode' must be one of replace_date, append, merge"):
+        operator(write_mode="upsert").execute(context(Store()))
+    with pytest.raises(ValueError, match=r"'limit' must be >= 1 and needs dry_run=True"):
+        operator(limit=5).execute(context(Store()))
+    assert backend.submitted == []
+
+
+def test_a_dry_run_ends_skipped_with_its_report_in_xcom_and_no_asset_event(backend: FakeBackend) -> None:
+    from airflow.sdk import Asset
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    pushed: dict[str, Any] = {}
+    ctx = context(Store())
+    ctx["ti"].xcom_push = lambda key, value: pushed.update({key: value})
+    events: dict[Any, Any] = {}
+    ctx["outlet_events"] = events
+    op = operator(dry_run="{{ params.dry_run }}", limit=3, outlets=[Asset("file:///t/out")])
+    op.render_template_fields({"params": {"dry_run": True}})
+    with pytest.raises(AirflowSkipException, match=r"dry run of 2026-11-26: .* wrote nothing"):
+        op.execute(ctx)
+    job = backend.runs["run-1"]["job"]
+    assert (job.dry_run, job.limit) == (True, 3)
+    assert pushed["return_value"]["dry_run"] is True
+    assert events == {}, "a dry run must not announce a write"
+
+
+def test_the_xcom_is_bounded_whatever_the_report_holds(backend: FakeBackend, monkeypatch) -> None:
+    from spark_jobs.contract import MAX_REPORT_BYTES, RunReport
+
+    def huge_report(run_id: str) -> RunReport:
+        report = RunReport.for_job(backend.runs[run_id]["job"].replace(run_id=run_id), rows_read=10**6)
+        report.reject_reasons = {f"duplicate id {i}": 1 for i in range(100_000)}  # an older job's reasons
+        report.reject_samples = {f"duplicate id {i}": [str(i) * 50] for i in range(100_000)}
+        report.warnings = ["x" * 10_000] * 100
+        report.error = "e" * 100_000
+        return report
+
+    monkeypatch.setattr(backend, "get_run_report", huge_report)
+    result = operator().execute(context(Store()))
+    import json
+
+    assert len(json.dumps(result).encode()) <= MAX_REPORT_BYTES
+    assert sum(result["reject_reasons"].values()) == 100_000  # counts survive, summed past the top ones
+    assert result["warnings"][-1].startswith(f"report bounded to {MAX_REPORT_BYTES} bytes: left out")
 
 
 @pytest.mark.parametrize(

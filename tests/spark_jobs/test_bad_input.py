@@ -25,7 +25,7 @@ BAD_ROWS = [  # (id, text bytes, expected reason)
     (4, b"x" * 5000, "text is longer than 4096 bytes"),
     (5, b"caf\xe9 latin-1", "text is not valid UTF-8"),
     (6, b"first copy of id 6", None),
-    (6, b"second copy of id 6", "duplicate id 6"),
+    (6, b"second copy of id 6", "duplicate id"),
     (None, b"a row without a key", "id is null"),
     (7, b"a perfectly good row", None),
     (8, "unicode \u00e9t\u00e9 is fine".encode(), None),
@@ -61,15 +61,20 @@ def test_each_bad_row_kind_is_rejected_with_its_reason_and_counts_add_up(spark, 
     expected = sorted(r[2] for r in BAD_ROWS if r[2])
     rejects = DeltaTable(str(tmp_path / "out_rejects")).to_pandas()
     assert sorted(rejects["reason"]) == expected
+    details = rejects.set_index("reason")["detail"]
+    assert details["duplicate id"] == "duplicate id 6"  # the row's own detail, kept in the table
+    assert details.drop("duplicate id").isna().all()
     assert sorted(report.reject_reasons.items()) == sorted(pd.Series(expected).value_counts().items())
+    assert report.reject_samples["duplicate id"] == ["6"]
+    assert "id is null" not in report.reject_samples  # no key to show
     assert report.rows_read == len(BAD_ROWS)
     assert report.rows_scored == 3
     assert report.rows_scored + report.rows_rejected == report.rows_read
     scored = DeltaTable(str(tmp_path / "out")).to_pandas()
     assert sorted(scored["id"]) == [6, 7, 8]
     assert report.servers_stopped and not any(s["running"] for s in report.servers_stopped)
-    # The run page's sample keys: the rejected rows' own keys, per reason (a null key stays null).
-    assert report.reject_samples == {r[2]: [None if r[0] is None else str(r[0])] for r in BAD_ROWS if r[2]}
+    # The run page's sample keys: the rejected rows' own keys, per reason (a null key has none to show).
+    assert report.reject_samples == {r[2]: [str(r[0])] for r in BAD_ROWS if r[2] and r[0] is not None}
     progress = json.loads(progress_path(tmp_path / REPORT_FILE).read_text())
     assert (progress["phase"], progress["rows_done"], progress["history"][-1][1]) == ("success", 3, 3)
     assert RunReport.from_dict(progress["report"]).reject_samples == report.reject_samples

@@ -503,16 +503,16 @@ def test_date_written_by_tells_when_output_and_rejects_come_from_different_runs(
     output, rejects = str(tmp_path / "output"), str(tmp_path / "rejects")
     airflow_run = "scheduled__2026-11-24T00:00:00+00:00"
 
-    def run(run_id: str, tables: list[str]) -> None:  # batch_inference commits output, then rejects
+    def run(run_id: str, tables: list[str]) -> None:  # write_modes commits rejects, then output
         for table in tables:
             io.replace_date(scored(spark, [1]), table, "date", DAY1, run_id)
 
     assert io.date_written_by(output, DAY1) is None  # no table yet
-    run(airflow_run, [output, rejects])
+    run(airflow_run, [rejects, output])
     assert (io.date_written_by(output, DAY1), io.date_written_by(rejects, DAY1)) == (airflow_run, airflow_run)
-    run("run-2", [output])  # stopped between its two commits
-    assert (io.date_written_by(output, DAY1), io.date_written_by(rejects, DAY1)) == ("run-2", airflow_run)
-    run("run-3", [output, rejects])  # the next run of the date repairs both
+    run("run-2", [rejects])  # stopped between its two commits
+    assert (io.date_written_by(output, DAY1), io.date_written_by(rejects, DAY1)) == (airflow_run, "run-2")
+    run("run-3", [rejects, output])  # the next run of the date repairs both
     assert {io.date_written_by(t, DAY1) for t in (output, rejects)} == {"run-3"}
     assert io.date_written_by(output, DAY2) is None  # a date no run wrote
 
@@ -539,3 +539,63 @@ def test_a_writer_finds_its_commit_by_tag_even_when_others_committed_after_it(tm
     # Why the log's file names and not history(): deltalake 1.6.6 numbers w3 as version 1 there.
     numbered = {h.get("userMetadata"): h["version"] for h in opened_before.history()}
     print("history() of a handle opened at version 1:", numbered)
+
+
+# -- stage, then commit: the write modes (spark_jobs.write_modes) ------------------------------
+
+
+def test_staging_computes_the_rows_and_commits_nothing_until_asked(spark, io, tmp_path):
+    out = tmp_path / "out"
+    io.replace_date(scored(spark, [1]), str(out), "date", DAY1, "run-1")
+    staged = io.stage(scored(spark, [2, 3], "new"), str(out), "date", DAY1, "run-2")
+    assert (staged.rows, DeltaTable(str(out)).version()) == (2, 0)
+    assert [r["id"] for r in table_rows(out, DAY1)] == [1]
+    io.discard(staged)
+    assert staging_dirs(out) == [p for p in staging_dirs(out) if "run-run-1-" in p.name]
+    assert DeltaTable(str(out)).version() == 0
+
+
+def test_append_adds_one_commit_per_writer_and_the_same_writer_never_twice(spark, io, tmp_path):
+    out = str(tmp_path / "out")
+
+    def append(ids: list[int], run_id: str, write_id: str) -> int | None:
+        staged = io.stage(scored(spark, ids, run_id), out, "date", DAY1, run_id)
+        return io.commit(staged, "append", "id", write_id)
+
+    assert append([1, 2], "run-1", "dag/t/scheduled-1/-1") == 0  # creates the table
+    assert append([1, 2], "run-2", "dag/t/manual-2/-1") == 1  # another DAG run appends its rows
+    assert not io.appended(out, "dag/t/manual-3/-1", DAY1)
+    assert io.appended(out, "dag/t/manual-2/-1", DAY1)
+    assert append([1, 2], "run-3", "dag/t/manual-2/-1") is None  # its retry: nothing again
+    assert DeltaTable(out).version() == 1
+    assert sorted((r["id"], r["text"]) for r in table_rows(Path(out), DAY1)) == [
+        (1, "run-11"), (1, "run-21"), (2, "run-12"), (2, "run-22")
+    ]  # fmt: skip
+    assert [p.name.split("-")[1:3] for p in staging_dirs(Path(out))] == [["run", "1"], ["run", "2"]]
+    assert not io.appended(out, "dag/t/manual-2/-1", DAY2)  # per date
+
+
+def test_merge_updates_scored_keys_in_place_inserts_new_ones_and_keeps_the_rest(spark, io, tmp_path):
+    from pyspark.sql import functions as F
+
+    out = tmp_path / "out"
+    io.replace_date(scored(spark, [1, 2, 3], "old"), str(out), "date", DAY1, "run-1")
+    io.replace_date(scored(spark, [7], "day2"), str(out), "date", DAY2, "run-1b")
+    new = scored(spark, [2, 3, 4, 7], "new", title=F.concat(F.lit("title "), F.col("id").cast("string")))
+    version = io.commit(io.stage(new, str(out), "date", DAY2, "run-2"), "merge", "id")
+
+    assert version == 2 and DeltaTable(str(out)).version() == 2
+    rows = {r["id"]: (r["text"], r["date"], r["title"]) for r in table_rows(out)}
+    assert rows == {
+        1: ("old1", DAY1, None),  # not scored this time: kept as it was
+        2: ("new2", DAY2, "title 2"),  # scored again: updated in place, its date is this run's
+        3: ("new3", DAY2, "title 3"),
+        4: ("new4", DAY2, "title 4"),  # new: inserted
+        7: ("new7", DAY2, "title 7"),  # the same key on the same date: updated, not doubled
+    }
+    assert (
+        DeltaTable(str(out)).history()[0]["userMetadata"].startswith(f"spark-triton run_id=run-2 date={DAY2}")
+    )
+    assert staging_dirs(out) == [p for p in staging_dirs(out) if "run-run-2-" not in p.name]  # source removed
+    again = io.commit(io.stage(new, str(out), "date", DAY2, "run-3"), "merge", "id")
+    assert again == 3 and len(table_rows(out)) == 5  # a rerun changes nothing but the run's own columns

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 
-from spark_jobs.contract import REPORT_FILE, RunReport, progress_path
+from spark_jobs.contract import MAX_REPORT_BYTES, REPORT_FILE, RunReport, progress_path
 from spark_jobs.processes import wait_until
 from spark_jobs.progress import HISTORY_POINTS, ProgressReporter
 from spark_jobs.progress_channel import ProgressListener
@@ -116,3 +116,24 @@ def test_history_stays_bounded_and_plateaus_are_one_segment():
     assert reporter._history[-1] == [float(2 + 2 * HISTORY_POINTS), 2 + 2 * HISTORY_POINTS]
     times = [t for t, _ in reporter._history]
     assert times == sorted(times)
+
+
+def test_the_report_so_far_is_bounded_like_the_final_one_and_the_jobs_own_is_left_whole(tmp_path):
+    """Issue #24: progress files bounded. A report with more reasons, warnings and sample rows than
+    a report holds (an older job's per-key reasons, a long dry run) is capped in the progress file;
+    the job's own report object, which it goes on filling in, is not touched."""
+    report = RunReport("r1", "2026-11-24", "m:M", "/t/in", "/t/out", "/t/out_rejects", rows_read=10**6)
+    report.reject_reasons = {f"duplicate id {i}": 1 for i in range(50_000)}
+    report.warnings = ["w" * 5_000] * 50
+    report.samples = [{"id": i, "embedding": [0.5] * 384} for i in range(500)]
+    reporter = ProgressReporter(_NoSparkContext(), str(tmp_path / REPORT_FILE), report=report)
+    for second in range(3 * HISTORY_POINTS):
+        reporter._inference_started = reporter._started
+        reporter._record(float(second), second)
+    reporter.flush()
+    path = progress_path(tmp_path / REPORT_FILE)
+    assert path.stat().st_size <= MAX_REPORT_BYTES + 16 * 1024  # the report, plus counters and history
+    so_far = RunReport.from_dict(json.loads(path.read_text())["report"])
+    assert sum(so_far.reject_reasons.values()) == 50_000 and len(so_far.samples) <= 10
+    assert so_far.warnings[-1].startswith(f"report bounded to {MAX_REPORT_BYTES} bytes")
+    assert len(report.reject_reasons) == 50_000 and len(report.samples) == 500 and len(report.warnings) == 50

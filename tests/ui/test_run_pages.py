@@ -120,6 +120,30 @@ def test_a_finished_run_shows_its_report(home: Path) -> None:
     assert "40 / 37 / 3" in pages.report_page(shown, "")  # the same row as report.md's
 
 
+def test_a_dry_run_shows_its_samples_grouped_reasons_and_warnings(home: Path) -> None:
+    """Issue #23/#24: a dry run's report (the task ends skipped) shows its write mode and sample rows,
+    reasons as kinds with sample keys (the rest counted under 'other reasons'), and its warnings."""
+    report = RunReport(RUN, "2026-11-24", "m.odule:MODEL", "/t/in", "/t/out", "/t/out_rejects",
+                       status="SUCCESS", rows_read=40, rows_to_score=35, rows_scored=2, rows_rejected=5,
+                       write_mode="replace_date", dry_run=True,
+                       reject_reasons={"duplicate id": 3, "other reasons": 2},
+                       reject_samples={"duplicate id": ["6", "9"]},
+                       samples=[{"id": 1, "label": "POSITIVE", "score": 0.75},
+                                {"id": 2, "label": "NEGATIVE | odd", "score": 0.5}],
+                       warnings=["report bounded to 65536 bytes: left out 12 reject reasons"])  # fmt: skip
+    make_run(home, "SUCCESS", report=report.to_dict(), progress={**PROGRESS, "phase": "success"})
+    shown = read_run(view("skipped"), LOCATOR, tokens())
+    page = pages.run_page(shown, "")
+    assert "dry run: nothing written" in page and "Samples (dry run, 2 rows)" in page
+    assert "POSITIVE" in page and "0.75" in page and "6, 9" in page and "other reasons" in page
+    assert "left out 12 reject reasons" in page
+    assert "Samples (dry run, 2 rows)" in pages.report_page(shown, "")
+    from spark_jobs.progress import summary_markdown
+
+    markdown = summary_markdown(report)
+    assert "| id | label | score |" in markdown and "| 2 | NEGATIVE \\| odd | 0.5 |" in markdown
+
+
 def test_before_the_date_is_validated_its_rejects_are_not_known(home: Path) -> None:
     """The report so far has the run's identity from the start; reject reasons only once validated."""
     started = RunReport.from_dict({**SO_FAR.to_dict(), "rows_read": None, "rows_to_score": None,
@@ -177,6 +201,10 @@ def test_every_value_from_a_run_is_escaped(home: Path) -> None:
     shown.progress["history"] = [[0, "</script><script>alert(2)</script>"]]
     for page in (pages.run_page(shown, ""), pages.report_page(shown, "")):
         assert evil not in page and "alert(2)</script>" not in page
+    shown.report = RunReport.from_dict({**progress["report"], "status": "SUCCESS", "dry_run": True,
+                                        "samples": [{evil: evil}], "warnings": [evil]})  # fmt: skip
+    for page in (pages.run_page(shown, ""), pages.report_page(shown, "")):
+        assert evil not in page
 
 
 # -- the app in Airflow's API server, with Airflow's auth manager ----------------------------------

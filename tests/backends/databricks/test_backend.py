@@ -358,3 +358,60 @@ def test_an_idempotency_token_databricks_refuses_is_a_config_error(make_backend,
 
 # End to end on local Spark (the nightly DAG through the emulator, both compute modes):
 # tests/backends/databricks/test_compute_modes.py.
+
+
+def test_the_operators_output_settings_reach_the_job_argument(make_backend, emulator, monkeypatch):
+    from airflow_spark_triton.operators import backend_cache
+    from airflow_spark_triton.operators.inference import TritonInferenceOperator
+    from tests.operators.test_inference import Store
+    from tests.operators.test_inference import context as task_context
+
+    backend = make_backend()
+    monkeypatch.setattr(backend_cache, "get_backend", lambda conn_id: backend)
+    cluster_id = backend.create_cluster(GpuClusterSpec(num_workers=2), TAGS)
+    backend.wait_for_cluster(cluster_id, timeout_s=10)
+    emulator.add_table(  # the inference task's pre-flight reads the input's columns from Unity Catalog
+        "main.docs.raw",
+        [(name, '"string"') for name in ("text", "title", "customer_id", "lang")]
+        + [("id", '"long"'), ("date", '"date"')],
+    )
+    settings = {
+        "write_mode": "merge",
+        "keep_columns": ["title", "customer_id"],
+        "where": "lang = 'en' AND length(text) > 0",
+        "max_reject_fraction": 0.05,
+        "min_rows": 100,
+        "lease_wait_s": 120,
+        "lease_ttl_s": 600,
+    }
+    common = {"cluster_id": cluster_id, "input_table": "main.docs.raw", "output_table": "main.docs.scored"}
+    infer = TritonInferenceOperator(
+        task_id="infer", model=MODEL, logical_date="2024-01-01", **common, **settings
+    )
+    infer.submit_job(task_context(Store()))
+    dry = TritonInferenceOperator(
+        task_id="infer", model=MODEL, logical_date="2024-01-01", dry_run=True, limit=25, **common
+    )
+    dry.submit_job(task_context(Store(), try_number=2))
+
+    sent = [
+        InferenceJobConfig.from_args(call.body["tasks"][0]["spark_python_task"]["parameters"])
+        for call in emulator.calls("POST", "2.2/jobs/runs/submit")
+    ]
+    assert {name: getattr(sent[0], name) for name in settings} == {
+        **settings,
+        "keep_columns": ("title", "customer_id"),
+    }
+    assert (
+        sent[0].write_id == "d/infer/r/-1"
+    )  # the task instance: one append and one lease holder per DAG run
+    assert (sent[0].lease_table, sent[0].rejects_table) == (
+        "main.docs.scored_leases",
+        "main.docs.scored_rejects",
+    )
+    assert (sent[1].dry_run, sent[1].limit, sent[1].write_mode, sent[1].write_id) == (
+        True,
+        25,
+        "replace_date",
+        "d/infer/r/-1",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import sysconfig
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -489,16 +491,23 @@ def test_delete_cancels_the_active_run_and_stops_recorded_triton_servers(backend
     assert_nothing_left(backend, cluster_id)
 
 
-@pytest.fixture(scope="module")
-def running_cluster(tmp_path_factory: pytest.TempPathFactory):
-    backend = LocalSparkBackend(spark_triton_conn_id=None, home=str(tmp_path_factory.mktemp("runs-home")))
-    cluster_id = backend.create_cluster(SPEC, {"dag_id": "runs"})
+@contextlib.contextmanager
+def started_cluster(home: Path, spec: GpuClusterSpec, dag_id: str) -> Iterator[tuple[LocalSparkBackend, str]]:
+    """A running local cluster for a module's runs, deleted (nothing left) when the module is done."""
+    backend = LocalSparkBackend(spark_triton_conn_id=None, home=str(home))
+    cluster_id = backend.create_cluster(spec, {"dag_id": dag_id})
     try:
         backend.wait_for_cluster(cluster_id, READY_TIMEOUT_S)
         yield backend, cluster_id
     finally:
         backend.delete_cluster(cluster_id)
         assert_nothing_left(backend, cluster_id)
+
+
+@pytest.fixture(scope="module")
+def running_cluster(tmp_path_factory: pytest.TempPathFactory):
+    with started_cluster(tmp_path_factory.mktemp("runs-home"), SPEC, "runs") as cluster:
+        yield cluster
 
 
 @pytest.mark.slow

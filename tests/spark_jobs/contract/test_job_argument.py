@@ -55,12 +55,36 @@ def test_the_rejects_default_is_one_rule():
     assert make(output_table="main.ml.out").rejects_table == contract.default_rejects_table("main.ml.out")
 
 
+# The settings contract version 4 added (the output settings, spark_jobs.write_modes).
+VERSION_4_SETTINGS = (
+    "write_mode", "keep_columns", "where", "min_rows", "max_reject_fraction", "dry_run", "limit",
+    "write_id", "lease_wait_s", "lease_ttl_s",
+)  # fmt: skip
+
+
+def older_argument(version: int, **changes) -> str:
+    """``make()``'s argument as a side of contract ``version`` wrote it: without the later settings."""
+    data = {k: v for k, v in json.loads(make().to_json()).items() if k not in VERSION_4_SETTINGS}
+    if version < 3:
+        del data["output_columns"]
+    return json.dumps({**data, "contract_version": version, **changes})
+
+
 def test_an_argument_of_contract_version_1_still_parses_as_the_same_job():
-    """Version 2 added ``output_columns`` and ``{input: column}`` inputs and made ``output_column``
+    """Version 3 added ``output_columns`` and ``{input: column}`` inputs and made ``output_column``
     optional; a version-1 argument (an older Airflow side, a list of inputs, the output's column
     named) means the same job to a newer one."""
-    data = json.loads(make().to_json())
-    del data["output_columns"]
-    v1 = {**data, "contract_version": 1, "input_columns": ["text"], "output_column": "embedding"}
-    job = InferenceJobConfig.from_json(json.dumps(v1))
+    v1 = older_argument(1, input_columns=["text"], output_column="embedding")
+    job = InferenceJobConfig.from_json(v1)
     assert (job.input_columns, job.output_column, job.output_columns) == (("text",), "embedding", {})
+
+
+def test_an_argument_of_contract_version_3_still_parses_with_the_default_output_settings():
+    """Version 4 added the output settings: a version-3 argument replaces the date's partition, as
+    every run did then, with no filter, no reject budget and no lease wait."""
+    job = InferenceJobConfig.from_json(older_argument(3))
+    assert job == make()
+    assert (job.write_mode, job.keep_columns, job.where, job.min_rows, job.max_reject_fraction) == (
+        contract.REPLACE_DATE, (), None, 0, None,
+    )  # fmt: skip
+    assert (job.dry_run, job.limit, job.writer, job.lease_wait_s) == (False, None, job.run_id, 0.0)
