@@ -2,8 +2,8 @@
 
 Scenarios share one deployment and run in file order: the scheduled run, a parallel backfill and its
 reprocess, a clear, kill -9 of the inference and of the create task, deferral (with a triggerer
-killed mid-run, and a timeout), the run pages in a browser, trigger params that would reach code, and
-last the canary secret. Each checks the date's output exactly (every input id in output + rejects
+killed mid-run, and a timeout), a second DAG run of a date being written, the run pages in a
+browser, trigger params that would reach code, and last the canary secret. Each checks the date's output exactly (every input id in output + rejects
 once, from one run) and that nothing is left running.
 """
 
@@ -393,6 +393,45 @@ def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment
         assert "canceling run" in trigger_log(), trigger_log()[-3000:]
     else:
         print(f"run {run_id}: canceled by the teardown before the triggerer called on_kill")
+    assert_nothing_running(deployment)
+
+
+# -- the date lease (issue #24 item 6) ---------------------------------------------------------
+
+
+def lease_holders(output_table: Path) -> list[dict[str, Any]]:
+    """The active rows of the output's date-lease table (``<output>_leases``): who writes which date."""
+    from deltalake import DeltaTable
+
+    table = Path(f"{output_table}_leases")
+    if not (table / "_delta_log").exists():
+        return []
+    rows = DeltaTable(str(table)).to_pandas()
+    return rows[rows["released_at"].isna()].to_dict("records")
+
+
+def test_a_second_dag_run_of_a_date_being_written_fails_naming_the_first(deployment: Deployment) -> None:
+    """Two DAGs (a user's own, reusing the operators) write the same output table and date: while the
+    first run holds the date's lease, the second's inference task fails at once naming the first
+    DAG run; the first commits, and the date holds one run's rows."""
+    day = deployment.day(1)
+    first = start_slow_run(deployment, "reused_sync", day, 12, "running")
+    holder = deployment.stack.wait_for(
+        f"the lease of {day} held by {first}",
+        lambda: [h for h in lease_holders(deployment.tables.output) if first in str(h.get("writer"))],
+        RUN_TIMEOUT_S,
+        interval_s=1,
+    )
+    second = trigger(deployment, "reused_deferrable", day, reused_conf(deployment.tables))
+    wait_for_task_state(deployment, "reused_deferrable", second, "embed.infer", {"up_for_retry", "failed"},
+                        timeout_s=RUN_TIMEOUT_S)  # fmt: skip
+    log = deployment.stack.task_log("reused_deferrable", second, "embed.infer", 1)
+    assert "DateLeaseHeld" in log and f"is being written by run {holder[0]['run_id']}" in log, log[-3000:]
+    assert f"reused_sync/embed.infer/{first}" in log, log[-3000:]  # the DAG run that holds the date
+    assert wait_for_run(deployment, "reused_sync", first) == "success"
+    wait_for_run(deployment, "reused_deferrable", second)  # its retry may run once the first released
+    assert_date_exact(deployment.tables, day)
+    assert lease_holders(deployment.tables.output) == []
     assert_nothing_running(deployment)
 
 
