@@ -131,17 +131,27 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
     from spark_jobs.columns import check_settings, input_mapping, output_names
     from spark_jobs.delta_io import delta_io_for
     from spark_jobs.inference import prediction_columns, triton_predict_udf
-    from spark_jobs.models.references import resolve_model
+    from spark_jobs.model_files import prepare_model
     from spark_jobs.triton_fleet import launch_servers, server_request, start_servers
     from spark_jobs.validation import REJECT_REASON, check_schema, with_reject_reason
 
-    model = resolve_model(job.model)
+    io = delta_io_for(spark)
+    report.delta_engine = io.name
+
+    def column_types(names: list[str]) -> dict[str, Any]:
+        schema = io.read_date(job.input_table, job.date_column, job.logical_date, names).df.schema
+        return {field.name: field.dataType.jsonValue() for field in schema.fields}
+
+    # An MLflow model: downloaded once here (its pinned version) and shipped to every node.
+    prepared = prepare_model(spark, job, column_types)
+    model, server_job = prepared.model, prepared.server_job
+    report.model_version = prepared.version
+    if prepared.download_s is not None:
+        report.timings_s["model_download"] = prepared.download_s
     check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
     mapping = input_mapping(job, model)
     columns = tuple(column for _, column in mapping)
     names = output_names(job, model)
-    io = delta_io_for(spark)
-    report.delta_engine = io.name
     read = io.read_date(job.input_table, job.date_column, job.logical_date, [job.key_column, *columns])
     report.input_version = read.version
     check_schema(read.df, job.input_table, job, model)
@@ -151,7 +161,7 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
     started = time.monotonic()
     if not read.df.isEmpty():
         raise_if_canceled()
-        launch_servers(spark, job)
+        launch_servers(spark, server_job)
     report.timings_s["servers_launch"] = round(time.monotonic() - started, 3)
 
     validated = with_reject_reason(read.df, job.key_column, columns, model).cache()
@@ -175,12 +185,12 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
         if to_score:
             raise_if_canceled()
             started = time.monotonic()
-            report.servers = start_servers(spark, job)
+            report.servers = start_servers(spark, server_job)
             report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
         sender = progress.sender if progress is not None else None
-        request = server_request(spark, job)
+        request = server_request(spark, server_job)
         predict = triton_predict_udf(
             model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
         )

@@ -50,9 +50,18 @@ for text in declared:
         continue
     if requirement.marker is not None and not requirement.marker.evaluate():
         continue  # not for this interpreter or platform
-    try:
-        installed = metadata.version(requirement.name)
-    except metadata.PackageNotFoundError:
+    # MLflow writes mlflow==<version> into a model's requirements even when it was logged with
+    # mlflow-skinny: either distribution satisfies it.
+    canonical = requirement.name.lower().replace("_", "-")
+    names = ("mlflow", "mlflow-skinny") if canonical in ("mlflow", "mlflow-skinny") else (requirement.name,)
+    installed = None
+    for name in names:
+        try:
+            installed = metadata.version(name)
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    if installed is None:
         problems.append(f"{text} is not installed")
         continue
     if not requirement.specifier.contains(installed, prereleases=True):
