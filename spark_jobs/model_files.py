@@ -4,9 +4,10 @@ Python models and ``hf:`` references are resolved where they are served (each no
 them itself). An MLflow model lives in a registry or a run's artifacts, which only the driver is
 sure to reach with credentials (locally ``MLFLOW_TRACKING_URI``; on Databricks the job's own
 identity, which the runtime gives the driver): so the driver downloads the pinned version once,
-``SparkContext.addFile`` ships the directory to every executor (as ``mlflow.pyfunc.spark_udf``
-does), and each node's Triton server loads its local copy. The servers are told the copy's name
-(:data:`SPARK_FILES_PREFIX`), which the node resolves with ``SparkFiles.get``.
+``SparkContext.addArchive`` ships the directory to every executor (as ``mlflow.pyfunc.spark_udf``
+does, as an archive each executor unpacks), and each node's Triton server loads its local copy.
+The servers are told the copy's name (:data:`SPARK_FILES_PREFIX`), which the node resolves with
+``SparkFiles.get``. A model directory reference is read where it is by every node (a volume).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from spark_jobs.models.base import ServedModel
 
 log = logging.getLogger(__name__)
-#: A server's ``--model`` naming a directory shipped with ``addFile``: ``spark-files:<name>``.
+#: A server's ``--model`` naming a directory shipped with ``addArchive``: ``spark-files:<name>``.
 SPARK_FILES_PREFIX = "spark-files:"
 
 
@@ -86,9 +87,15 @@ def prepare_model(
     if "input_types" not in options and _unsigned(local):
         # The servers type a model without a signature as the driver did, from the table's columns.
         options["input_types"] = {spec.name: _mlflow_type(spec.dtype) for spec in model.inputs}
-    spark.sparkContext.addFile(str(local), recursive=True)
-    log.info("Serving %s (version %s) from %s, shipped to every node", job.model, parsed.version, local)
-    server_job = job.replace(model=f"{SPARK_FILES_PREFIX}{local.name}", model_options=options)
+    if parsed.directory is not None:  # a directory every node reads where it is (a volume, a path)
+        server_job = job.replace(model=str(local), model_options=options)
+    else:
+        # Spark ships a directory only as an archive outside local mode: each executor unpacks it
+        # once into its SparkFiles directory, under the fragment's name.
+        archive = shutil.make_archive(str(local), "zip", root_dir=local)
+        spark.sparkContext.addArchive(f"{archive}#{local.name}")
+        server_job = job.replace(model=f"{SPARK_FILES_PREFIX}{local.name}", model_options=options)
+    log.info("Serving %s (version %s) from %s on every node", job.model, parsed.version, server_job.model)
     return PreparedModel(model, server_job, parsed.version, round(time.monotonic() - started, 3))
 
 

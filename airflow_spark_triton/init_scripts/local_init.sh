@@ -54,18 +54,18 @@ for text in declared:
     # mlflow-skinny: either distribution satisfies it.
     canonical = requirement.name.lower().replace("_", "-")
     names = ("mlflow", "mlflow-skinny") if canonical in ("mlflow", "mlflow-skinny") else (requirement.name,)
-    installed = None
+    installed = {}
     for name in names:
         try:
-            installed = metadata.version(name)
-            break
+            installed[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    if installed is None:
+    if not installed:
         problems.append(f"{text} is not installed")
         continue
-    if not requirement.specifier.contains(installed, prereleases=True):
-        problems.append(f"{text} is not satisfied by the installed {requirement.name} {installed}")
+    if not any(requirement.specifier.contains(v, prereleases=True) for v in installed.values()):
+        found = ", ".join(f"{name} {version}" for name, version in installed.items())
+        problems.append(f"{text} is not satisfied by the installed {found}")
 if problems:
     sys.exit(f"model requirement not met in {sys.executable}: " + "; ".join(problems))
 PY

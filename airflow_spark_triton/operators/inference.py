@@ -292,6 +292,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         if store is not None:
             # A later try of this task instance is a clear or a reprocess: it must score again.
             store.delete(self.external_id_key)
+        self._model_version = report.model_version or self._model_version  # for lineage, after a deferral
         self._check_rows(report)
         self._annotate_outlets(context, report)
         return report.to_dict()
@@ -475,9 +476,14 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
                     )  # fmt: skip
 
     def get_openlineage_facets_on_complete(self, task_instance: Any = None) -> Any:
-        """Input table in; output and rejects tables out (OpenLineage's classes when installed)."""
+        """Input table in; output and rejects tables out; the model and its registry version as the
+        ``spark_triton_model`` run facet (OpenLineage's classes when installed)."""
         return inference_lineage(
-            str(self.input_table), [str(self.output_table), self._rejects_table()], self._workspace_host()
+            str(self.input_table),
+            [str(self.output_table), self._rejects_table()],
+            self._workspace_host(),
+            model=str(self.model),
+            model_version=self._model_version,
         )
 
     def _workspace_host(self) -> str | None:
