@@ -87,14 +87,17 @@ def prepare_model(
     if "input_types" not in options and _unsigned(local):
         # The servers type a model without a signature as the driver did, from the table's columns.
         options["input_types"] = {spec.name: _mlflow_type(spec.dtype) for spec in model.inputs}
+    # The servers get the model's files, not the registry reference: the version is applied already.
     if parsed.directory is not None:  # a directory every node reads where it is (a volume, a path)
-        server_job = job.replace(model=str(local), model_options=options)
+        server_job = job.replace(model=str(local), model_options=options, model_version=None)
     else:
         # Spark ships a directory only as an archive outside local mode: each executor unpacks it
         # once into its SparkFiles directory, under the fragment's name.
         archive = shutil.make_archive(str(local), "zip", root_dir=local)
         spark.sparkContext.addArchive(f"{archive}#{local.name}")
-        server_job = job.replace(model=f"{SPARK_FILES_PREFIX}{local.name}", model_options=options)
+        server_job = job.replace(
+            model=f"{SPARK_FILES_PREFIX}{local.name}", model_options=options, model_version=None
+        )
     log.info("Serving %s (version %s) from %s on every node", job.model, parsed.version, server_job.model)
     return PreparedModel(model, server_job, parsed.version, round(time.monotonic() - started, 3))
 

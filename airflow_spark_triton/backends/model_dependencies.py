@@ -33,6 +33,7 @@ class ModelDependencies:
     reference: str
     requirements: tuple[str, ...]
     wheels: tuple[str, ...]
+    python: str | None = None  # an MLflow model's python_env.yaml: the Python it was logged with
 
 
 def model_dependencies(
@@ -85,12 +86,12 @@ def _mlflow_dependencies(
                 reference,
             )
             return ModelDependencies(reference, (), ())
-        requirements = model_info(parsed.uri, read).requirements
+        info = model_info(parsed.uri, read)
     except ValueError as exc:
         raise BackendConfigError(f"{setting}: {exc}") from exc
-    for requirement in requirements:
+    for requirement in info.requirements:
         check_requirement(requirement, reference)
-    return ModelDependencies(reference, requirements, ())
+    return ModelDependencies(reference, info.requirements, (), info.python)
 
 
 def check_requirement(requirement: str, reference: str) -> Requirement:

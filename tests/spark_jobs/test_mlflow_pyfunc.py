@@ -1,8 +1,8 @@
 """MLflow references and signatures as the job reads them: from the model's files, without MLflow.
 
 The MLmodel texts are the ones MLflow 3 writes (column-based and tensor-based signatures, a model
-without one); a real model logged to a real store is served in tests/spark_jobs/test_mlflow_registry.py
-and tests/e2e/test_mlflow_models.py.
+without one); a real model logged to a real store is prepared in tests/spark_jobs/test_model_files.py
+and served in tests/e2e/test_mlflow_models.py.
 """
 
 from __future__ import annotations

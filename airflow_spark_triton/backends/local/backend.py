@@ -160,7 +160,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
             spec = GpuClusterSpec.from_dict({**spec.to_dict(), "worker_memory": self.hook.worker_memory})
         memory_mb(spec.worker_memory)  # fail before starting anything
         # The served model's requirements, checked on each node by the init script before its worker.
-        requirements = commands.model_requirements(spec.model) if spec.model else []
+        requirements = commands.model_requirements(spec.model, self.python) if spec.model else []
         cluster_id = f"local-{secrets.token_hex(6)}"
         cdir = self.cluster_dir(cluster_id)
         for sub in ("logs", "work", "local", "triton", "runs"):

@@ -140,3 +140,17 @@ def test_a_local_create_fails_naming_the_missing_requirement(backend, declared_m
     assert "failed for worker 0" in message
     assert "model requirement not met" in message and "no-such-package-xyz>=1 is not installed" in message
     assert backend.find_cluster({"airflow_run_id": "r"}) is None
+
+
+def test_an_mlflow_models_requirements_and_python_are_checked_before_anything_starts(tmp_path):
+    """An MLflow model's requirements.txt is what the nodes are checked for; its python_env.yaml's
+    Python must be the nodes' (a pickled model of another Python does not load)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: mlflow.pyfunc.model\n")
+    (model / "requirements.txt").write_text("mlflow==3.17.2\nnumpy<2\n")
+    (model / "python_env.yaml").write_text("python: 3.9.18\n")
+    with pytest.raises(BackendConfigError, match=r"logged with Python 3\.9\.18 .* is Python 3\.\d+"):
+        commands.model_requirements(str(model))
+    (model / "python_env.yaml").write_text(f"python: {sys.version_info.major}.{sys.version_info.minor}.0\n")
+    assert commands.model_requirements(str(model)) == ["mlflow==3.17.2", "numpy<2"]
