@@ -25,13 +25,13 @@ DEMO_ENV := AIRFLOW_HOME=$(VAR)/airflow \
 install: $(STAMP)
 
 # The development install: Airflow-side package plus every extra the demo and the tests use (the
-# embedded local backend and job stack, spark-submit, the demo models, pytest). Airflow components
+# embedded local backend and job stack, spark-submit, the demo models, MLflow models, pytest). Airflow components
 # alone need only `pip install airflow-spark-triton` (README, Install).
 # torch==2.13.0 first: the local CPU wheel satisfies the project's range, so no CUDA build is fetched.
 # pip compiles every module (153 s of the install here; 64 s with --no-compile), and that stays: where
 # PYTHONDONTWRITEBYTECODE=1 (this machine, CI), nothing else would write .pyc, and every Airflow task,
 # driver and Triton server would compile pandas, torch and Airflow again (measured: more CPU in CI).
-EXTRAS := local,spark-submit,models,test
+EXTRAS := local,spark-submit,models,mlflow,test
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -59,9 +59,37 @@ def dataset_name(table: str, workspace_host: str | None = None) -> tuple[str, st
     return parts.scheme, parts.path
 
 
-def inference_lineage(input_table: str, output_tables: list[str], workspace_host: str | None = None) -> Any:
+#: The run facet naming the model a run served and its registry version (``model_version``).
+MODEL_FACET = "spark_triton_model"
+
+
+def _model_facet(model: str, model_version: str | None) -> Any:
+    """The :data:`MODEL_FACET` run facet: OpenLineage's ``RunFacet`` when installed, else a dict."""
+    if not openlineage_available():
+        return {"model": model, "model_version": model_version}
+    import attr
+    from openlineage.client.facet_v2 import RunFacet
+
+    @attr.define
+    class SparkTritonModelRunFacet(RunFacet):
+        model: str
+        model_version: str | None = None
+
+    return SparkTritonModelRunFacet(model=model, model_version=model_version)
+
+
+def inference_lineage(
+    input_table: str,
+    output_tables: list[str],
+    workspace_host: str | None = None,
+    *,
+    model: str | None = None,
+    model_version: str | None = None,
+) -> Any:
     """An ``OperatorLineage`` (the provider's when installed) for one run; ``workspace_host`` names
-    the Databricks workspace of Unity Catalog tables."""
+    the Databricks workspace of Unity Catalog tables; ``model`` and its registry ``model_version``
+    are the :data:`MODEL_FACET` run facet."""
+    run_facets = {MODEL_FACET: _model_facet(model, model_version)} if model else {}
     if openlineage_available():
         from airflow.providers.common.compat.openlineage.facet import Dataset as OLDataset
         from airflow.providers.openlineage.extractors import OperatorLineage as OLOperatorLineage
@@ -72,6 +100,9 @@ def inference_lineage(input_table: str, output_tables: list[str], workspace_host
         dataset_cls, lineage_cls = Dataset, OperatorLineage
     make = lambda table: dataset_cls(*dataset_name(table, workspace_host))  # noqa: E731
     with contextlib.suppress(TypeError):
-        return lineage_cls(inputs=[make(input_table)], outputs=[make(t) for t in output_tables])
+        return lineage_cls(
+            inputs=[make(input_table)], outputs=[make(t) for t in output_tables], run_facets=run_facets
+        )
     return OperatorLineage(inputs=[Dataset(*dataset_name(input_table, workspace_host))],
-                           outputs=[Dataset(*dataset_name(t, workspace_host)) for t in output_tables])  # fmt: skip
+                           outputs=[Dataset(*dataset_name(t, workspace_host)) for t in output_tables],
+                           run_facets=run_facets)  # fmt: skip

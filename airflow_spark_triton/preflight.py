@@ -5,7 +5,9 @@ it submits (the table may have changed in between). What is checked, each failur
 setting or column and the fix:
 
 - the ``model`` reference resolves (an ``hf:`` directory has a ``config.json``, the task's tokenizer
-  or image processor, and no code of its own), and ``model_options`` are options the model takes;
+  or image processor, and no code of its own; an MLflow model's version exists and its ``MLmodel``
+  has a pyfunc flavor and a signature Triton can carry), and ``model_options`` are options the
+  model takes;
 - ``input_columns`` map every model input to a column, and ``output_column`` / ``output_columns``
   give every output its own column, colliding with neither the key, the date, the job's columns nor
   a ``keep_columns`` entry;
@@ -23,7 +25,7 @@ The rules themselves are the job's (:mod:`spark_jobs.columns`), so both sides ag
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -31,7 +33,8 @@ from airflow_spark_triton.backends.base import BackendConfigError
 from spark_jobs.columns import InputSchemaError, check_settings, check_table
 from spark_jobs.contract import JobConfigError
 from spark_jobs.models.huggingface import HF_SCHEME, check_source, is_local_path, parse_reference
-from spark_jobs.models.references import resolve_model
+from spark_jobs.models.mlflow_pyfunc import is_mlflow_reference
+from spark_jobs.models.references import ModelNotReadable, resolve_model
 
 if TYPE_CHECKING:
     from airflow_spark_triton.backends.base import GpuSparkBackend
@@ -50,20 +53,25 @@ class PreflightError(BackendConfigError, AirflowFailException):
     """
 
 
-def preflight(job: InferenceJobConfig, backend: GpuSparkBackend) -> ServedModel:
-    """Check ``job`` against its model and its input table; return the model. Raises
+def preflight(job: InferenceJobConfig, backend: GpuSparkBackend) -> ServedModel | None:
+    """Check ``job`` against its model and its input table; return the model (None: an MLflow
+    model whose files cannot be read before the run, whose checks the job makes). Raises
     :class:`PreflightError` naming what is wrong."""
-    model = _resolve(job.model)
+    if is_mlflow_reference(job.model):
+        columns = _describe(job, backend)  # types the inputs of a model saved without a signature
+        model = _resolve_mlflow(job, backend, columns)
+        if model is None:
+            return None
+    else:
+        model = _resolve(job.model)
     if job.model.startswith(HF_SCHEME):
         _check_hf_directory(job.model, backend)
     try:
         check_settings(job, model)
     except JobConfigError as exc:
         raise PreflightError(str(exc)) from exc
-    try:
-        columns = backend.describe_table(job.input_table)
-    except BackendConfigError as exc:
-        raise PreflightError(f"job setting 'input_table': {exc}") from exc
+    if not is_mlflow_reference(job.model):
+        columns = _describe(job, backend)
     if columns is None:
         log.info(
             "Input table %s: its columns are checked by the job (not readable before a cluster)",
@@ -76,6 +84,34 @@ def preflight(job: InferenceJobConfig, backend: GpuSparkBackend) -> ServedModel:
         raise PreflightError(str(exc)) from exc
     log.info("Pre-flight checks passed: model %s, input table %s", model.name, job.input_table)
     return model
+
+
+def _describe(job: InferenceJobConfig, backend: GpuSparkBackend) -> dict[str, Any] | None:
+    try:
+        return backend.describe_table(job.input_table)
+    except BackendConfigError as exc:
+        raise PreflightError(f"job setting 'input_table': {exc}") from exc
+
+
+def _resolve_mlflow(
+    job: InferenceJobConfig, backend: GpuSparkBackend, columns: dict[str, Any] | None
+) -> ServedModel | None:
+    """An MLflow model from its files, at the pinned ``model_version`` (or what an alias names now),
+    read through the backend's registry: the MLflow client, or the Databricks workspace's."""
+    try:
+        return resolve_model(
+            job.model,
+            version=job.model_version,
+            options=job.model_options,
+            input_columns=job.input_columns or None,
+            column_types=columns,
+            registry=backend.model_registry(),
+        )
+    except ModelNotReadable as exc:
+        log.info("Model %s: %s; the job checks it when it loads the model", job.model, exc)
+        return None
+    except (ValueError, BackendConfigError) as exc:
+        raise PreflightError(f"job setting 'model': {exc}") from exc
 
 
 def _resolve(reference: str) -> ServedModel:

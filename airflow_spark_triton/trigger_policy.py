@@ -15,7 +15,7 @@ only whoever deploys Airflow can change:
 =============================  ===========================================================  ===========
 option                         what a trigger param may set                                  default
 =============================  ===========================================================  ===========
-``allowed_models``             model references (globs; ``hf:`` references too)              the package's
+``allowed_models``             model references (globs; ``hf:`` and MLflow ones too)         the package's
                                                                                              models (no
                                                                                              ``hf:``)
 ``allowed_init_script_dirs``   directories an ``init_script`` may come from                  none (the
@@ -104,8 +104,9 @@ DEFAULTS: dict[str, str] = {
 
 DESCRIPTIONS: dict[str, str] = {
     "allowed_models": "Model references a DAG run's conf may name (comma-separated globs, matched "
-    "against the whole reference, e.g. 'spark_jobs.models.*' or 'hf:text2text-generation:/Volumes/ml/"
-    "models/*'; hf: references need an entry, and one with a '..' path component an exact one). The "
+    "against the whole reference, e.g. 'spark_jobs.models.*', 'hf:text2text-generation:/Volumes/ml/"
+    "models/*' or 'models:/team_*' for MLflow registry models; hf: and MLflow references (models:/, "
+    "runs:/, a model directory) need an entry, and one with a '..' path component an exact one). The "
     "DAG's own default is always allowed.",
     "allowed_init_script_dirs": "Directories a DAG run's conf may take a cluster 'init_script' from "
     "(comma-separated; local directories or remote prefixes such as /Volumes/main/ops/scripts). The "
@@ -269,8 +270,10 @@ class TriggerPolicy:
 
     def check_model(self, setting: str, reference: Any) -> list[Refusal]:
         """A Python reference imports a module; an ``hf:`` one loads weights from the Hub (a hub id) or
-        reads a directory on the nodes (a path): neither matches the default, so each needs an entry
-        (``hf:text2text-generation:/Volumes/ml/models/*``, ``hf:*:my-org/*``)."""
+        reads a directory on the nodes (a path); an MLflow one (``models:/``, ``runs:/``, a model
+        directory) unpickles the model's Python on every node: none matches the default, so each
+        needs an entry (``hf:text2text-generation:/Volumes/ml/models/*``, ``hf:*:my-org/*``,
+        ``models:/team_*``, ``models:/main.ml.*@champion``)."""
         if _matches(str(reference), self.allowed_models, CODE_MODEL_REFERENCES):
             return []
         escapes = _carries_code(str(reference), CODE_MODEL_REFERENCES)

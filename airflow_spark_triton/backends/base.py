@@ -24,6 +24,7 @@ from airflow_spark_triton.runs.states import RunLifecycle
 if TYPE_CHECKING:
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
     from spark_jobs.contract import InferenceJobConfig, RunReport
+    from spark_jobs.models.mlflow_registry import ModelRegistry
 
 __all__ = [
     "BackendConfigError",
@@ -165,6 +166,14 @@ class GpuSparkBackend(abc.ABC):
         bytes, None if missing), for the pre-flight check of an ``hf:`` model directory; None:
         this backend cannot look there before a cluster exists (the nodes check when they load it)."""
         return None
+
+    def model_registry(self) -> ModelRegistry:
+        """Where MLflow ``models:/`` references are pinned (an alias resolved once per DAG run) and a
+        model's files read before a cluster exists: by default the MLflow client, with MLflow's own
+        ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` (the ``[mlflow]`` extra)."""
+        from spark_jobs.models.mlflow_registry import MlflowClientRegistry
+
+        return MlflowClientRegistry()
 
     def workspace_host(self) -> str | None:
         """The workspace that serves ``catalog.schema.table`` names (their asset and lineage namespace); None if none."""

@@ -11,11 +11,19 @@ its loader (see ``spark_jobs.models.base``), so the Airflow worker never needs t
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 
 from airflow_spark_triton.errors import BackendConfigError
+from spark_jobs.models.mlflow_pyfunc import is_mlflow_reference
+
+if TYPE_CHECKING:
+    from spark_jobs.models.mlflow_registry import ModelRegistry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,15 +33,27 @@ class ModelDependencies:
     reference: str
     requirements: tuple[str, ...]
     wheels: tuple[str, ...]
+    python: str | None = None  # an MLflow model's python_env.yaml: the Python it was logged with
 
 
-def model_dependencies(reference: str, setting: str = "job setting 'model'") -> ModelDependencies:
+def model_dependencies(
+    reference: str,
+    setting: str = "job setting 'model'",
+    *,
+    registry: ModelRegistry | None = None,
+    version: str | None = None,
+) -> ModelDependencies:
     """Read a model's ``requirements`` and ``wheels``; every requirement must be valid PEP 508.
 
+    An MLflow model's are its ``requirements.txt`` (the versions it was logged with), read through
+    ``registry`` (default: the MLflow client) at ``version`` (default: what an alias names now).
     Errors name ``setting`` (the operator or cluster setting that named the model), the model
     reference and the requirement, and say why an import failed.
     """
     from spark_jobs.models.references import resolve_model
+
+    if is_mlflow_reference(reference):
+        return _mlflow_dependencies(reference, setting, registry, version)
 
     try:
         model = resolve_model(reference)
@@ -46,6 +66,32 @@ def model_dependencies(reference: str, setting: str = "job setting 'model'") -> 
     for requirement in model.requirements:
         check_requirement(requirement, reference)
     return ModelDependencies(reference, model.requirements, model.wheels)
+
+
+def _mlflow_dependencies(
+    reference: str, setting: str, registry: ModelRegistry | None, version: str | None
+) -> ModelDependencies:
+    from spark_jobs.models.mlflow_pyfunc import model_info, parse_reference
+    from spark_jobs.models.mlflow_registry import MlflowClientRegistry
+
+    registry = registry or MlflowClientRegistry()
+    try:
+        parsed = parse_reference(reference)
+        parsed = parsed.pinned(version) if version else registry.pin(parsed)
+        read = registry.reader(parsed)
+        if read is None:
+            log.warning(
+                "Model %s: its requirements.txt cannot be read before the run; the nodes need what it "
+                "imports installed already",
+                reference,
+            )
+            return ModelDependencies(reference, (), ())
+        info = model_info(parsed.uri, read)
+    except ValueError as exc:
+        raise BackendConfigError(f"{setting}: {exc}") from exc
+    for requirement in info.requirements:
+        check_requirement(requirement, reference)
+    return ModelDependencies(reference, info.requirements, (), info.python)
 
 
 def check_requirement(requirement: str, reference: str) -> Requirement:

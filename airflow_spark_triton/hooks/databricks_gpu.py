@@ -22,6 +22,7 @@ which composes this hook.
 
 from __future__ import annotations
 
+import base64
 import copy
 import math
 import re
@@ -59,6 +60,17 @@ GET_POLICY_ENDPOINT = ("GET", "2.0/policies/clusters/get")
 GET_POOL_ENDPOINT = ("GET", "2.0/instance-pools/get")
 LIST_RUNS_ENDPOINT = ("GET", "2.2/jobs/runs/list")
 UNITY_CATALOG_TABLES = "2.1/unity-catalog/tables"  # GET .../{full_name}: one table's info
+# Model registries: Unity Catalog's (databricks-sdk catalog.ModelVersionsAPI) and the workspace's
+# MLflow registry and tracking (MLflow's REST API); a model's files through the Files API
+# (/Models/<catalog>/<schema>/<model>/<version>/...) or DBFS.
+UNITY_CATALOG_MODELS = "2.1/unity-catalog/models"  # .../{full_name}/aliases/{alias}, .../versions/{v}
+MLFLOW_MODEL_ALIAS_ENDPOINT = ("GET", "2.0/mlflow/registered-models/alias")
+MLFLOW_MODEL_VERSION_ENDPOINT = ("GET", "2.0/mlflow/model-versions/get")
+MLFLOW_LATEST_VERSIONS_ENDPOINT = ("POST", "2.0/mlflow/registered-models/get-latest-versions")
+MLFLOW_DOWNLOAD_URI_ENDPOINT = ("GET", "2.0/mlflow/model-versions/get-download-uri")
+MLFLOW_GET_RUN_ENDPOINT = ("GET", "2.0/mlflow/runs/get")
+DBFS_READ_ENDPOINT = ("GET", "2.0/dbfs/read")
+DBFS_READ_CHUNK = 1024 * 1024  # the most dbfs/read returns per call
 CLUSTERS_PAGE_SIZE = 100
 RUNS_PAGE_SIZE = 25  # the most runs/list returns per page
 FILES_API = "api/2.0/fs/files"
@@ -221,6 +233,12 @@ class DatabricksGpuHook(DatabricksHook):
     def wheel(self) -> str | None:
         """A prebuilt wheel to ship, or None to build one from the source checkout."""
         return self._wheel or self._extra("wheel")
+
+    @property
+    def mlflow_registry_uri(self) -> str | None:
+        """Which registry ``models:/`` references name (connection extra ``mlflow_registry_uri``):
+        ``databricks-uc`` (default) or ``databricks``."""
+        return self._extra("mlflow_registry_uri")
 
     def single_user_name(self) -> str:
         if not self._single_user_name:
@@ -414,6 +432,71 @@ class DatabricksGpuHook(DatabricksHook):
                 return None
             raise
         return TableInfo.from_dict(body)
+
+    # -- model registries: Unity Catalog's and the workspace's (MLflow), and DBFS reads ----------
+
+    def _registry_get(
+        self, endpoint: tuple[str, str], params: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """A registry lookup; None when the model, version, alias or run does not exist."""
+        try:
+            return self._do_api_call(endpoint, params or {})
+        except AirflowException as exc:
+            if is_missing(exc) or _error_details(exc)[1] in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+                return None
+            raise
+
+    def get_uc_model_version(
+        self, full_name: str, version: str | None = None, alias: str | None = None
+    ) -> dict[str, Any] | None:
+        """A Unity Catalog model version by number or alias (``ModelVersionsAPI.get`` /
+        ``get_by_alias``); None when it does not exist."""
+        name = quote(full_name, safe="")
+        path = f"aliases/{quote(str(alias), safe='')}" if alias is not None else f"versions/{version}"
+        return self._registry_get(("GET", f"{UNITY_CATALOG_MODELS}/{name}/{path}"))
+
+    def list_uc_model_versions(self, full_name: str) -> list[dict[str, Any]]:
+        """Every version of a Unity Catalog model (``ModelVersionsAPI.list``, all pages)."""
+        endpoint = ("GET", f"{UNITY_CATALOG_MODELS}/{quote(full_name, safe='')}/versions")
+        return self._all_pages(endpoint, {"max_results": 1000}, "model_versions")
+
+    def get_workspace_model_version(
+        self, name: str, version: str | None = None, alias: str | None = None
+    ) -> dict[str, Any] | None:
+        """A workspace (MLflow) registry model version by number or alias; None when it does not exist."""
+        if alias is not None:
+            found = self._registry_get(MLFLOW_MODEL_ALIAS_ENDPOINT, {"name": name, "alias": alias})
+        else:
+            found = self._registry_get(MLFLOW_MODEL_VERSION_ENDPOINT, {"name": name, "version": version})
+        return None if found is None else found.get("model_version")
+
+    def get_workspace_latest_version(self, name: str) -> dict[str, Any] | None:
+        found = self._registry_get(MLFLOW_LATEST_VERSIONS_ENDPOINT, {"name": name})
+        versions = (found or {}).get("model_versions") or []
+        return max(versions, key=lambda v: int(v["version"]), default=None)
+
+    def get_model_version_download_uri(self, name: str, version: str) -> str | None:
+        found = self._registry_get(MLFLOW_DOWNLOAD_URI_ENDPOINT, {"name": name, "version": version})
+        return None if found is None else found.get("artifact_uri")
+
+    def get_mlflow_run(self, run_id: str) -> dict[str, Any] | None:
+        found = self._registry_get(MLFLOW_GET_RUN_ENDPOINT, {"run_id": run_id})
+        return None if found is None else found.get("run")
+
+    def read_dbfs_file(self, path: str) -> bytes | None:
+        """A DBFS file's bytes (``dbfs/read``, 1 MB per call), or None when it does not exist."""
+        path = "/" + path.removeprefix("dbfs:").lstrip("/")
+        data, offset = b"", 0
+        while True:
+            chunk = self._registry_get(
+                DBFS_READ_ENDPOINT, {"path": path, "offset": offset, "length": DBFS_READ_CHUNK}
+            )
+            if chunk is None:
+                return None
+            read = base64.b64decode(chunk.get("data") or "")
+            data, offset = data + read, offset + len(read)
+            if int(chunk.get("bytes_read") or 0) < DBFS_READ_CHUNK or not read:
+                return data
 
     # -- raw Files API ---------------------------------------------------------------------------
 

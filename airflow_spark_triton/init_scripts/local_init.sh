@@ -50,13 +50,22 @@ for text in declared:
         continue
     if requirement.marker is not None and not requirement.marker.evaluate():
         continue  # not for this interpreter or platform
-    try:
-        installed = metadata.version(requirement.name)
-    except metadata.PackageNotFoundError:
+    # MLflow writes mlflow==<version> into a model's requirements even when it was logged with
+    # mlflow-skinny: either distribution satisfies it.
+    canonical = requirement.name.lower().replace("_", "-")
+    names = ("mlflow", "mlflow-skinny") if canonical in ("mlflow", "mlflow-skinny") else (requirement.name,)
+    installed = {}
+    for name in names:
+        try:
+            installed[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    if not installed:
         problems.append(f"{text} is not installed")
         continue
-    if not requirement.specifier.contains(installed, prereleases=True):
-        problems.append(f"{text} is not satisfied by the installed {requirement.name} {installed}")
+    if not any(requirement.specifier.contains(v, prereleases=True) for v in installed.values()):
+        found = ", ".join(f"{name} {version}" for name, version in installed.items())
+        problems.append(f"{text} is not satisfied by the installed {found}")
 if problems:
     sys.exit(f"model requirement not met in {sys.executable}: " + "; ".join(problems))
 PY

@@ -35,7 +35,7 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_spark_triton.assets import table_uri, unity_catalog_name
-from airflow_spark_triton.backends.base import RunError, RunLifecycle, RunStatus
+from airflow_spark_triton.backends.base import BackendConfigError, RunError, RunLifecycle, RunStatus
 from airflow_spark_triton.backends.registry import DEFAULT_CONN_ID
 from airflow_spark_triton.lineage import inference_lineage
 from airflow_spark_triton.links import (
@@ -47,7 +47,7 @@ from airflow_spark_triton.links import (
 )
 from airflow_spark_triton.operators.backend_cache import CachedBackend
 from airflow_spark_triton.operators.trigger_params import TriggerParamsGuard
-from airflow_spark_triton.preflight import preflight
+from airflow_spark_triton.preflight import PreflightError, preflight
 from airflow_spark_triton.progress_format import format_progress
 from airflow_spark_triton.settings import coerce_fields, coerce_mapping
 from airflow_spark_triton.triggers.run_status import RunStatusTrigger
@@ -59,6 +59,8 @@ from spark_jobs.contract import (
     bound_report,
     default_rejects_table,
 )
+from spark_jobs.models.mlflow_pyfunc import MODELS_SCHEME
+from spark_jobs.models.mlflow_pyfunc import parse_reference as parse_mlflow_reference
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -84,6 +86,10 @@ JOB_SETTINGS = (
     "inference_timeout_s", "job_timeout_s", "min_rows", "write_mode", "keep_columns", "where",
     "max_reject_fraction", "dry_run", "limit", "lease_wait_s", "lease_ttl_s",
 )  # fmt: skip
+
+
+# The task state store's record of the model version this DAG run serves ({"model", "version"}).
+MODEL_VERSION_KEY = "model_version"
 
 
 # Margins of the limit the platform enforces on a run beyond the task's own limits: Airflow's
@@ -121,7 +127,9 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
     :param rejects_table: Delta table for rows that cannot be scored, with the reason; defaults to
         ``<output_table>_rejects`` (templated).
     :param model: ``hf:<task>:<directory or hub id>`` (a Hugging Face model served through its task),
-        or ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated); see
+        an MLflow model (``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<run
+        id>/<path>`` or a model directory; an alias is pinned to its version once per DAG run), or
+        ``module:attribute`` of a ``spark_jobs.models.ServedModel`` (templated); see
         ``docs/serving-models.md``.
     :param logical_date: the date to score, ``YYYY-MM-DD`` (templated); defaults to the run's logical
         date (``{{ ds }}``: the day before the fire time under the nightly DAGs'
@@ -131,7 +139,9 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         than this (default 0: an empty date succeeds, with a warning in the log and the report).
     :param batch_size: rows per ``predict_batch_udf`` batch sent to Triton.
     :param key_column: unique row key, carried into output and rejects.
-    :param input_columns: columns fed to the model's inputs, in order, or ``{model input: column}``.
+    :param input_columns: columns fed to the model's inputs, in order, or ``{model input: column}``;
+        by default each input reads the column of its own name (``text`` for the text models, an
+        MLflow signature's column names).
     :param date_column: the date column of the input, DATE, TIMESTAMP (the UTC day) or ``YYYY-MM-DD``
         string (and the partition column of the outputs).
     :param output_column: the output column of a single-output model (default: the output's name).
@@ -209,7 +219,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         min_rows: int = 0,
         batch_size: int = 64,
         key_column: str = "id",
-        input_columns: Sequence[str] | Mapping[str, str] = ("text",),
+        input_columns: Sequence[str] | Mapping[str, str] = (),
         date_column: str = "date",
         output_column: str | None = None,
         output_columns: Mapping[str, str] | None = None,
@@ -248,6 +258,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         self.max_reject_fraction, self.dry_run, self.limit = max_reject_fraction, dry_run, limit
         self.lease_wait_s, self.lease_ttl_s = lease_wait_s, lease_ttl_s
         self._run_id: str | None = None
+        self._model_version: str | None = None  # a models:/ reference's version, pinned per DAG run
 
     def job_config(self, settings: Mapping[str, Any] | None = None) -> InferenceJobConfig:
         """The job's settings (this task's, or ``settings`` by the same names), each coerced to its
@@ -259,6 +270,8 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         values["model_options"] = coerce_mapping(
             "model_options", values.get("model_options"), label="job setting"
         )
+        if settings is None:
+            values["model_version"] = self._model_version
         return InferenceJobConfig(
             **coerce_fields(InferenceJobConfig, values, label="job setting", error=JobConfigError)
         )
@@ -296,9 +309,35 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         # Every setting is checked (and a rendered number coerced) before anything starts.
         self.job_config()
         self._warn_if_day_not_over(context)
+        self._pin_model_version(context)
         self._push_page_links(context)
         report = self.execute_resumable(context)
         return self._complete(context, report)
+
+    def _pin_model_version(self, context: Context) -> None:
+        """Resolve a ``models:/<name>@<alias>`` reference to its version once per DAG run, kept in the
+        task state store: every try of this task, a clear and a reprocess of this run serve that
+        version, whatever the alias names by then; the next DAG run resolves the alias again (how
+        a promotion reaches the next nightly run). An explicit version is checked and kept too."""
+        reference = str(self.model)
+        if not reference.startswith(MODELS_SCHEME):
+            return
+        store = context.get("task_state_store")
+        pinned = store.get(MODEL_VERSION_KEY) if store is not None else None
+        if isinstance(pinned, dict) and pinned.get("model") == reference and pinned.get("version"):
+            self._model_version = str(pinned["version"])
+            self.log.info(
+                "Model %s: version %s, pinned at this run's first try", reference, pinned["version"]
+            )
+            return
+        try:
+            version = self.backend.model_registry().pin(parse_mlflow_reference(reference)).version
+        except (ValueError, BackendConfigError) as exc:
+            raise PreflightError(f"job setting 'model': {exc}") from exc
+        self._model_version = version
+        if store is not None:
+            store.set(MODEL_VERSION_KEY, {"model": reference, "version": version})
+        self.log.info("Model %s: version %s, pinned for this DAG run", reference, version)
 
     def _complete(self, context: Context, report: RunReport) -> dict[str, Any]:
         """The run is over and its report is in hand: check the floor, forget the run id, annotate.
@@ -307,6 +346,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
         if store is not None:
             # A later try of this task instance is a clear or a reprocess: it must score again.
             store.delete(self.external_id_key)
+        self._model_version = report.model_version or self._model_version  # for lineage, after a deferral
         self._check_rows(report)
         result = bound_report(report).to_dict()
         if report.dry_run:
@@ -516,6 +556,7 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
             "rows_scored": report.rows_scored,
             "rows_rejected": report.rows_rejected,
             "model": report.model or str(self.model),
+            "model_version": report.model_version,
             "run_id": report.run_id,
         }
         for outlet in self.outlets or []:
@@ -528,9 +569,14 @@ class TritonInferenceOperator(CachedBackend, TriggerParamsGuard, ResumableJobMix
                     )  # fmt: skip
 
     def get_openlineage_facets_on_complete(self, task_instance: Any = None) -> Any:
-        """Input table in; output and rejects tables out (OpenLineage's classes when installed)."""
+        """Input table in; output and rejects tables out; the model and its registry version as the
+        ``spark_triton_model`` run facet (OpenLineage's classes when installed)."""
         return inference_lineage(
-            str(self.input_table), [str(self.output_table), self._rejects_table()], self._workspace_host()
+            str(self.input_table),
+            [str(self.output_table), self._rejects_table()],
+            self._workspace_host(),
+            model=str(self.model),
+            model_version=self._model_version,
         )
 
     def _workspace_host(self) -> str | None:

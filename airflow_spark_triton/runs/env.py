@@ -8,7 +8,8 @@ Triton server, and, for a run, recorded in ``command.json``. So every such proce
 :func:`run_environment`:
 
 - only variables on the allow-list below pass (system basics, Python, Java, Spark, Hugging Face /
-  torch / BLAS, CUDA, Hadoop/YARN/Kubernetes client settings, this provider's own ``SPARK_TRITON_*``);
+  torch / BLAS, CUDA, Hadoop/YARN/Kubernetes client settings, MLflow's tracking and registry URIs,
+  this provider's own ``SPARK_TRITON_*``);
 - of those, any whose name or value looks like a secret is dropped all the same (:func:`looks_secret`);
 - ``additions`` (paths and settings the backend computes, the cluster spec's ``spark_env_vars``)
   are added last and unfiltered: whoever writes them into a spec asked for them on the cluster.
@@ -73,6 +74,10 @@ ALLOWED_NAMES = frozenset(
         "AIRFLOW_HOME",
         "AIRFLOW_CONFIG",
         "AIRFLOW_SPARK_TRITON_HOME",
+        # MLflow's own settings of where models:/ references live (the job's driver downloads the
+        # pinned version); a URI with credentials in it is dropped like any other (looks_secret).
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
     }
 )
 

@@ -23,9 +23,10 @@ from typing import Any
 #: History: 1: the first contract; 2: the report's reject_samples; 3: output_columns, input_columns
 #: as {model input: column}, output_column=None; 4: the output settings (write_mode, keep_columns,
 #: where, min_rows, max_reject_fraction, dry_run/limit, write_id, lease_wait_s/lease_ttl_s), reject
-#: reasons as kinds (the rejects table's ``detail``), the report's write_mode, dry_run and samples.
+#: reasons as kinds (the rejects table's ``detail``), the report's write_mode, dry_run and samples;
+#: 5: MLflow models (model_version, model_registry_uri; the report's model_version).
 #: Arguments of an older version parse unchanged (every new setting has a default).
-CONTRACT_VERSION = 4
+CONTRACT_VERSION = 5
 CONTRACT_VERSION_KEY = "contract_version"
 #: The job's one command-line option; its value is :meth:`InferenceJobConfig.to_json`.
 JOB_ARG = "--job"
@@ -73,14 +74,21 @@ class InferenceJobConfig:
     logical_date: str
     rejects_table: str | None = None
     key_column: str = "id"
-    # The table columns fed to the model's inputs: in the inputs' order, or {model input: column}.
-    input_columns: tuple[str, ...] | dict[str, str] = ("text",)
+    # The table columns fed to the model's inputs: in the inputs' order, or {model input: column};
+    # empty (the default): each input reads the column of its own name (spark_jobs.columns.input_mapping).
+    input_columns: tuple[str, ...] | dict[str, str] = ()
     date_column: str = "date"
     # Each output lands in a column named after it; output_columns renames ({output: column}), and
     # output_column names the column of a single-output model (spark_jobs.columns.output_names).
     output_column: str | None = None
     output_columns: dict[str, str] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    # An MLflow ``models:/`` reference's version, pinned by the Airflow side at the start of the DAG
+    # run (an alias resolved once): every node loads this version. None for every other kind.
+    model_version: str | None = None
+    # The MLflow registry the job loads ``models:/`` from where the environment does not say
+    # (``databricks-uc`` or ``databricks`` on Databricks; credential-free by construction).
+    model_registry_uri: str | None = None
     batch_size: int = 64
     # Triton serving knobs (benchmarks/TUNING.md, "Dynamic batching and protocol"): the node
     # server's dynamic batcher and model instances, and how the Spark workers talk to it.
@@ -124,10 +132,18 @@ class InferenceJobConfig:
             raise JobConfigError(
                 f"job setting 'logical_date' must be YYYY-MM-DD, got {self.logical_date!r}"
             ) from exc
-        if ":" not in self.model:
+        if ":" not in self.model and not self.model.startswith(("/", "./", "../", "~")):
             raise JobConfigError(
-                "job setting 'model' must be a 'module:attribute' or 'hf:<task>:<directory or hub id>' "
-                f"reference, got {self.model!r}"
+                "job setting 'model' must be a 'module:attribute', 'hf:<task>:<directory or hub id>', "
+                "'models:/<name>@<alias>', 'models:/<name>/<version>', 'runs:/<run id>/<path>' or an "
+                f"MLflow model directory reference, got {self.model!r}"
+            )
+        if self.model_version is not None and not (
+            self.model.startswith("models:/") and str(self.model_version).isdigit()
+        ):
+            raise JobConfigError(
+                "job setting 'model_version' is the pinned version of a 'models:/' reference (digits), "
+                f"got {self.model_version!r} for model {self.model!r}"
             )
         if self.batch_size < 1:
             raise JobConfigError(f"job setting 'batch_size' must be >= 1, got {self.batch_size}")
@@ -152,8 +168,6 @@ class InferenceJobConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise JobConfigError(f"job setting {name!r} must be > 0 seconds, got {value}")
-        if not self.input_columns:
-            raise JobConfigError("job setting 'input_columns' must name at least one column")
         inputs = self.input_columns
         named = [*inputs, *(inputs.values() if isinstance(inputs, dict) else ())]
         named += [*self.output_columns, *self.output_columns.values()]

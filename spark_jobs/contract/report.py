@@ -79,6 +79,7 @@ class RunReport:
     output_table: str
     rejects_table: str | None
     status: RunReportStatus = "RUNNING"
+    model_version: str | None = None  # the registry version served (an MLflow ``models:/`` model)
     error: str | None = None  # FAILED or CANCELED: the exception, ``Type: message``
     warnings: list[str] = field(default_factory=list)  # e.g. an input date without rows
     delta_engine: str | None = None
@@ -107,6 +108,7 @@ class RunReport:
             run_id=job.run_id,
             logical_date=job.logical_date,
             model=job.model,
+            model_version=job.model_version,
             input_table=job.input_table,
             output_table=job.output_table,
             rejects_table=job.rejects_table,

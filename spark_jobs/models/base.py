@@ -136,6 +136,9 @@ class ServedModel:
     every node of the run's cluster. ``wheels``: wheel files to install the same way, each a local
     path (uploaded to the volume under its content digest) or a ``/Volumes/...`` path.
 
+    ``inputs_by_name``: the inputs are the model's own column names (an MLflow signature's), so a
+    dict ``input_columns`` renames some and every other input reads the column of its name.
+
     ``check_options``: called with the run's ``model_options`` on the Airflow side before anything
     starts (and by a loader that wants to); raises ``ValueError`` naming a bad option, so a typo or
     a forbidden option fails the task at once instead of a server on the cluster.
@@ -150,6 +153,8 @@ class ServedModel:
     wheels: tuple[str, ...] = ()
     outputs: tuple[TensorSpec, ...] = ()
     check_options: Callable[[Mapping[str, Any]], None] | None = None
+    # The inputs are named columns (an MLflow signature): ``input_columns`` may rename only some.
+    inputs_by_name: bool = False
 
     def __post_init__(self) -> None:
         for name in ("requirements", "wheels"):

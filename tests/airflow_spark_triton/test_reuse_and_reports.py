@@ -62,6 +62,10 @@ def test_lineage_names_input_and_both_outputs():
         ("s3://bucket", "emb_rejects"),
     ]
     assert dataset_name("dbfs:/Volumes/x") == ("dbfs", "/Volumes/x")
+    assert lineage.run_facets["spark_triton_model"] == {"model": "m:M", "model_version": None}
+    op._model_version = "3"  # a models:/ reference's pinned version (set at execute)
+    facet = op.get_openlineage_facets_on_complete(None).run_facets["spark_triton_model"]
+    assert facet == {"model": "m:M", "model_version": "3"}
 
 
 def test_progress_and_summary_formats():

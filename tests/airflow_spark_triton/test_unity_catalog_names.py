@@ -93,10 +93,12 @@ def test_the_operator_names_uc_tables_in_its_workspace(monkeypatch):
     op.outlets = [asset]
     events = {asset: SimpleNamespace(extra=None)}
     report = RunReport(
-        "r", "2026-01-01", "m:M", "main.raw.documents", "main.ml.embeddings", None, rows_scored=3
-    )
+        "r", "2026-01-01", "m:M", "main.raw.documents", "main.ml.embeddings", None, rows_scored=3,
+        model_version="3",
+    )  # fmt: skip
     op._annotate_outlets({"outlet_events": events}, report)
     assert events[asset].extra["table_uri"] == asset.uri == f"databricks://{HOST}/main/ml/embeddings"
+    assert events[asset].extra["model_version"] == "3"  # the registry version the run served
 
 
 def test_the_job_side_refuses_to_take_a_uc_name_for_a_path():

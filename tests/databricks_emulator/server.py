@@ -30,6 +30,7 @@ from databricks.sdk.service import catalog, compute, files, jobs
 
 from tests.databricks_emulator import validation
 from tests.databricks_emulator.errors import ApiError
+from tests.databricks_emulator.registry import MLFLOW_ENDPOINTS, UC_MODELS, Registries
 from tests.databricks_emulator.state import Settings, Workspace
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class DatabricksEmulator:
         self._thread: threading.Thread | None = None
         self.workspace: Workspace | None = None
         self._local: Any = None
+        self.registries = Registries(self.home / "registries")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -224,6 +226,20 @@ class DatabricksEmulator:
     def add_table(self, full_name: str, columns: list[tuple[str, str]]) -> None:
         """Seed a Unity Catalog table: ``columns`` are ``(name, Spark type JSON)``, e.g. ``("id", '"long"')``."""
         self.workspace.add_table(full_name, columns)  # type: ignore[union-attr]
+
+    def add_model_version(
+        self, registry: str, name: str, version: int, model_files: dict[str, bytes]
+    ) -> None:
+        """Seed a model version's files (``MLmodel``, ``requirements.txt`` ...) in ``registry``
+        (``databricks-uc``: ``catalog.schema.model``; ``databricks``: the workspace registry)."""
+        self.registries.add_version(registry, name, version, model_files)
+
+    def set_model_alias(self, registry: str, name: str, alias: str, version: int) -> None:
+        self.registries.set_alias(registry, name, alias, version)
+
+    def add_run_model(self, run_id: str, path: str, model_files: dict[str, bytes]) -> None:
+        """Seed an MLflow run whose artifacts hold a model at ``path`` (in DBFS)."""
+        self.registries.add_run(run_id, path, model_files)
 
     def fail_next_init_script(self, stderr: str = "SPARK_TRITON_INIT_ERROR: injected failure") -> None:
         with self.workspace.lock:  # type: ignore[union-attr]
@@ -375,6 +391,8 @@ class DatabricksEmulator:
             return 204, None
         if method in ("GET", "HEAD"):
             validation.query_to_body(files.FilesAPI.download, query)
+            if remote.startswith("/Models/"):  # a Unity Catalog model version's files (read only)
+                return 200, self.registries.model_file(remote)
             return 200, ws.files.read(remote)
         if method == "DELETE":
             validation.check_call(files.FilesAPI.delete, {"file_path": remote})
@@ -387,6 +405,13 @@ class DatabricksEmulator:
     ) -> tuple[int, Any]:
         if endpoint.startswith("2.0/fs/"):
             return self._files(method, endpoint, query, raw)
+        if endpoint.startswith(UC_MODELS) and method == "GET":
+            return 200, self.registries.uc_call(endpoint, query)
+        if endpoint == "2.0/dbfs/read" and method == "GET":
+            return 200, self.registries.dbfs_read(query)
+        if (method, endpoint) in MLFLOW_ENDPOINTS:
+            body = {} if method == "GET" else json.loads(raw or b"{}")
+            return 200, self.registries.mlflow_call(method, endpoint, query, body)
         if endpoint.startswith(UC_TABLES) and method == "GET":
             full_name = unquote(endpoint.removeprefix(UC_TABLES))
             body = {"full_name": full_name, **validation.query_to_body(catalog.TablesAPI.get, query)}

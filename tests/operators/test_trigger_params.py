@@ -266,6 +266,30 @@ def test_the_deployment_can_allow_hf_references_but_a_glob_never_admits_a_path_e
         render(dag, "infer", {"model": "hf:text2text-generation:google-t5/t5-small"})
 
 
+@pytest.mark.parametrize(
+    "reference",
+    ["models:/team_scorer@champion", "models:/main.ml.scorer/3", "runs:/0a1b/model", "/models/scorer"],
+)
+def test_an_mlflow_reference_from_the_conf_is_refused_by_default(reference: str) -> None:
+    """Loading an MLflow model unpickles its Python on every node: a conf may not choose one."""
+    for task_id, setting in (("infer", "'model'"), ("create", "'cluster_spec'['model']")):
+        with pytest.raises(TriggerParamError, match="allowed_models") as refused:
+            render(nightly_like_dag(), task_id, {"model": reference})
+        assert f"{setting} = {reference!r}" in str(refused.value)
+
+
+def test_the_deployment_can_allow_registry_models_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__SPARK_TRITON__ALLOWED_MODELS", "spark_jobs.models.*, models:/team_*")
+    dag = nightly_like_dag()
+    assert (
+        render(dag, "infer", {"model": "models:/team_scorer@champion"}).model
+        == "models:/team_scorer@champion"
+    )
+    for refused in ("models:/other_scorer@champion", "runs:/0a1b/model"):
+        with pytest.raises(TriggerParamError, match="allowed_models"):
+            render(dag, "infer", {"model": refused})
+
+
 def test_the_create_tasks_preflight_holds_its_inference_tasks_conf_to_the_allow_lists(
     canary_module: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

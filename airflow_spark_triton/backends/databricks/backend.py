@@ -59,6 +59,7 @@ from airflow_spark_triton.backends.databricks.libraries import (
     library_failures,
     model_libraries,
 )
+from airflow_spark_triton.backends.databricks.model_registry import DatabricksModelRegistry
 from airflow_spark_triton.backends.table_schema import TableNotFound, unity_catalog_columns
 from airflow_spark_triton.cluster_spec import ClusterSpecError, GpuClusterSpec
 from airflow_spark_triton.errors import BackendConfigError, ClusterError, RunError
@@ -72,6 +73,7 @@ from spark_jobs.contract import (
     RunReport,
     progress_path,
 )
+from spark_jobs.models.mlflow_pyfunc import MODELS_SCHEME
 from spark_jobs.table_names import table_name_parts
 
 JOB_COMPUTE_PREFIX = "jobcompute-"  # Databricks cluster ids are MMDD-HHMMSS-xxxxxxxx: never this
@@ -479,7 +481,9 @@ class DatabricksBackend(GpuSparkBackend):
             )
         # The model's declared requirements and wheels, on every node of the run's cluster; checked
         # (PEP 508, wheels exist) before anything is submitted.
-        libraries = [*(libraries or []), *model_libraries(self.hook, job.model)] or None
+        libraries = [*(libraries or []), *model_libraries(self.hook, job.model, job.model_version)] or None
+        if job.model.startswith(MODELS_SCHEME):  # the registry the driver loads the pinned version from
+            job = job.replace(model_registry_uri=self.model_registry().registry_uri)
         job = job.for_run(
             # per try: a retry never adopts a server of an earlier try
             run_id=name if job.run_id == DEFAULT_RUN_ID else job.run_id,
@@ -687,6 +691,14 @@ class DatabricksBackend(GpuSparkBackend):
                 "cannot see it (it needs SELECT on the table and USE on its catalog and schema)"
             )
         return unity_catalog_columns(info)
+
+    def model_registry(self) -> DatabricksModelRegistry:
+        """The workspace's Unity Catalog (default) or MLflow registry, through this connection's hook
+        (connection extra ``mlflow_registry_uri``): no MLflow needed on the Airflow side."""
+        try:
+            return DatabricksModelRegistry(self.hook, self.hook.mlflow_registry_uri)
+        except ValueError as exc:
+            raise BackendConfigError(str(exc)) from exc
 
     def node_file_reader(self, directory: str) -> Callable[[str], bytes | None] | None:
         """Files of a ``/Volumes/...`` directory through the Files API; other paths (DBFS, the

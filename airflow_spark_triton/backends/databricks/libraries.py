@@ -1,4 +1,5 @@
-"""What a served model needs installed on a Databricks cluster: its declared requirements and wheels.
+"""What a served model needs installed on a Databricks cluster: its declared requirements and wheels,
+an MLflow model's ``requirements.txt``, and a user module's own code (:mod:`.user_code`).
 
 A :class:`~spark_jobs.models.base.ServedModel` declares ``requirements`` (PEP 508 strings) and
 ``wheels``. The backend turns them into the run task's ``libraries`` (``compute.PythonPyPiLibrary``
@@ -28,8 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from databricks.sdk.service import compute
 
+from airflow_spark_triton.backends.databricks.user_code import user_code_wheel
 from airflow_spark_triton.backends.model_dependencies import model_dependencies
 from airflow_spark_triton.errors import BackendConfigError
+from spark_jobs.models.huggingface import HF_SCHEME
+from spark_jobs.models.mlflow_pyfunc import is_mlflow_reference
 
 if TYPE_CHECKING:
     from airflow_spark_triton.hooks.databricks_gpu import DatabricksGpuHook
@@ -42,11 +46,26 @@ def wheel_remote_path(local: Path, artifact_root: str) -> str:
     return f"{artifact_root.rstrip('/')}/artifacts/models/{digest}/{local.name}"
 
 
-def model_libraries(hook: DatabricksGpuHook, reference: str) -> list[compute.Library]:
-    """The task libraries that install a model's dependencies; local wheels are uploaded first."""
-    deps = model_dependencies(reference)
+def model_libraries(
+    hook: DatabricksGpuHook, reference: str, version: str | None = None
+) -> list[compute.Library]:
+    """The task libraries that install a model's dependencies; local wheels are uploaded first. An
+    MLflow model's are its ``requirements.txt`` at ``version`` (the pinned one; default: what an
+    alias names now), read from the workspace's registry, with the versions the model pins."""
+    from airflow_spark_triton.backends.databricks.model_registry import DatabricksModelRegistry
+
+    try:
+        registry = DatabricksModelRegistry(hook, hook.mlflow_registry_uri)
+    except ValueError as exc:
+        raise BackendConfigError(str(exc)) from exc
+    deps = model_dependencies(reference, registry=registry, version=version)
     libraries = [compute.Library(pypi=compute.PythonPyPiLibrary(package=r)) for r in deps.requirements]
-    for wheel in deps.wheels:
+    wheels = list(deps.wheels)
+    if ":" in reference and not reference.startswith(HF_SCHEME) and not is_mlflow_reference(reference):
+        shipped = user_code_wheel(reference)  # the user's own module: its package as a wheel
+        if shipped is not None:
+            wheels.append(str(shipped))
+    for wheel in wheels:
         if wheel.startswith("/Volumes/"):
             if not hook.file_exists(wheel):
                 raise BackendConfigError(f"model {reference!r} declares wheel {wheel}, which does not exist")

@@ -163,7 +163,7 @@ class LocalSparkBackend(SupervisedRunsBackend):
         # Secret values are sealed in the record; the processes get them opened, in their environment.
         recorded_spec = {**spec.to_dict(), "spark_env_vars": secret_env.seal(spec.spark_env_vars, "local")}
         # The served model's requirements, checked on each node by the init script before its worker.
-        requirements = commands.model_requirements(spec.model) if spec.model else []
+        requirements = commands.model_requirements(spec.model, self.python) if spec.model else []
         cluster_id = f"local-{secrets.token_hex(6)}"
         cdir = self.cluster_dir(cluster_id)
         for sub in ("logs", "work", "local", "triton", "runs"):

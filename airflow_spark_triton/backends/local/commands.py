@@ -77,12 +77,19 @@ def python_libdir(python: str) -> str:
     """libpython's directory of ``python``: PyTriton's stub must load this one, not the system's."""
     if Path(python).resolve() == Path(sys.executable).resolve():
         return str(sysconfig.get_config_var("LIBDIR") or "")
-    result = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return _interpreter_prints(python, "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')")
+
+
+def python_version(python: str) -> str:
+    """``major.minor`` of the interpreter ``python``."""
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return f"{sys.version_info.major}.{sys.version_info.minor}"
+    return _interpreter_prints(python, "import sys; print('%d.%d' % sys.version_info[:2])")
+
+
+def _interpreter_prints(python: str, code: str) -> str:
+    """What ``python -c code`` prints: a fact of the nodes' interpreter, not this process's."""
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise ClusterError(f"interpreter {python} does not run: {result.stderr.strip()[-500:]}")
     return result.stdout.strip()
@@ -195,9 +202,11 @@ def worker_env(
     return env
 
 
-def model_requirements(reference: str) -> list[str]:
+def model_requirements(reference: str, python: str = sys.executable) -> list[str]:
     """What every node's interpreter must have for the served model ``reference``: its declared
     ``requirements``, and each declared wheel as ``name==version`` (from the wheel's file name).
+    An MLflow model logged with another Python (its ``python_env.yaml``, major.minor) than the nodes'
+    interpreter ``python`` fails here, naming both: its pickled Python would not load.
 
     Nothing is installed locally (the nodes share the Airflow worker's interpreter, which this
     package never modifies): ``local_init.sh`` checks each one on every node before its worker
@@ -208,6 +217,14 @@ def model_requirements(reference: str) -> list[str]:
     from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     model = model_dependencies(reference, "cluster setting 'model'")
+    if model.python:
+        logged, nodes = ".".join(model.python.split(".")[:2]), python_version(python)
+        if logged != nodes:
+            raise BackendConfigError(
+                f"model {reference!r} was logged with Python {model.python} (its python_env.yaml) and "
+                f"the nodes' interpreter {python} is Python {nodes}: serve it from a Python {logged} "
+                "interpreter (connection extra 'python'), or log the model again with this one"
+            )
     checked = list(model.requirements)
     for wheel in model.wheels:
         try:

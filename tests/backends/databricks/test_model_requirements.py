@@ -183,7 +183,9 @@ def test_a_local_model_wheel_is_uploaded_by_digest_and_installed(make_backend, e
     run_id = submit(backend, "jobs", model, "t-wheel")
     assert wait_terminal(backend, run_id).state is RunLifecycle.SUCCESS
     (task,) = emulator.calls("POST", "2.2/jobs/runs/submit")[-1].body["tasks"]
-    (library,) = task["libraries"]
+    # the declared wheel, and the wheel of the model's own module (tests/backends/databricks/test_user_code.py)
+    library, shipped = task["libraries"]
+    assert "/spark_triton_user_declared_model_" in shipped["whl"]
     assert library["whl"].startswith(f"{backend.hook.artifact_root}/artifacts/models/")
     assert library["whl"].endswith("/my_model_weights-1.0-py3-none-any.whl")
     assert emulator.workspace.files.read(library["whl"]) == wheel.read_bytes()

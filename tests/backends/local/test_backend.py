@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from airflow_spark_triton.backends.base import ClusterError, GpuSparkBackend, RunError, RunLifecycle
-from airflow_spark_triton.backends.local import commands, daemons
+from airflow_spark_triton.backends.local import commands, daemons, jvm_archive
 from airflow_spark_triton.backends.local.backend import LocalSparkBackend
 from airflow_spark_triton.backends.local.cluster_state import cluster_record
 from airflow_spark_triton.backends.local.commands import LOCAL_JVM_OPTIONS, memory_mb
@@ -306,7 +306,7 @@ def test_every_jvm_gets_the_light_options_unless_the_spec_sets_its_own(tmp_path)
     for role in ("driver", "executor"):  # + the class-data archive (test_jvm_archive.py)
         assert conf[f"spark.{role}.extraJavaOptions"].startswith(LOCAL_JVM_OPTIONS + " -XX:")
     # A recording executor is asked to dump into the run's directory; one that maps is not.
-    records = conf["spark.executor.extraJavaOptions"].endswith("-XX:+RecordDynamicDumpInfo")
+    records = conf["spark.executor.extraJavaOptions"].endswith(jvm_archive.DUMP_ON_REQUEST)
     assert conf.get(f"spark.executorEnv.{EXECUTOR_ARCHIVE_ENV}") == (str(tmp_path / "r") if records else None)
     daemons = [
         commands.master_env(record, tmp_path),

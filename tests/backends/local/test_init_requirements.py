@@ -25,8 +25,11 @@ SCRIPT = commands.packaged_init_script()
 NUMPY = metadata.version("numpy")
 
 
-def run_script(tmp_path: Path, requirements: list[str] | None) -> subprocess.CompletedProcess[str]:
+def run_script(
+    tmp_path: Path, requirements: list[str] | None, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     env = {
+        **extra_env,
         "PATH": "/usr/bin:/bin",
         "SPARK_TRITON_CLUSTER_ID": "local-test",
         "SPARK_TRITON_WORKER_INDEX": "0",
@@ -45,6 +48,22 @@ def test_installed_requirements_pass_and_the_node_is_marked_ok(tmp_path):
     result = run_script(tmp_path, ["numpy<2", "packaging", "numpy>=1; python_version < '3'"])
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "worker-0" / "spark_triton_init.ok").is_file()
+
+
+def test_an_mlflow_requirement_is_met_by_mlflow_skinny(tmp_path):
+    """MLflow writes mlflow==<version> into a model's requirements.txt even when it was logged with
+    mlflow-skinny alone: a node with mlflow-skinny of that version meets it."""
+    site = tmp_path / "site"
+    (site / "mlflow_skinny-9.9.9.dist-info").mkdir(parents=True)
+    (site / "mlflow_skinny-9.9.9.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: mlflow-skinny\nVersion: 9.9.9\n"
+    )
+    result = run_script(tmp_path, ["mlflow==9.9.9"], PYTHONPATH=str(site))
+    assert result.returncode == 0, result.stderr
+    result = run_script(tmp_path, ["mlflow==9.9.8"], PYTHONPATH=str(site))
+    assert result.returncode == 1
+    assert "mlflow==9.9.8 is not satisfied by the installed" in result.stderr
+    assert "mlflow-skinny 9.9.9" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -121,3 +140,17 @@ def test_a_local_create_fails_naming_the_missing_requirement(backend, declared_m
     assert "failed for worker 0" in message
     assert "model requirement not met" in message and "no-such-package-xyz>=1 is not installed" in message
     assert backend.find_cluster({"airflow_run_id": "r"}) is None
+
+
+def test_an_mlflow_models_requirements_and_python_are_checked_before_anything_starts(tmp_path):
+    """An MLflow model's requirements.txt is what the nodes are checked for; its python_env.yaml's
+    Python must be the nodes' (a pickled model of another Python does not load)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: mlflow.pyfunc.model\n")
+    (model / "requirements.txt").write_text("mlflow==3.17.2\nnumpy<2\n")
+    (model / "python_env.yaml").write_text("python: 3.9.18\n")
+    with pytest.raises(BackendConfigError, match=r"logged with Python 3\.9\.18 .* is Python 3\.\d+"):
+        commands.model_requirements(str(model))
+    (model / "python_env.yaml").write_text(f"python: {sys.version_info.major}.{sys.version_info.minor}.0\n")
+    assert commands.model_requirements(str(model)) == ["mlflow==3.17.2", "numpy<2"]

@@ -24,7 +24,7 @@ def test_round_trips_through_json_and_defaults_rejects_table():
         ({"logical_date": "24/11/2026"}, "logical_date"),
         ({"model": "no_colon"}, "'model'"),
         ({"batch_size": 0}, "batch_size"),
-        ({"input_columns": []}, "input_columns"),
+        ({"input_columns": ["", "x"]}, "input_columns"),
         ({"output_table": "/t/in"}, "three different tables"),
         ({"key_column": ""}, "key_column"),
     ],
