@@ -520,15 +520,18 @@ def summarize(args, results: dict[str, dict[str, Any]], overhead: dict[str, floa
         "peak_rss_mb": {p: r.get("peak_rss_mb") for p, r in results.items()},
         "peak_pss_mb": {p: r.get("peak_pss_mb") for p, r in results.items()},
         "peak_rss_by_category_mb": {p: r.get("peak_rss_by_category_mb") for p, r in results.items()},
+        # CPU of the timed window over the rows scored in it (Ray's steady window holds only part)
         "cpu_ms_per_row": {
-            p: round(1000 * r["cpu_s_timed"] / r["rows"], 3) if r.get("cpu_s_timed") else None
+            p: round(1000 * r["cpu_s_timed"] / (r.get("steady_rows") or r["rows"]), 3)
+            if r.get("cpu_s_timed")
+            else None
             for p, r in results.items()
         },
         "infer_s": {p: r.get("infer_s") for p, r in results.items()},
         "delta_read_s": {p: r.get("delta_read_s") for p, r in results.items()},
         "agreement_vs_plain_torch": agreement_vs_plain_torch(results),
         "agreement_measure": "min cosine" if workload.kind == "embedding" else "share of equal texts",
-        "gives_up": {p: GIVES_UP[p] for p in results},
+        "gives_up": {p: GIVES_UP[p] for p in PATHS if p in results},
         "mlflow_log_model_s": extra.get("mlflow_log_model_s"),
         "versions": extra.get("versions"),
         "settings": {

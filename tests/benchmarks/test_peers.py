@@ -113,3 +113,21 @@ def test_a_ray_nodes_memory_and_cpu_leave_the_head_out():
     assert sampler.cpu_seconds(0, 3, {RAY_NODE}) == 4.0
     assert sampler.cpu_seconds(0, 3, {RAY_HEAD}) == 0.5
     assert sampler.peak_of({RAY_NODE}, 5, 6) is None
+
+
+def test_the_summary_counts_cpu_per_row_over_the_rows_of_each_paths_timed_window():
+    from benchmarks.bench import summarize
+
+    args = parse_args(["--rows", "400"])
+    args.workload = MINILM
+    results = {
+        "plain_torch": {"rows": 400, "rows_per_s": 20.0, "cpu_s_timed": 10.0, "fixed_overhead_s": 5.0},
+        # Ray's steady window held 250 of the 400 rows: its CPU is that window's
+        "ray_data": {"rows": 400, "steady_rows": 250.0, "rows_per_s": 50.0, "cpu_s_timed": 5.0,
+                     "fixed_overhead_s": 30.0},
+    }  # fmt: skip
+    summary = summarize(args, results, {}, {})
+    assert summary["cpu_ms_per_row"] == {"plain_torch": 25.0, "ray_data": 20.0}
+    assert summary["fixed_overhead_s"] == {"plain_torch": 5.0, "ray_data": 30.0}
+    assert list(summary["gives_up"]) == ["plain_torch", "ray_data"], "in the paths' order"
+    assert summary["peers"] == {}, "no Triton path ran: no peer ratio"
