@@ -57,6 +57,7 @@ MODEL = MINILM.reference
 MODEL_NAME = MINILM.description
 DATE = "2026-01-01"
 MODELS_DIR = RESULTS / "tmp" / "models"  # the generation model, built once per machine
+ARCHIVE_RUN_LIMIT_S = 1200  # the class-archive run: 64 rows, 1-5 min even on a loaded machine
 
 
 def machine_name() -> str:
@@ -659,7 +660,12 @@ def record_class_archives(hook, spec, work: Path) -> float | None:
             input_table=str(table), output_table=f"{table}_out", model=MODEL, logical_date=DATE
         )
         run_id = hook.submit_job(cluster_id, job, f"bench-archives-{os.getpid()}")
+        deadline = time.monotonic() + ARCHIVE_RUN_LIMIT_S
         while not (status := hook.get_run_status(run_id)).state.is_terminal:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"class-archive run {run_id} still {status.state} after {ARCHIVE_RUN_LIMIT_S} s"
+                )
             time.sleep(1)
         if status.state != RunLifecycle.SUCCESS:
             raise RuntimeError(f"class-archive run {run_id} {status.state}: {status.message}")
