@@ -175,7 +175,8 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> None:
             result["steady_rows"] = round(window["rows"], 1)
             result["stamps"].update(timed_start=window["opens"], timed_end=window["closes"])
         ready = sorted({b[0] for b in batches})
-        result["actors"] = len({b[4] for b in batches})
+        result["pool_size"] = args.workers
+        result["actors"] = len({b[4] for b in batches})  # the pool's actors that scored a batch
         result["pool_ready_s"] = round(max(ready) - result["stamps"]["exec_start"], 3) if ready else None
         result["batches"] = len(batches)
         result["check"] = check

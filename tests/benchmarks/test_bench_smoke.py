@@ -36,6 +36,9 @@ def bench_sandbox(monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(bench, "MODELS_DIR", tmp_path / "models")
     monkeypatch.setattr(workloads, "T5_SMALL_DIMENSIONS", TINY_T5)
+    # the once-per-machine JVM archive run (minutes on a loaded machine) is set-up the bench reports
+    # apart; tests/spark_jobs/test_class_archive.py covers it
+    monkeypatch.setattr(bench, "record_class_archives", lambda *_: None)
     yield tmp_path
     os.environ.clear()
     os.environ.update(saved)
@@ -57,8 +60,11 @@ def test_every_path_runs_and_agrees_with_plain_torch(bench_sandbox, model):
         assert summary["fixed_overhead_s"][path] > 0, path
         assert summary["details"][path].get("peak_pss_mb"), f"{path}: no memory sampled"
     assert summary["details"]["ray_data"]["scored_rows"] == 96
-    assert summary["details"]["ray_data"]["actors"] == 2, "one model copy per CPU"
-    assert summary["details"]["ray_data"]["ray_processes_killed"] == [], "ray.shutdown stopped its own"
+    ray = summary["details"]["ray_data"]
+    assert ray["pool_size"] == 2, "one model copy per CPU"
+    # on 96 rows one actor may score every block while the other still loads its model
+    assert 1 <= ray["actors"] <= 2
+    assert ray["ray_processes_killed"] == [], "ray.shutdown stopped its own"
     for peer in PEERS:
         assert summary["peers"][f"triton_vs_{peer}"] > 0
     assert summary["peers"]["best_peer"] in PEERS
