@@ -80,7 +80,7 @@ lint: install
 # 895 s with three, against 1,097 s with two). Each process has its own session root, Airflow home
 # and ports. TEST_ARGS= (empty) runs everything in one process.
 TEST_ARGS ?= -n 3 --dist loadscope --no-loadscope-reorder
-test: install java lint browser
+test: install java lint browser bench-deps
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra --durations=30 $(TEST_ARGS)
 
 test-fast: install
@@ -101,13 +101,32 @@ faults: install java
 	PATH=$(CURDIR)/$(BIN):$$PATH HF_HUB_OFFLINE=1 FAULTS_REPORT=$(VAR)/faults.json \
 		$(BIN)/python -m pytest -ra -m faults --durations=0
 
-# `make bench`: MiniLM three ways (plain torch, in-process UDF, Triton UDF) on 20k documents;
-# BENCH_ARGS=--quick for a 1.5k-document smoke run. Results land in benchmarks/results/.
-.PHONY: bench
+# `make bench`: MiniLM five ways on 20k documents: the package's three paths (plain torch, in-process
+# UDF, Triton UDF) and the peers (Ray Data actor pool, mlflow.pyfunc.spark_udf); BENCH_ARGS=--quick
+# for a 1.5k-document smoke run. `make bench-generation`: the same five paths for text generation
+# (a t5-small-sized model built offline, 2k documents). `make bench-stability`: 3 runs at 3k, 20k
+# and 50k documents and the spread of every ratio (about 3 h; an idle machine). Results land in
+# benchmarks/results/ (smoke runs in benchmarks/results/tmp/).
+.PHONY: bench bench-generation bench-stability bench-deps
 BENCH_ARGS ?=
-bench: install java
-	$(BIN)/pip install --quiet -e '.[bench]'
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+BENCH_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The bench extra (matplotlib, Ray Data, MLflow) on top of the development install, once per
+# pyproject change: `make test` needs it too (tests/benchmarks runs every path, peers included, on a
+# few rows), `make install` and the package's own install stay without it.
+BENCH_STAMP := $(VENV)/.bench-installed
+bench-deps: $(BENCH_STAMP) java
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS),bench]'
+	touch $(BENCH_STAMP)
+
+bench: bench-deps
+	$(BENCH_ENV) $(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+bench-generation: bench-deps
+	$(BENCH_ENV) $(BIN)/python -m benchmarks.bench --model t5-small $(BENCH_ARGS)
+
+bench-stability: bench-deps
+	$(BENCH_ENV) $(BIN)/python -m benchmarks.stability $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VAR) .pytest_cache .ruff_cache

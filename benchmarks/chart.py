@@ -7,62 +7,53 @@ from typing import Any
 
 from benchmarks.comparison import PATHS, TARGETS
 
-SHORT = {"plain_torch": "1. plain torch", "inprocess_udf": "2. in-process UDF", "triton_udf": "3. Triton UDF"}
-COLORS = {"plain_torch": "#7f7f7f", "inprocess_udf": "#1f77b4", "triton_udf": "#76b900"}
+SHORT = {
+    "plain_torch": "1. plain torch",
+    "inprocess_udf": "2. in-process UDF",
+    "triton_udf": "3. Triton UDF",
+    "ray_data": "4. Ray Data",
+    "mlflow_udf": "5. MLflow spark_udf",
+}
+COLORS = {
+    "plain_torch": "#7f7f7f",
+    "inprocess_udf": "#1f77b4",
+    "triton_udf": "#76b900",
+    "ray_data": "#ff7f0e",
+    "mlflow_udf": "#9467bd",
+}
 
 
 def write_chart(summary: dict[str, Any], target: Path) -> Path:
+    """Four panels, one bar per path that ran: rows/s, peak PSS per node, CPU ms per row, and the
+    fixed overhead (Triton's issue #14 breakdown in that panel's title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = [p for p in PATHS if summary["rows_per_s"].get(p)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-
-    ax = axes[0]
-    values = [summary["rows_per_s"][p] for p in paths]
-    bars = ax.bar([SHORT[p] for p in paths], values, color=[COLORS[p] for p in paths])
-    ax.bar_label(bars, fmt="%.0f")
-    ax.set_ylabel("rows/s (higher is better)")
-    ax.set_title(
-        f"Throughput: 3/2 = {summary['triton_vs_inprocess_udf']}, 3/1 = {summary['triton_vs_plain_torch']}"
-    )
-
-    ax = axes[1]
-    categories = ("jvm", "python", "triton")
-    cat_colors = {"jvm": "#c49c94", "python": "#1f77b4", "triton": "#76b900"}
-    bottoms = [0.0] * len(paths)
-    for cat in categories:
-        heights = [(summary["peak_rss_by_category_mb"].get(p) or {}).get(cat, 0.0) for p in paths]
-        ax.bar([SHORT[p] for p in paths], heights, bottom=bottoms, color=cat_colors[cat], label=cat)
-        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
-    for i, p in enumerate(paths):
-        ax.text(i, bottoms[i], f"{summary['peak_rss_mb'][p]:.0f}", ha="center", va="bottom")
-    ax.set_ylabel("MB (RSS summed over the node's processes)")
-    ax.set_title("Peak memory per node")
-    ax.legend(loc="upper left", fontsize=8)
-
-    ax = axes[2]
-    breakdown = summary["local_overhead_breakdown_s"]
-    parts = [
-        ("cluster up", breakdown.get("cluster_up_s")),
-        ("servers launch", breakdown.get("servers_launch_s")),
-        ("servers ready", breakdown.get("servers_ready_s")),
-        ("servers stop", breakdown.get("servers_stop_s")),
-        ("cluster delete", breakdown.get("delete_s")),
-    ]
-    parts = [(k, v) for k, v in parts if v is not None]
-    bars = ax.barh([k for k, _ in parts], [v for _, v in parts], color="#9467bd")
-    ax.bar_label(bars, fmt="%.1f s")
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds")
-    ax.set_title(
-        f"Local fixed overhead: {summary['local_overhead_s']} s (target <= {TARGETS['local_overhead_s']:g})"
-    )
-
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    peers = summary.get("peers") or {}
+    panels = (
+        ("rows_per_s", "rows/s (higher is better)",
+         f"Throughput: 3/2 = {summary['triton_vs_inprocess_udf']}, 3/1 = {summary['triton_vs_plain_torch']}, "
+         f"3/best peer = {peers.get('triton_vs_best_peer')} ({peers.get('best_peer')})"),
+        ("peak_pss_mb", "MB (PSS summed over one node's processes)", "Peak memory per node (PSS)"),
+        ("cpu_ms_per_row", "CPU ms per row (lower is better)", "CPU per row (the node's processes, timed window)"),
+        ("fixed_overhead_s", "seconds (lower is better)",
+         f"Fixed overhead; Triton's local overhead {summary['local_overhead_s']} s "
+         f"(target <= {TARGETS['local_overhead_s']:g})"),
+    )  # fmt: skip
+    for ax, (key, ylabel, title) in zip(axes.flat, panels, strict=True):
+        values = [(summary.get(key) or {}).get(p) or 0.0 for p in paths]
+        bars = ax.bar([SHORT[p] for p in paths], values, color=[COLORS[p] for p in paths])
+        ax.bar_label(bars, fmt="%.1f" if key == "fixed_overhead_s" else "%.0f")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.12)
+        ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(
-        f"{summary['model']} - {summary['rows']} docs - {summary['cores']} cores - device {summary['device']} - "
+        f"{summary['model']} - {summary['rows']} rows - {summary['cores']} cores - device {summary['device']} - "
         f"{summary['machine']} - {summary['date']}",
         fontsize=10,
     )

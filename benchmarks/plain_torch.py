@@ -1,8 +1,9 @@
-"""Path 1: sentence-transformers in one plain Python process, no Spark, no Triton (the machine's limit).
+"""Path 1: the model in one plain Python process, no Spark, no Triton (the machine's limit).
 
 Run by :mod:`benchmarks.bench` as its own process (so its memory is measured alone); prints nothing
-but writes one JSON result. Uses the same infer function the Triton server runs
-(``spark_jobs.models.minilm:MODEL.load``), on the same Delta input, in batches of ``--batch-size``.
+but writes one JSON result. Uses the same infer function the Triton server runs (``--model``'s
+``load``: sentence-transformers for MiniLM, transformers' ``generate`` for an ``hf:`` generation
+model), on the same Delta input, in batches of ``--batch-size``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> int:
         "batch_size": args.batch_size,
         "timed_start_epoch": timed_start_epoch,
         "timed_end_epoch": timed_end_epoch,
-        "check": {str(i): v.tolist() for i, v in zip(ids, check, strict=True)},
+        "check": {str(i): v if isinstance(v, str) else v.tolist() for i, v in zip(ids, check, strict=True)},
         "pid": os.getpid(),
     }
     with open(args.out, "w") as handle:

@@ -39,6 +39,8 @@ class Sample:
     cpu_s: float
     by_category_rss: dict[str, float] = field(default_factory=dict)
     processes: int = 0
+    by_category_pss: dict[str, float] = field(default_factory=dict)
+    by_category_cpu: dict[str, float] = field(default_factory=dict)
 
 
 class TreeSampler:
@@ -49,6 +51,7 @@ class TreeSampler:
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self._cpu: dict[tuple[int, float], float] = {}  # (pid, create_time) -> last cpu seconds
+        self._category: dict[tuple[int, float], str] = {}  # (pid, create_time) -> its category
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-sampler", daemon=True)
 
@@ -73,6 +76,7 @@ class TreeSampler:
     def sample(self) -> Sample:
         rss = pss = 0.0
         by_category: dict[str, float] = {}
+        by_category_pss: dict[str, float] = {}
         count = 0
         for proc, cat in self._processes():
             with contextlib.suppress(psutil.Error):
@@ -81,11 +85,25 @@ class TreeSampler:
                     cpu = proc.cpu_times()
                     key = (proc.pid, proc.create_time())
                 self._cpu[key] = cpu.user + cpu.system
+                self._category[key] = cat
                 rss += mem.rss / MB
                 pss += getattr(mem, "pss", mem.rss) / MB
                 by_category[cat] = by_category.get(cat, 0.0) + mem.rss / MB
+                by_category_pss[cat] = by_category_pss.get(cat, 0.0) + getattr(mem, "pss", mem.rss) / MB
                 count += 1
-        return Sample(time.time(), rss, pss, sum(self._cpu.values()), by_category, count)
+        cpu_by_category: dict[str, float] = {}
+        for key, seconds in self._cpu.items():  # exited processes keep their last CPU time
+            cpu_by_category[self._category[key]] = cpu_by_category.get(self._category[key], 0.0) + seconds
+        return Sample(
+            time.time(),
+            rss,
+            pss,
+            sum(self._cpu.values()),
+            by_category,
+            count,
+            by_category_pss,
+            cpu_by_category,
+        )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -107,9 +125,27 @@ class TreeSampler:
             "processes_at_peak": top.processes,
         }
 
-    def cpu_seconds(self, start: float, end: float) -> float | None:
-        """CPU seconds used by the trees between two instants (nearest samples inside the window)."""
+    def peak_of(self, categories: set[str], start: float, end: float) -> dict[str, float] | None:
+        """Peak RSS and PSS of the processes of ``categories`` only (e.g. a Ray node without its head)."""
+        window = self.window(start, end)
+        if not window:
+            return None
+        return {
+            "peak_rss_mb": round(
+                max(sum(s.by_category_rss.get(c, 0.0) for c in categories) for s in window), 1
+            ),
+            "peak_pss_mb": round(
+                max(sum(s.by_category_pss.get(c, 0.0) for c in categories) for s in window), 1
+            ),
+        }
+
+    def cpu_seconds(self, start: float, end: float, categories: set[str] | None = None) -> float | None:
+        """CPU seconds used by the trees (or by the processes of ``categories``) between two
+        instants (nearest samples inside the window)."""
         window = self.window(start, end)
         if len(window) < 2:
             return None
-        return round(window[-1].cpu_s - window[0].cpu_s, 2)
+        if categories is None:
+            return round(window[-1].cpu_s - window[0].cpu_s, 2)
+        first, last = window[0].by_category_cpu, window[-1].by_category_cpu
+        return round(sum(last.get(c, 0.0) - first.get(c, 0.0) for c in categories), 2)

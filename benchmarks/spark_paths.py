@@ -5,7 +5,10 @@
 * ``inprocess_udf``: ``predict_batch_udf`` whose ``make_predict_fn`` loads the model in every Spark
   Python worker (what users do without Triton);
 * ``triton_udf``: this project's path, unchanged: ``spark_jobs.triton_fleet.launch_servers`` before
-  the read and ``start_servers`` after it (one PyTriton server per node), ``spark_jobs.inference.triton_predict_udf``, ``stop_servers`` in ``finally``.
+  the read and ``start_servers`` after it (one PyTriton server per node), ``spark_jobs.inference.triton_predict_udf``, ``stop_servers`` in ``finally``;
+* ``mlflow_udf``: the peer Databricks documents, ``mlflow.pyfunc.spark_udf`` over the model that
+  :mod:`benchmarks.mlflow_model` logged to a local MLflow store (``cfg["mlflow"]``): the model is
+  downloaded on the driver, shipped to every executor and loaded in every Python worker.
 
 Both read the same Delta snapshot with the project's ``delta_io`` and cache it first (the read is
 timed separately); inference is timed on a ``noop`` sink, so no output write is in the number.
@@ -36,11 +39,26 @@ def inprocess_predict_udf(model_ref: str, options: dict[str, Any], batch_size: i
 
         def predict(text: np.ndarray) -> np.ndarray:
             encoded = np.array([t.encode("utf-8") for t in text], dtype=np.object_).reshape(-1, 1)
-            return infer(encoded)[name]
+            out = infer(encoded)[name]
+            return np.array(out, dtype=np.object_) if isinstance(out, list) else out  # texts: a list
 
         return predict
 
     return predict_batch_udf(make_predict_fn, return_type=return_type(model), batch_size=batch_size)
+
+
+def mlflow_udf(spark, settings: dict[str, Any]):
+    """``mlflow.pyfunc.spark_udf`` as its documentation shows it, over the logged model's URI."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings["tracking_uri"])
+    return mlflow.pyfunc.spark_udf(
+        spark,
+        settings["model_uri"],
+        result_type=settings["result_type"],
+        params=settings.get("params") or None,
+        env_manager="local",  # the cluster's own environment, as the other paths use
+    )
 
 
 def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
@@ -89,6 +107,7 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
     check_ids = [int(i) for i in cfg.get("check_ids", [])]
 
     model = resolve_model(cfg["model"])
+    result["model_name"] = model.name
     path_start = time.monotonic()
     stamps["path_start"] = time.time()
     try:
@@ -103,6 +122,8 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
             predict = triton_predict_udf(
                 model, server_request(spark, job), job.batch_size, job.inference_timeout_s
             )
+        elif cfg["path"] == "mlflow_udf":
+            predict = mlflow_udf(spark, cfg["mlflow"])
         else:
             predict = inprocess_predict_udf(cfg["model"], job.model_options, job.batch_size)
 
@@ -122,7 +143,7 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
         result["rows_per_s"] = round(result["rows"] / result["infer_s"], 1)
 
         rows = docs.where(F.col("id").isin(check_ids)).select("id", predict("text").alias("e")).collect()
-        result["check"] = {str(r.id): list(r.e) for r in rows}
+        result["check"] = {str(r.id): r.e if isinstance(r.e, str) else list(r.e) for r in rows}
     finally:
         if cfg["path"] == "triton_udf":
             from spark_jobs.triton_fleet import stop_servers

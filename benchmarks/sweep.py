@@ -11,6 +11,9 @@ Usage::
     python -m benchmarks.sweep --rows 500    # a quick look
     python -m benchmarks.sweep --batching    # batcher / instances / HTTP vs gRPC, 4 workers on one node
                                              # -> results/<date>-<machine>-batching-4w.json
+    python -m benchmarks.sweep --batching --model t5-small --rows 600
+                                             # the generation model's serving knobs, one at a time
+                                             # -> results/<date>-<machine>-batching-4w-t5-small.json
 """
 
 from __future__ import annotations
@@ -19,9 +22,20 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import RESULTS, log, machine_name, make_input, parse_args, run_spark_path
+from benchmarks.bench import (
+    MODELS_DIR,
+    RESULTS,
+    agreement,
+    log,
+    machine_name,
+    make_input,
+    parse_args,
+    run_spark_path,
+)
+from benchmarks.workloads import WORKLOADS, prepare
 
 ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
@@ -54,18 +68,34 @@ BATCHING_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "in-process UDF (path 2)": ("inprocess_udf", {}),
 }
 
-
-def _min_cosine(base: dict | None, other: dict | None) -> float | None:
-    """Worst cosine similarity between two variants' embeddings of the same check rows."""
-    import numpy as np
-
-    if not base or not other:
-        return None
-    worst = 1.0
-    for key, vector in base.items():
-        a, b = np.asarray(vector), np.asarray(other[key])
-        worst = min(worst, float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
-    return round(worst, 6)
+# ``--batching --model t5-small``: the same knobs for text generation, where a batch's cost per row
+# falls with its size (every decoding step is one forward pass over the whole batch). The text2text
+# task serves batches of at most 64 rows (``max_batch_size``), so the server can only merge requests
+# smaller than that: the client batch is the first knob. The baseline is today's CPU default (one
+# single-threaded instance per core, no queue delay) at the bench's 64-row batches.
+GENERATION_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline (batch 64; per-core instances; no delay)": ("triton_udf", {}),
+    "batch 16": ("triton_udf", {"batch_size": 16}),
+    "batch 16, queue delay 2 ms": (
+        "triton_udf",
+        {"batch_size": 16, "job_settings": {"server_max_queue_delay_us": 2000}},
+    ),
+    "batch 16, queue delay 10 ms": (
+        "triton_udf",
+        {"batch_size": 16, "job_settings": {"server_max_queue_delay_us": 10_000}},
+    ),
+    "batch 16, delay 10 ms, preferred 64": (
+        "triton_udf",
+        {
+            "batch_size": 16,
+            "job_settings": {"server_max_queue_delay_us": 10_000, "server_preferred_batch_sizes": [64]},
+        },
+    ),
+    "queue delay 10 ms": ("triton_udf", {"job_settings": {"server_max_queue_delay_us": 10_000}}),
+    "model instances 1 (node's threads)": ("triton_udf", {"job_settings": {"server_model_instances": 1}}),
+    "in-process UDF (path 2), batch 64": ("inprocess_udf", {}),
+    "in-process UDF (path 2), batch 16": ("inprocess_udf", {"batch_size": 16}),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers-per-node", type=int, default=4, help="with --batching: Python workers feeding the node"
     )
+    parser.add_argument("--model", default="minilm", choices=sorted(WORKLOADS))
+    parser.add_argument(
+        "--out", default=None, help="result JSON (default results/<date>-<machine>-<kind>.json)"
+    )
     options = parser.parse_args(argv)
-    variants = BATCHING_VARIANTS if options.batching else VARIANTS
+    generation = WORKLOADS[options.model].kind == "generation"
+    if generation and not options.batching:
+        parser.error("--model t5-small sweeps the serving knobs: add --batching")
+    variants = GENERATION_VARIANTS if generation else BATCHING_VARIANTS if options.batching else VARIANTS
     chosen = [v for v in variants if not options.only or v in options.only.split(",")]
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -103,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     from airflow_spark_triton.backends.local.backend import LocalSparkBackend
     from airflow_spark_triton.cluster_spec import GpuClusterSpec
 
-    base = parse_args(["--rows", str(options.rows)])
+    base = parse_args(["--rows", str(options.rows), "--model", options.model])
+    base.workload = prepare(options.model, MODELS_DIR)
     if options.batching:  # one node: one worker, one executor whose N cores run N Python workers
         base.workers, base.python_workers = 1, options.workers_per_node
         spec = GpuClusterSpec(num_workers=1, executor_cores=options.workers_per_node, worker_memory="2g")
@@ -132,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     if result.get("cpu_s_timed")
                     else None,
                     "load_average": round(os.getloadavg()[0], 2),
-                    "min_cosine_vs_first": _min_cosine(checks[0], result.get("check")) if checks else 1.0,
+                    "agreement_vs_first": agreement(checks[0], result.get("check")) if checks else 1.0,
                 }
             )
             checks.append(result.get("check"))
@@ -149,11 +187,25 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['cpu_ms_per_row'] or '-':>11} {row['load_average']:>6}"
         )
     kind = f"batching-{options.workers_per_node}w" if options.batching else "sweep"
-    out = RESULTS / f"{time.strftime('%Y-%m-%d')}-{machine_name()}-{kind}.json"
+    kind += "" if options.model == "minilm" else f"-{options.model}"
+    out = (
+        Path(options.out)
+        if options.out
+        else RESULTS / f"{time.strftime('%Y-%m-%d')}-{machine_name()}-{kind}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
     layout = {"workers": spec.num_workers, "executor_cores": spec.executor_cores}
     out.write_text(
         json.dumps(
-            {"rows": options.rows, "machine": machine_name(), "layout": layout, "variants": rows}, indent=2
+            {
+                "rows": options.rows,
+                "model": base.workload.description,
+                "model_ref": base.workload.reference,
+                "machine": machine_name(),
+                "layout": layout,
+                "variants": rows,
+            },
+            indent=2,
         )
         + "\n"
     )

@@ -13,10 +13,16 @@ are forked from one daemon and share the pages they have not written, which RSS 
 process. "One model copy" is measured apart, in a fresh process: the private memory (USS) loading
 the model and scoring one batch adds to a bare interpreter, i.e. what each extra path-2 worker pays.
 
+``--model t5-small`` runs the text-generation model instead (:mod:`benchmarks.workloads`), where
+the node's server can batch the workers' requests (Triton's dynamic batcher) and the in-process
+workers cannot; ``--job-settings`` passes serving knobs (``server_max_queue_delay_us``, ...) to
+both paths' job settings, so one knob can be compared at every worker count.
+
 Usage::
 
     python -m benchmarks.workers_per_node                 # 2500 docs, N = 1,2,4
     python -m benchmarks.workers_per_node --rows 200      # smoke run, results under results/tmp/
+    python -m benchmarks.workers_per_node --model t5-small --rows 600 --batch-size 16
 """
 
 from __future__ import annotations
@@ -33,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import (
-    MODEL,
-    MODEL_NAME,
+    MODELS_DIR,
     REPO,
     RESULTS,
     bench_workdir,
+    device_options,
     leftovers,
     log,
     machine_name,
@@ -47,6 +53,7 @@ from benchmarks.bench import (
 from benchmarks.bench import (
     parse_args as bench_args,
 )
+from benchmarks.workloads import WORKLOADS, Workload, prepare
 
 PATHS = ("inprocess_udf", "triton_udf")
 SMOKE_ROWS = 500  # below this a run is a smoke test: its results go under results/tmp/
@@ -138,7 +145,7 @@ def format_table(rows: list[dict], model_copy_mb: float | None) -> str:
 # -- one model copy ---------------------------------------------------------------------------
 
 
-def probe_model_copy() -> dict[str, float]:
+def probe_model_copy(workload: Workload) -> dict[str, float]:
     """In this (fresh) process: private memory (USS) of the libraries, then of the model itself.
 
     ``model_uss_mb`` (weights, tokenizer and the working memory of scoring one 64-row batch, after
@@ -153,11 +160,12 @@ def probe_model_copy() -> dict[str, float]:
     bare = me.memory_full_info()
     import sentence_transformers  # noqa: F401  (the libraries, before any weights)
     import torch  # noqa: F401
+    import transformers  # noqa: F401
 
     from spark_jobs.models.references import resolve_model
 
     libraries = me.memory_full_info()
-    infer = resolve_model(MODEL).load({"torch_threads": 1})
+    infer = resolve_model(workload.reference).load({**workload.options, "torch_threads": 1})
     infer(np.array([[b"warm up the model with one short sentence"]] * 64, dtype=np.object_))
     loaded = me.memory_full_info()
     mb = 1024 * 1024
@@ -169,9 +177,9 @@ def probe_model_copy() -> dict[str, float]:
     }
 
 
-def measure_model_copy() -> dict[str, float]:
+def measure_model_copy(model: str) -> dict[str, float]:
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.workers_per_node", "--probe-model-copy"],
+        [sys.executable, "-m", "benchmarks.workers_per_node", "--probe-model-copy", "--model", model],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -196,6 +204,8 @@ def run_config(n: int, paths: list[str], args, table: Path, work: Path, check_id
     run_args = bench_args(["--rows", str(args.rows), "--batch-size", str(args.batch_size),
                            "--partitions", str(args.partitions), "--workers", "1"])  # fmt: skip
     run_args.python_workers = n
+    run_args.workload = args.workload
+    run_args.job_settings = args.job_settings
     results: dict[str, Any] = {}
     cluster_id = hook.create_cluster(spec, {"purpose": f"bench-workers-{n}"})
     try:
@@ -231,6 +241,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=2500, help="documents (default 2500)")
     parser.add_argument("--workers", default="1,2,4", help="Python workers per node to run (default 1,2,4)")
     parser.add_argument("--paths", default=",".join(PATHS), help="subset of " + ",".join(PATHS))
+    parser.add_argument("--model", default="minilm", choices=sorted(WORKLOADS))
+    parser.add_argument(
+        "--job-settings",
+        type=json.loads,
+        default={},
+        help="InferenceJobConfig fields of both paths, JSON, e.g. '{\"server_max_queue_delay_us\": 2000}'",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--worker-memory", default="2g", help="the executor JVM's memory")
@@ -255,13 +272,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.probe_model_copy:
-        print(json.dumps(probe_model_copy()))
+        print(json.dumps(probe_model_copy(prepare(args.model, MODELS_DIR))))
         return 0
     paths = [p for p in PATHS if p in args.paths.split(",")]
     work = bench_workdir("workers")
     os.environ.pop("OMP_NUM_THREADS", None)
+    args.workload = prepare(args.model, MODELS_DIR)
     log("measuring one model copy in a fresh process")
-    copy = measure_model_copy()
+    copy = measure_model_copy(args.model)
     log(f"one model copy: {copy}")
     table_path = work / "data" / "documents"
     log(f"writing {args.rows} documents")
@@ -283,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = compare(configs, copy["model_uss_mb"])
     summary = {
         "benchmark": "workers_per_node",
-        "model": MODEL_NAME,
-        "model_ref": MODEL,
+        "model": args.workload.description,
+        "model_ref": args.workload.reference,
+        "workload": args.workload.name,
+        "model_options": device_options(args),
         "rows": args.rows,
         "cores": os.cpu_count(),
         "device": "cpu",
@@ -299,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "partitions": args.partitions,
             "worker_memory": args.worker_memory,
+            "job_settings": args.job_settings,
         },
         "input": input_info,
         "leftover_processes": left,
@@ -315,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     default_dir = RESULTS / "tmp" if args.rows < SMOKE_ROWS else RESULTS
-    out = Path(args.out) if args.out else default_dir / f"{summary['date']}-{summary['machine']}-workers.json"
+    suffix = "" if args.workload.name == "minilm" else f"-{args.workload.name}"
+    out = (
+        Path(args.out)
+        if args.out
+        else default_dir / f"{summary['date']}-{summary['machine']}-workers{suffix}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print()

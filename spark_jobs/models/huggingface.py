@@ -33,6 +33,7 @@ because "may trigger a DAG with a conf" must not mean "may run code from any Hub
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -192,10 +193,22 @@ def hf_model(
     )
 
 
+# PyTriton binds one Unix socket per model instance, ``<workspace>/<name>_<i>_<j>-server.sock``, and
+# a socket path holds at most 107 bytes: under the default workspace (``~/.cache/pytriton/
+# workspace_XXXXXXXX/``, 41 bytes for root) a name of 52 characters already fails to serve
+# ("File name too long"). Names stay within this length.
+MAX_MODEL_NAME = 40
+
+
 def model_name(task: str, source: str) -> str:
-    """A Triton model name (letters, digits, ``_``) saying the task and the model's last path part."""
+    """A Triton model name (letters, digits, ``_``) saying the task and the model's last path part;
+    a longer one keeps its start and ends with a hash of the whole, so it stays distinct."""
     last = source.rstrip("/").rsplit("/", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_]+", "_", f"hf_{task}_{last}")[:100]
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", f"hf_{task}_{last}")
+    if len(name) <= MAX_MODEL_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_MODEL_NAME - len(digest) - 1]}_{digest}"
 
 
 def check_options(task: str, options: Mapping[str, Any]) -> None:

@@ -214,3 +214,16 @@ def test_every_task_is_listed_with_its_files():
         "feature-extraction",
         "image-classification",
     }
+
+
+def test_served_names_fit_pytritons_socket_paths():
+    from spark_jobs.models.huggingface import MAX_MODEL_NAME, model_name
+
+    assert model_name("text2text-generation", "/models/tiny-t5/") == "hf_text2text_generation_tiny_t5"
+    long_a = model_name("text2text-generation", "/models/t5-small-random-794e8c161293")
+    long_b = model_name("text2text-generation", "/models/t5-small-random-000000000000")
+    assert len(long_a) == len(long_b) == MAX_MODEL_NAME
+    assert long_a.startswith("hf_text2text_generation_t5_") and long_a != long_b
+    # the instance socket PyTriton binds under root's default workspace stays within 107 bytes
+    socket = f"/root/.cache/pytriton/workspace_4c2io175/{long_a}_0_1-server.sock"
+    assert len(socket) <= 107
