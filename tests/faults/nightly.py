@@ -242,7 +242,7 @@ class Probe:
         total = 0
         for record in self.server_records():
             url = f"http://127.0.0.1:{record['metrics_port']}/metrics"
-            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=2) as reply:
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=10) as reply:
                 for line in reply.read().decode().splitlines():
                     if line.startswith("nv_inference_request_success{"):
                         total += int(float(line.rsplit(" ", 1)[1]))

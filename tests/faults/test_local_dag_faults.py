@@ -124,7 +124,8 @@ def exit_code(message: str) -> str:
 
 def when_log_shows(text: str) -> Callable[..., Strike]:
     """A fault the job runs into by itself: note when the driver log first shows ``text``."""
-    return lambda probe, *_: Strike(lambda: text in probe.driver_log_tail(), lambda: None)
+    # The last 4 MiB: a failing job's tracebacks and Spark's retries can push the line out of a short tail.
+    return lambda probe, *_: Strike(lambda: text in probe.driver_log_tail(1 << 22), lambda: None)
 
 
 def failed_with_teardown(run: FaultRun) -> None:
