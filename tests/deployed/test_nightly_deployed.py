@@ -399,17 +399,6 @@ def test_deferred_run_of_a_task_marked_failed_is_canceled(deployment: Deployment
 # -- the date lease (issue #24 item 6) ---------------------------------------------------------
 
 
-def lease_holders(output_table: Path) -> list[dict[str, Any]]:
-    """The active rows of the output's date-lease table (``<output>_leases``): who writes which date."""
-    from deltalake import DeltaTable
-
-    table = Path(f"{output_table}_leases")
-    if not (table / "_delta_log").exists():
-        return []
-    rows = DeltaTable(str(table)).to_pandas()
-    return rows[rows["released_at"].isna()].to_dict("records")
-
-
 def test_a_second_dag_run_of_a_date_being_written_fails_naming_the_first(deployment: Deployment) -> None:
     """Two DAGs (a user's own, reusing the operators) write the same output table and date: while the
     first run holds the date's lease, the second's inference task fails at once naming the first
@@ -418,7 +407,7 @@ def test_a_second_dag_run_of_a_date_being_written_fails_naming_the_first(deploym
     first = start_slow_run(deployment, "reused_sync", day, 12, "running")
     holder = deployment.stack.wait_for(
         f"the lease of {day} held by {first}",
-        lambda: [h for h in lease_holders(deployment.tables.output) if first in str(h.get("writer"))],
+        lambda: [h for h in ledger.active_leases(deployment.tables.output) if first in str(h.get("writer"))],
         RUN_TIMEOUT_S,
         interval_s=1,
     )
@@ -431,7 +420,7 @@ def test_a_second_dag_run_of_a_date_being_written_fails_naming_the_first(deploym
     assert wait_for_run(deployment, "reused_sync", first) == "success"
     wait_for_run(deployment, "reused_deferrable", second)  # its retry may run once the first released
     assert_date_exact(deployment.tables, day)
-    assert lease_holders(deployment.tables.output) == []
+    assert ledger.active_leases(deployment.tables.output) == []
     assert_nothing_running(deployment)
 
 

@@ -22,6 +22,7 @@ from spark_jobs.contract import InferenceJobConfig, RunReport
 from spark_jobs.delta_io import write_pandas_table
 from spark_jobs.models.hashing_embedder import embed
 from tests.backends.local.test_backend import started_cluster, wait_terminal
+from tests.faults import ledger
 
 pytestmark = pytest.mark.slow
 
@@ -93,12 +94,8 @@ def assert_embeddings_of(rows: pd.DataFrame, texts: dict[int, str]) -> None:
 
 
 def lease_holder(root: Path) -> str | None:
-    table = root / "out_leases"
-    if not (table / "_delta_log").exists():
-        return None
-    rows = DeltaTable(str(table)).to_pandas()
-    active = rows[rows["released_at"].isna()]
-    return None if active.empty else str(active["run_id"].iloc[0])
+    active = ledger.active_leases(root / "out")
+    return str(active[0]["run_id"]) if active else None
 
 
 def test_replace_date_twice_keeps_one_runs_rows_and_a_second_run_meanwhile_fails_naming_the_first(

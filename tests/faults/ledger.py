@@ -254,6 +254,20 @@ def date_ids(table: Path, dates: Iterable[str], column: str = "id") -> list[str]
     return ids
 
 
+def active_leases(output_table: Path) -> list[dict[str, Any]]:
+    """The unreleased rows of an output table's date-lease table (:mod:`spark_jobs.date_lease`):
+    who is writing which date; empty before any run took a lease."""
+    from deltalake import DeltaTable
+
+    from spark_jobs.contract.job_config import default_lease_table
+
+    table = Path(default_lease_table(str(output_table)))
+    if not (table / "_delta_log").exists():
+        return []
+    rows = DeltaTable(str(table)).to_pandas()
+    return rows[rows["released_at"].isna()].to_dict("records")
+
+
 def rows_lost_and_duplicated(
     input_table: Path, output_table: Path, rejects_table: Path, dates: Iterable[str | dt.date]
 ) -> tuple[int, int]:
