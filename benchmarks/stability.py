@@ -13,6 +13,7 @@ Usage::
 
     python -m benchmarks.stability                          # 3 x (3k, 20k, 50k): about 3 h on 2 idle cores
     python -m benchmarks.stability --sizes 300,600 --repeats 2 --paths plain_torch,triton_udf   # smoke
+    python -m benchmarks.stability --summarize benchmarks/results/tmp/stability-<stamp>   # again, from its runs
 
 Run it on an otherwise idle machine (``uptime``: 1-minute load under 1.5 before it starts): the
 spread is what the machine's own noise does to the ratios, not a neighbour's test suite. Every run's
@@ -146,6 +147,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tolerance", type=float, default=3.0, help="±%% a stable ratio stays within")
     parser.add_argument("--run-timeout-s", type=float, default=7200, help="one bench run's limit")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--summarize",
+        default=None,
+        metavar="FOLDER",
+        help="summarize a kept results/tmp/stability-* folder again",
+    )
     args = parser.parse_args(argv)
     try:
         args.size_list = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
@@ -159,53 +166,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    exit_on_sigterm()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder = RESULTS / "tmp" / f"stability-{stamp}"
-    folder.mkdir(parents=True)
+def record_of(size: int, repeat: int, summary: dict[str, Any], result: Path) -> dict[str, Any]:
+    """One bench run as the stability summary keeps it: its ratios, and each path's rows/s and CPU
+    ms per row (the same path's CPU per row moving from run to run is the machine's speed moving)."""
+    return {
+        "rows": size,
+        "run": repeat,
+        "workload": summary.get("workload"),
+        "ratios": {k: round(v, 4) for k, v in ratios_of(summary).items()},
+        "rows_per_s": summary.get("rows_per_s"),
+        "cpu_ms_per_row": summary.get("cpu_ms_per_row"),
+        "load_average": summary.get("load_average"),
+        "wall_s": summary.get("_wall_s"),
+        "result": str(result),
+    }
+
+
+def path_spreads(records: list[dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]:
+    """Per size, per path: :func:`spread` of its rows/s and of its CPU ms per row over the runs.
+
+    A ratio of two paths that ran one after the other moves when the machine's speed moves between
+    them; the CPU each path spends per row on the same forward passes shows whether it did."""
+    table: dict[int, dict[str, dict[str, Any]]] = {}
+    for size in sorted({r["rows"] for r in records}):
+        runs = [r for r in records if r["rows"] == size]
+        paths = sorted({p for r in runs for p, v in (r.get("rows_per_s") or {}).items() if v})
+        table[size] = {
+            path: {
+                key: spread([v for r in runs if (v := (r.get(key) or {}).get(path))])
+                for key in ("rows_per_s", "cpu_ms_per_row")
+            }
+            for path in paths
+        }
+    return table
+
+
+def format_path_table(table: dict[int, dict[str, dict[str, Any]]]) -> str:
+    lines = [
+        f"{'rows':>7}  {'path':<14} {'rows/s mean':>11} {'spread':>8}  {'CPU ms/row mean':>15} {'spread':>8}"
+    ]
+    lines.append("-" * len(lines[0]))
+    for size, paths in table.items():
+        for path, s in paths.items():
+            rps, cpu = s["rows_per_s"], s["cpu_ms_per_row"]
+            cells = [
+                f"{x['mean']:>{w}.{d}f} {'±' + format(x['spread_pct'], '.1f') + '%':>8}"
+                if x
+                else f"{'-':>{w}} {'-':>8}"
+                for x, w, d in ((rps, 11, 1), (cpu, 15, 2))
+            ]
+            lines.append(f"{size:>7}  {path:<14} {cells[0]}  {cells[1]}")
+    return "\n".join(lines)
+
+
+def summarize(records: list[dict[str, Any]], args: argparse.Namespace, command: str) -> int:
+    """The spreads of the runs' ratios and paths, the stable size; written as JSON and printed."""
     runs: dict[int, list[dict[str, float]]] = {}
-    records: list[dict[str, Any]] = []
-    # Sizes interleaved (3k, 20k, 50k, 3k, ...): a slow drift of the machine spreads over every size.
-    for repeat in range(1, args.repeats + 1):
-        for size in args.size_list:
-            summary = run_bench(size, repeat, args, folder)
-            ratios = ratios_of(summary)
-            runs.setdefault(size, []).append(ratios)
-            records.append(
-                {
-                    "rows": size,
-                    "run": repeat,
-                    "ratios": {k: round(v, 4) for k, v in ratios.items()},
-                    "rows_per_s": summary.get("rows_per_s"),
-                    "load_average": summary.get("load_average"),
-                    "wall_s": summary["_wall_s"],
-                    "result": str(folder / f"rows-{size}-run-{repeat}.json"),
-                }
-            )
-            log(f"{size} rows, run {repeat}: {records[-1]['ratios']} in {summary['_wall_s']} s")
+    for record in records:
+        runs.setdefault(record["rows"], []).append(record["ratios"])
     table = spreads(runs)
     chosen = stable_size(table, args.tolerance, args.repeats)
+    paths = path_spreads(records)
     result = {
         "benchmark": "stability",
         "machine": machine_name(),
         "date": dt.date.today().isoformat(),
-        "command": "python -m benchmarks.stability " + " ".join(sys.argv[1:]),
+        "command": command,
         "paths": args.paths.split(","),
         "model": args.model,
         "repeats": args.repeats,
         "tolerance_pct": args.tolerance,
         "spreads": {str(size): ratios for size, ratios in table.items()},
+        "path_spreads": {str(size): by_path for size, by_path in paths.items()},
         "stable_size": chosen,
         "runs": records,
     }
-    default_dir = RESULTS / "tmp" if min(args.size_list) < SMOKE_SIZE else RESULTS
+    sizes = sorted(runs)
+    default_dir = RESULTS / "tmp" if min(sizes) < SMOKE_SIZE else RESULTS
     out = Path(args.out) if args.out else default_dir / f"{result['date']}-{result['machine']}-stability.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(format_table(table, args.tolerance))
+    print()
+    print(format_path_table(paths))
     verdict = (
         f"smallest size whose ratios all repeat within ±{args.tolerance:g}%: {chosen} documents"
         if chosen
@@ -213,6 +257,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\n{verdict}\nresults: {out}")
     return 0
+
+
+def records_in(folder: Path) -> list[dict[str, Any]]:
+    """The records of a kept run folder's ``rows-<size>-run-<n>.json`` results, in run order."""
+    found = []
+    for result in folder.glob("rows-*-run-*.json"):
+        _, size, _, repeat = result.stem.split("-")
+        found.append(record_of(int(size), int(repeat), json.loads(result.read_text()), result))
+    if not found:
+        raise SystemExit(f"no rows-<size>-run-<n>.json results in {folder}")
+    return sorted(found, key=lambda r: (r["run"], r["rows"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python -m benchmarks.stability " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.summarize:  # the summary again, from the runs a stability run kept; nothing runs
+        records = records_in(Path(args.summarize))
+        args.repeats = max(r["run"] for r in records)
+        args.model = records[0]["workload"] or args.model
+        args.paths = ",".join(sorted({p for r in records for p, v in (r["rows_per_s"] or {}).items() if v}))
+        return summarize(records, args, command)
+    exit_on_sigterm()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = RESULTS / "tmp" / f"stability-{stamp}"
+    folder.mkdir(parents=True)
+    records: list[dict[str, Any]] = []
+    # Sizes interleaved (3k, 20k, 50k, 3k, ...): a slow drift of the machine spreads over every size.
+    for repeat in range(1, args.repeats + 1):
+        for size in args.size_list:
+            summary = run_bench(size, repeat, args, folder)
+            records.append(record_of(size, repeat, summary, folder / f"rows-{size}-run-{repeat}.json"))
+            log(f"{size} rows, run {repeat}: {records[-1]['ratios']} in {summary['_wall_s']} s")
+    return summarize(records, args, command)
 
 
 if __name__ == "__main__":
