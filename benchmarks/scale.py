@@ -81,8 +81,8 @@ def run_size(backend, cluster_id: str, rows: int, work: Path, batch_size: int) -
     )
     submitted = time.monotonic()
     run_id = backend.submit_job(cluster_id, job, f"scale-{rows}-{int(time.time())}")
-    nodes = TreeSampler(node_roots(backend, cluster_id), interval_s=0.5)
-    driver = TreeSampler(driver_roots(backend, run_id), interval_s=0.5)
+    nodes = TreeSampler(node_roots(backend, cluster_id))
+    driver = TreeSampler(driver_roots(backend, run_id))
     with nodes, driver:
         while not (status := backend.get_run_status(run_id)).state.is_terminal:
             time.sleep(1)

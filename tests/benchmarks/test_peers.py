@@ -110,8 +110,11 @@ def test_a_ray_nodes_memory_and_cpu_leave_the_head_out():
                {RAY_NODE: 14.0, RAY_HEAD: 3.5}),
     ]  # fmt: skip
     assert sampler.peak_of({RAY_NODE}, 0, 3) == {"peak_rss_mb": 1100.0, "peak_pss_mb": 800.0}
-    assert sampler.cpu_seconds(0, 3, {RAY_NODE}) == 4.0
-    assert sampler.cpu_seconds(0, 3, {RAY_HEAD}) == 0.5
+    assert sampler.cpu_seconds(1, 2, {RAY_NODE}) == 4.0
+    assert sampler.cpu_seconds(1.5, 2, {RAY_NODE}) == 2.0, "interpolated between the samples around it"
+    assert sampler.cpu_seconds(0, 3, {RAY_NODE}) == 12.0, "extended at the rate of the nearest samples"
+    assert sampler.cpu_seconds(0, 3, {RAY_HEAD}) == 1.5
+    assert sampler.cpu_seconds(5, 6, {RAY_NODE}) is None, "no sample inside the window"
     assert sampler.peak_of({RAY_NODE}, 5, 6) is None
 
 
@@ -131,3 +134,4 @@ def test_the_summary_counts_cpu_per_row_over_the_rows_of_each_paths_timed_window
     assert summary["fixed_overhead_s"] == {"plain_torch": 5.0, "ray_data": 30.0}
     assert list(summary["gives_up"]) == ["plain_torch", "ray_data"], "in the paths' order"
     assert summary["peers"] == {}, "no Triton path ran: no peer ratio"
+
