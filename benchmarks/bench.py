@@ -365,6 +365,7 @@ def run_spark_path(hook, cluster_id: str, path: str, args, table: Path, work: Pa
         "check_ids": check_ids,
         "run_id": f"bench-{path}-{os.getpid()}-{int(time.time())}",
         "session_conf": dict(kv.split("=", 1) for kv in args.session_conf),
+        "row_order": getattr(args, "row_order", None),  # None: the path's own (spark_paths.run)
         "out": str(out),
     }
     script = REPO / "benchmarks" / "spark_paths.py"

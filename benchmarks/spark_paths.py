@@ -64,6 +64,7 @@ def mlflow_udf(spark, settings: dict[str, Any]):
 def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
     from pyspark.sql import functions as F
 
+    from spark_jobs.batch_order import length_ordered
     from spark_jobs.contract import InferenceJobConfig
     from spark_jobs.delta_io import delta_io_for
     from spark_jobs.models.references import resolve_model
@@ -136,7 +137,13 @@ def run(spark, cfg: dict[str, Any], result: dict[str, Any]) -> None:
 
         stamps["timed_start"] = time.time()
         started = time.monotonic()
-        scored = docs.select("id", predict("text").alias("embedding"))
+        # Paths 2 and 3 take the rows in the job's order (spark_jobs.batch_order); spark_udf takes
+        # them as a user's DataFrame has them (its sentence-transformers flavor sorts inside encode).
+        # ``row_order`` "table" turns the job's order off (benchmarks.sweep measures what it buys).
+        order = cfg.get("row_order") or ("table" if cfg["path"] == "mlflow_udf" else "length")
+        ordered = length_ordered(docs, ["text"]) if order == "length" else docs
+        result["row_order"] = order
+        scored = ordered.select("id", predict("text").alias("embedding"))
         scored.write.format("noop").mode("overwrite").save()
         result["infer_s"] = round(time.monotonic() - started, 3)
         stamps["timed_end"] = time.time()

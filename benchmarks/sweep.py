@@ -9,6 +9,9 @@ Usage::
 
     python -m benchmarks.sweep               # 2000 documents -> results/<date>-<machine>-sweep.json
     python -m benchmarks.sweep --rows 500    # a quick look
+    python -m benchmarks.sweep --rows 6000 --repeat 3 --only "baseline (batch 64)" --only "rows in table order"
+                                             # A/B interleaved 3 times: the machine's drift
+                                             # between rounds moves both sides alike
     python -m benchmarks.sweep --batching    # batcher / instances / HTTP vs gRPC, 4 workers on one node
                                              # -> results/<date>-<machine>-batching-4w.json
     python -m benchmarks.sweep --batching --model t5-small --rows 600
@@ -49,6 +52,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "server torch threads 1": ("triton_udf", {"server_options": json.dumps({"torch_threads": 1})}),
     "partitions 2": ("triton_udf", {"partitions": 2}),
     "in-process UDF (path 2), batch 64": ("inprocess_udf", {}),
+    # spark_jobs.batch_order: each partition length-ordered (the job's default) against table order
+    "rows in table order": ("triton_udf", {"row_order": "table"}),
+    "in-process UDF (path 2), rows in table order": ("inprocess_udf", {"row_order": "table"}),
 }
 
 # ``--batching``: PyTriton's dynamic batcher, model instances and the client protocol, with N Python
@@ -98,12 +104,32 @@ GENERATION_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def vs_round_baseline(rows: list[dict[str, Any]], row: dict[str, Any]) -> float | None:
+    """``row``'s rows/s over its round's baseline (the round's first triton_udf variant): the
+    variants of one round ran minutes apart, the rounds tens of minutes apart."""
+    baseline = next(
+        (r["rows_per_s"] for r in rows if r["path"] == "triton_udf" and r["round"] == row["round"]), None
+    )
+    return round(row["rows_per_s"] / baseline, 3) if baseline else None
+
+
+def mean_vs_baseline(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per variant, the mean of its rounds' ratios to their baselines."""
+    ratios: dict[str, list[float]] = {}
+    for row in rows:
+        if (ratio := vs_round_baseline(rows, row)) is not None:
+            ratios.setdefault(row["variant"], []).append(ratio)
+    return {name: round(sum(v) / len(v), 3) for name, v in ratios.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--only", default="", help="comma-separated variant names (default: all)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="a variant's name, repeatable (default: all variants)"
+    )
     parser.add_argument(
         "--batching",
         action="store_true",
@@ -114,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default="minilm", choices=sorted(WORKLOADS))
     parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the chosen variants, interleaved (A B A B ...)"
+    )
+    parser.add_argument(
         "--out", default=None, help="result JSON (default results/<date>-<machine>-<kind>.json)"
     )
     options = parser.parse_args(argv)
@@ -121,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     if generation and not options.batching:
         parser.error("--model t5-small sweeps the serving knobs: add --batching")
     variants = GENERATION_VARIANTS if generation else BATCHING_VARIANTS if options.batching else VARIANTS
-    chosen = [v for v in variants if not options.only or v in options.only.split(",")]
+    unknown = sorted(set(options.only) - set(variants))
+    if unknown:  # names hold commas ("in-process UDF (path 2), batch 64"): one --only per name
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(variants)}")
+    chosen = [v for v in variants if not options.only or v in options.only]
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = RESULTS / "tmp" / f"sweep-{stamp}-{os.getpid()}"
@@ -155,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[dict | None] = []  # embeddings of the check rows: every variant must score the same
     try:
         hook.wait_for_cluster(cluster_id, 300)
-        for name in chosen:
+        for round_, name in ((r, n) for r in range(1, options.repeat + 1) for n in chosen):
             path, overrides = variants[name]
             args = argparse.Namespace(**{**vars(base), **overrides})
             log(f"{name}: {path} {overrides or ''}")
@@ -163,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(
                 {
                     "variant": name,
+                    "round": round_,
                     "path": path,
                     "overrides": overrides,
                     "rows_per_s": result["rows_per_s"],
@@ -178,14 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         hook.delete_cluster(cluster_id)
 
-    baseline = next(r for r in rows if r["path"] == "triton_udf")["rows_per_s"] if rows else None
-    print(f"\n{'variant':<36} {'rows/s':>8} {'vs baseline':>12} {'CPU ms/row':>11} {'load':>6}")
+    print(f"\n{'variant':<46} {'round':>5} {'rows/s':>8} {'vs baseline':>12} {'CPU ms/row':>11} {'load':>6}")
     for row in rows:
-        row["vs_baseline"] = round(row["rows_per_s"] / baseline, 3) if baseline else None
+        row["vs_baseline"] = vs_round_baseline(rows, row)
         print(
-            f"{row['variant']:<36} {row['rows_per_s']:>8} {row['vs_baseline']:>12} "
+            f"{row['variant']:<46} {row['round']:>5} {row['rows_per_s']:>8} {row['vs_baseline'] or '-':>12} "
             f"{row['cpu_ms_per_row'] or '-':>11} {row['load_average']:>6}"
         )
+    means = mean_vs_baseline(rows)
+    if options.repeat > 1:
+        print("\nmean over rounds, vs the same round's baseline:")
+        for name, value in means.items():
+            print(f"  {name:<46} {value}")
     kind = f"batching-{options.workers_per_node}w" if options.batching else "sweep"
     kind += "" if options.model == "minilm" else f"-{options.model}"
     out = (
@@ -203,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
                 "model_ref": base.workload.reference,
                 "machine": machine_name(),
                 "layout": layout,
+                "rounds": options.repeat,
                 "variants": rows,
+                "mean_vs_baseline": means,
             },
             indent=2,
         )

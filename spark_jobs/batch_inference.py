@@ -213,6 +213,7 @@ def _score_date(
     MLflow model's pinned copy, :func:`spark_jobs.model_files.prepare_model`)."""
     from pyspark.sql import functions as F
 
+    from spark_jobs.batch_order import length_ordered
     from spark_jobs.columns import input_mapping, output_names
     from spark_jobs.inference import prediction_columns, triton_predict_udf
     from spark_jobs.reject_summary import summarize_rejects
@@ -276,7 +277,10 @@ def _score_date(
         )
         # The prediction is computed once, in its own projection, and then split into its columns.
         kept = [F.col(c) for c in job.keep_columns]
-        predicted = valid.select(
+        # Shortest rows first within each partition (spark_jobs.batch_order); a dry run's sample
+        # keeps its key order, which is how the report shows it.
+        ordered = valid if job.dry_run else length_ordered(valid, columns)
+        predicted = ordered.select(
             F.col(job.key_column), *kept, predict(*[F.col(c) for c in columns]).alias(PREDICTION)
         )
         scored = predicted.select(

@@ -135,3 +135,24 @@ def test_the_summary_counts_cpu_per_row_over_the_rows_of_each_paths_timed_window
     assert list(summary["gives_up"]) == ["plain_torch", "ray_data"], "in the paths' order"
     assert summary["peers"] == {}, "no Triton path ran: no peer ratio"
 
+
+def test_padding_counts_each_batch_at_its_longest_row():
+    from benchmarks.padding import padded_tokens, padding_ratios, partition_slices
+
+    assert padded_tokens([1, 5, 2, 2], 2) == 5 * 2 + 2 * 2
+    assert partition_slices(10, 3) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    ratios = padding_ratios([1, 5, 1, 5], partitions=1, batch_size=2)
+    assert ratios == {"table_order": 1.667, "length_ordered": 1.0, "table_over_length_ordered": 1.667}
+
+
+def test_both_orders_hold_the_same_rows_and_alternate_which_runs_first():
+    from benchmarks.padding import batches_in_both_orders, interleaved_cpu_seconds
+
+    lengths = [5, 1, 4, 2, 9, 3]
+    table, ordered = batches_in_both_orders(lengths, partitions=2, batch_size=2)
+    assert table == [[0, 1], [2], [3, 4], [5]]
+    assert ordered == [[1, 2], [0], [3, 5], [4]], "sorted within each partition, never across"
+    calls: list[list[int]] = []
+    cpu = interleaved_cpu_seconds(calls.append, table, ordered)
+    assert calls == [[0, 1], [1, 2], [0], [2], [3, 4], [3, 5], [4], [5]]
+    assert set(cpu) == {"table_order", "length_ordered"}
