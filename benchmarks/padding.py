@@ -28,32 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 
 
-def padded_tokens(lengths: Sequence[int], batch_size: int) -> int:
-    """Tokens computed when ``lengths`` are cut, in order, into batches each padded to its longest."""
-    return sum(
-        max(lengths[i : i + batch_size]) * len(lengths[i : i + batch_size])
-        for i in range(0, len(lengths), batch_size)
-    )
-
-
 def partition_slices(rows: int, partitions: int) -> list[slice]:
     """Contiguous, near-equal partitions, as Spark reads a single-file table split into ``partitions``."""
     bounds = [rows * p // partitions for p in range(partitions + 1)]
     return [slice(bounds[p], bounds[p + 1]) for p in range(partitions)]
-
-
-def padding_ratios(lengths: Sequence[int], partitions: int, batch_size: int) -> dict[str, float]:
-    """Padded over useful tokens for batches in table order and length-ordered within partitions."""
-    useful = sum(lengths)
-    in_order = sorted_order = 0
-    for part in partition_slices(len(lengths), partitions):
-        in_order += padded_tokens(lengths[part], batch_size)
-        sorted_order += padded_tokens(sorted(lengths[part]), batch_size)
-    return {
-        "table_order": round(in_order / useful, 3),
-        "length_ordered": round(sorted_order / useful, 3),
-        "table_over_length_ordered": round(in_order / sorted_order, 3),
-    }
 
 
 def batches_in_both_orders(
@@ -69,6 +47,23 @@ def batches_in_both_orders(
             table.append(rows[i : i + batch_size])
             ordered.append(by_length[i : i + batch_size])
     return table, ordered
+
+
+def padded_tokens(lengths: Sequence[int], batches: list[list[int]]) -> int:
+    """Tokens computed when each batch (row indices) is padded to its longest row."""
+    return sum(len(batch) * max(lengths[i] for i in batch) for batch in batches)
+
+
+def padding_ratios(lengths: Sequence[int], partitions: int, batch_size: int) -> dict[str, float]:
+    """Padded over useful tokens for batches in table order and length-ordered within partitions."""
+    useful = sum(lengths)
+    table, ordered = batches_in_both_orders(lengths, partitions, batch_size)
+    in_order, sorted_order = padded_tokens(lengths, table), padded_tokens(lengths, ordered)
+    return {
+        "table_order": round(in_order / useful, 3),
+        "length_ordered": round(sorted_order / useful, 3),
+        "table_over_length_ordered": round(in_order / sorted_order, 3),
+    }
 
 
 def interleaved_cpu_seconds(

@@ -139,7 +139,7 @@ def test_the_summary_counts_cpu_per_row_over_the_rows_of_each_paths_timed_window
 def test_padding_counts_each_batch_at_its_longest_row():
     from benchmarks.padding import padded_tokens, padding_ratios, partition_slices
 
-    assert padded_tokens([1, 5, 2, 2], 2) == 5 * 2 + 2 * 2
+    assert padded_tokens([1, 5, 2, 2], [[0, 1], [2, 3]]) == 5 * 2 + 2 * 2
     assert partition_slices(10, 3) == [slice(0, 3), slice(3, 6), slice(6, 10)]
     ratios = padding_ratios([1, 5, 1, 5], partitions=1, batch_size=2)
     assert ratios == {"table_order": 1.667, "length_ordered": 1.0, "table_over_length_ordered": 1.667}
